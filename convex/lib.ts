@@ -1,0 +1,117 @@
+// Rules shared by the queue's functions: who may call, what is valid, and the numbers.
+import { ConvexError } from "convex/values";
+import type { Doc } from "./_generated/dataModel";
+
+export const ACTIVE_STATUSES = ["running", "cloning", "analyzing", "gathering"] as const;
+export const UNFINISHED_STATUSES = ["pending", ...ACTIVE_STATUSES] as const;
+export const ALL_STATUSES = [...UNFINISHED_STATUSES, "completed", "failed", "canceled"] as const;
+export type ActiveStatus = (typeof ACTIVE_STATUSES)[number];
+
+export const DEFAULT_MAX_ATTEMPTS = 3;
+export const MAX_MAX_ATTEMPTS = 10;
+export const BACKOFF_BASE_MS = 5_000;
+export const BACKOFF_CAP_MS = 10 * 60_000;
+export const MIN_LEASE_MS = 1_000;
+export const MAX_LEASE_MS = 60 * 60_000;
+
+export const MAX_URL_LENGTH = 2_048;
+export const MAX_PROMPT_LENGTH = 20_000;
+export const MAX_ERROR_LENGTH = 4_000;
+export const MAX_PROGRESS_LENGTH = 500;
+// A Convex document is at most 1 MiB; keep room for the other fields.
+export const MAX_DOC_CONTENT_BYTES = 1_000_000;
+export const MAX_DOCS_PER_CALL = 100;
+export const MAX_BYTES_PER_CALL = 4 * 1024 * 1024;
+export const MAX_DOCS_PER_JOB = 1_000;
+
+export type ErrorCode = "unauthorized" | "invalid_argument" | "not_found" | "conflict";
+
+/** A refusal the caller can act on: `data.code` for programs, `data.message` for people. */
+export function refuse(code: ErrorCode, message: string): never {
+  throw new ConvexError({ code, message });
+}
+
+export function isActive(status: Doc<"jobs">["status"]): boolean {
+  return (ACTIVE_STATUSES as readonly string[]).includes(status);
+}
+
+/** Compares in time that depends only on the lengths, so a caller cannot guess the token byte by byte. */
+function constantTimeEqual(a: string, b: string): boolean {
+  const length = Math.max(a.length, b.length);
+  let difference = a.length ^ b.length;
+  for (let i = 0; i < length; i++) {
+    difference |= (a.charCodeAt(i) || 0) ^ (b.charCodeAt(i) || 0);
+  }
+  return difference === 0;
+}
+
+/** Every worker function starts here: no configured token means no worker may call at all. */
+export function requireWorker(workerToken: string): void {
+  const expected = process.env.FONDATION_WORKER_TOKEN;
+  if (!expected || !constantTimeEqual(workerToken, expected)) {
+    refuse("unauthorized", "worker token refused (FONDATION_WORKER_TOKEN is unset or differs)");
+  }
+}
+
+export function requireLength(name: string, value: string, max: number): void {
+  if (value.length > max) {
+    refuse("invalid_argument", `${name} is too long (${value.length} characters, at most ${max})`);
+  }
+}
+
+export function requireInteger(name: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    refuse("invalid_argument", `${name} must be a whole number from ${min} to ${max}, not ${value}`);
+  }
+}
+
+// Git ref names (git check-ref-format) narrowed further: no leading dash, so a branch can
+// never be read as an option by git.
+const BRANCH_PATTERN = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[A-Za-z0-9._\/-]{1,200}(?<![./])$/;
+
+export function requireBranch(branch: string): void {
+  if (!BRANCH_PATTERN.test(branch) || branch.endsWith(".lock")) {
+    refuse("invalid_argument", `branch ${JSON.stringify(branch)} is not a valid branch name`);
+  }
+}
+
+/**
+ * Repositories are https URLs without credentials. A deployment used for demos and tests may set
+ * FONDATION_ACCEPT_ANY_REPOSITORY_URL=1 so that the agent's own checks (which never trust the
+ * queue) can be exercised with hostile URLs and local paths.
+ */
+export function requireRepositoryUrl(repositoryUrl: string): void {
+  requireLength("repositoryUrl", repositoryUrl, MAX_URL_LENGTH);
+  if (process.env.FONDATION_ACCEPT_ANY_REPOSITORY_URL === "1") return;
+  let url: URL;
+  try {
+    url = new URL(repositoryUrl);
+  } catch {
+    refuse("invalid_argument", `repositoryUrl ${JSON.stringify(repositoryUrl)} is not a URL`);
+  }
+  if (url.protocol !== "https:") {
+    refuse("invalid_argument", `repositoryUrl must be an https URL, not ${url.protocol.replace(":", "")}`);
+  }
+  if (url.username || url.password) {
+    refuse("invalid_argument", "repositoryUrl must not contain credentials");
+  }
+}
+
+export function newLeaseToken(claims: number): string {
+  const random = new Uint8Array(16);
+  crypto.getRandomValues(random);
+  const hex = Array.from(random, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `${claims}-${hex}`;
+}
+
+/** Full jitter: a uniform delay up to min(cap, base * 2^(attempt-1)). */
+export function backoffMs(attempt: number): number {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, attempt - 1));
+  return Math.floor(Math.random() * ceiling);
+}
+
+/** What callers outside the worker see of a job: never the current fencing token. */
+export function publicJob(job: Doc<"jobs">) {
+  const { leaseToken: _leaseToken, docsLeaseToken: _docsLeaseToken, ...rest } = job;
+  return rest;
+}
