@@ -1,0 +1,47 @@
+# fondation-agent — see README.md. `make demo` runs a real job end to end; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install test test-convex test-python lint backend demo bench clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: install test-convex test-python
+
+test-convex: node_modules/.installed
+	npx vitest run
+
+test-python: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check fondation_agent tests examples bench localconvex
+	npx tsc --noEmit -p .
+
+# The local Convex backend on 127.0.0.1:3210 (state kept in .demo/backend.json).
+backend: node_modules/.installed
+	@mkdir -p .demo
+	@test -n "$$FONDATION_WORKER_TOKEN" || echo "note: FONDATION_WORKER_TOKEN is unset, so every worker call is refused"
+	npx tsx localconvex/server.ts --address 127.0.0.1:3210 --state .demo/backend.json
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .demo build dist *.egg-info

@@ -1,0 +1,198 @@
+"""The `fondation-agent` command: run the worker, check a config, and talk to the queue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fondation_agent import __version__
+from fondation_agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from fondation_agent.convex_api import ConvexApiError, ConvexHttp
+
+EXIT_USAGE = 2
+DEFAULT_PROMPT = "Turn this repository into a course for new contributors."
+STATUSES = ("pending", "running", "cloning", "analyzing", "gathering", "completed", "failed", "canceled")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fondation-agent", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the worker until stopped")
+    run.add_argument("--config", type=Path, default=None, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+
+    check = commands.add_parser("check-config", help="validate a config file; exit 2 with one line per problem")
+    check.add_argument("file", type=Path)
+
+    def queue_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--url", default=None, help="Convex deployment URL (default: $CONVEX_URL)")
+        return command
+
+    enqueue = queue_command("enqueue", "queue a job; prints its id")
+    enqueue.add_argument("--repo", required=True, help="repository URL (https)")
+    enqueue.add_argument("--branch", default=None)
+    enqueue.add_argument("--prompt", default=DEFAULT_PROMPT)
+    enqueue.add_argument("--dedup-key", default=None, help="reuse an unfinished job with this key")
+    enqueue.add_argument("--max-attempts", type=int, default=None)
+
+    jobs = queue_command("jobs", "list jobs, newest first")
+    jobs.add_argument("--status", choices=STATUSES, default=None)
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+
+    job = queue_command("job", "show one job and its documents")
+    job.add_argument("job_id", metavar="ID")
+    job.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cancel = queue_command("cancel", "cancel a job (a running one stops at its next heartbeat)")
+    cancel.add_argument("job_id", metavar="ID")
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"fondation-agent: config: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConvexApiError as error:
+        print(f"fondation-agent: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fondation_agent.worker import run_worker  # the queue commands need none of the worker's imports
+
+    path = args.config
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    return run_worker(path)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file, environ={})
+    print(f"{args.file}: ok (worker_id={config.worker_id}, concurrency={config.concurrency}, sandbox={config.sandbox})")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> ConvexHttp:
+    url = args.url or os.environ.get("CONVEX_URL")
+    if not url:
+        raise ConfigError(["convex_url: set CONVEX_URL or pass --url"])
+    return ConvexHttp(url, read_timeout=30)
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"repositoryUrl": args.repo, "prompt": args.prompt}
+    optional = {"branch": args.branch, "dedupKey": args.dedup_key, "maxAttempts": args.max_attempts}
+    request.update({key: value for key, value in optional.items() if value is not None})
+    print(_client(args).mutation("jobs:enqueue", request))
+    return 0
+
+
+def _age(timestamp_ms: float | None) -> str:
+    if not timestamp_ms:
+        return "-"
+    seconds = max(0, time.time() - timestamp_ms / 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _step(job: dict[str, Any]) -> str:
+    if job.get("currentStep") is not None and job.get("totalSteps"):
+        return f"{int(job['currentStep'])}/{int(job['totalSteps'])}"
+    return "-"
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        request["status"] = args.status
+    jobs = _client(args).query("jobs:list", request)
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    rows = [("ID", "STATUS", "STEP", "TRIES", "AGE", "REPOSITORY")]
+    rows += [
+        (
+            job["_id"],
+            job["status"] + (" (cancel requested)" if job.get("cancelRequested") else ""),
+            _step(job),
+            f"{int(job['attempts'])}/{int(job['maxAttempts'])}",
+            _age(job.get("createdAt")),
+            job["repositoryUrl"],
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.query("jobs:get", {"jobId": args.job_id})
+    if job is None:
+        print(f"fondation-agent: no job {args.job_id}", file=sys.stderr)
+        return 1
+    docs = client.query("docs:byJob", {"jobId": args.job_id})
+    if args.json:
+        print(json.dumps({"job": job, "docs": docs}, indent=2))
+        return 0
+    fields = [
+        ("id", job["_id"]),
+        ("status", job["status"] + (" (cancel requested)" if job.get("cancelRequested") else "")),
+        ("repository", job["repositoryUrl"] + (f" ({job['branch']})" if job.get("branch") else "")),
+        ("progress", f"{job.get('progress', '-')} [step {_step(job)}]"),
+        ("attempts", f"{int(job['attempts'])} of {int(job['maxAttempts'])}"),
+        ("worker", job.get("leaseOwner") or "-"),
+        ("created", f"{_age(job.get('createdAt'))} ago"),
+        ("updated", f"{_age(job.get('updatedAt'))} ago"),
+    ]
+    if job.get("error"):
+        fields.append(("error", f"[{job.get('errorKind', '?')}] {job['error']}"))
+    for name, value in fields:
+        print(f"{name + ':':<12}{value}")
+    if docs:
+        print(f"documents ({len(docs)}):")
+        for doc in docs:
+            print(f"  {int(doc['chapterIndex']):>3}  {doc['title']}  ({len(doc['content'])} chars)")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    result = _client(args).mutation("jobs:cancel", {"jobId": args.job_id})
+    print(f"{args.job_id}: {result['status'].replace('_', ' ')}")
+    return 0
+
+
+def _version(_: argparse.Namespace) -> int:
+    print(f"fondation-agent {__version__}")
+    return 0
+
+
+COMMANDS = {
+    "run": _run,
+    "check-config": _check_config,
+    "enqueue": _enqueue,
+    "jobs": _jobs,
+    "job": _job,
+    "cancel": _cancel,
+    "version": _version,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Configuration: a TOML file, every key overridable from the environment, validated as a whole.
+
+Environment names: `FONDATION_AGENT_<KEY>` for every key, plus the seed's historical names
+(`CONVEX_URL`, `WORKER_ID`, `POLL_INTERVAL`, …), which keep working. Durations are in seconds.
+The worker token is never a config value: it is read from `worker_token_file` or from systemd's
+`$CREDENTIALS_DIRECTORY/worker-token`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
+DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
+CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
+SANDBOXES = ("process", "systemd-scope")
+CREDENTIAL_NAME = "worker-token"
+
+
+class ConfigError(Exception):
+    """Every problem found, one line each, naming the key."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _env(*names: str) -> dict[str, Any]:
+    return {"env": names}
+
+
+@dataclass(frozen=True)
+class Config:
+    convex_url: str = field(default="", metadata=_env("CONVEX_URL"))
+    worker_id: str = field(default="", metadata=_env("WORKER_ID"))
+    worker_token_file: str = ""
+    concurrency: int = field(default=1, metadata=_env("MAX_CONCURRENT_JOBS"))
+    poll_interval: float = field(default=2.0, metadata=_env("POLL_INTERVAL"))
+    lease_time: float = field(default=60.0, metadata=_env("LEASE_TIME"))
+    heartbeat_interval: float = field(default=20.0, metadata=_env("HEARTBEAT_INTERVAL"))
+    temp_dir: str = field(default="/var/lib/fondation-agent/workspaces", metadata=_env("TEMP_DIR"))
+    job_timeout: float = field(default=3600.0, metadata=_env("JOB_TIMEOUT"))
+    drain_timeout: float = 300.0
+    kill_grace: float = 10.0
+    # Repositories
+    allowed_hosts: tuple[str, ...] = ("github.com",)
+    allow_local_repositories: bool = False  # demos and tests only: file:// URLs and local paths
+    clone_timeout: float = 300.0
+    clone_max_bytes: int = 1024**3
+    git_token_file: str = ""
+    # The CLI and its sandbox
+    cli_command: str = DEFAULT_CLI_COMMAND
+    cli_env: Mapping[str, str] = field(default_factory=dict)
+    sandbox: str = "process"
+    job_user: str = "fondation-job"
+    memory_max: str = "4G"
+    cpu_quota: str = "200%"
+    tasks_max: int = 512
+    # Results
+    max_doc_bytes: int = 900_000
+    max_docs: int = 500
+    max_output_bytes: int = 50 * 1024**2
+    # Observability
+    metrics_address: str = "127.0.0.1:9810"
+    log_format: str = "json"
+    health_max_silence: float = 60.0
+    # Convex client
+    convex_timeout: float = 15.0
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_time * 1000)
+
+    @property
+    def cli_argv_template(self) -> list[str]:
+        return shlex.split(self.cli_command)
+
+    def worker_token(self) -> str:
+        return read_worker_token(self.worker_token_file)
+
+
+def _token_path(configured: str) -> Path:
+    if configured:
+        return Path(configured)
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        return Path(credentials) / CREDENTIAL_NAME
+    return Path("/etc/fondation-agent") / CREDENTIAL_NAME
+
+
+def read_worker_token(configured: str) -> str:
+    path = _token_path(configured)
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError([f"worker_token_file: cannot read {path}: {error.strerror}"]) from error
+    if not token:
+        raise ConfigError([f"worker_token_file: {path} is empty"])
+    return token
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _env_names(name: str) -> tuple[str, ...]:
+    return (f"FONDATION_AGENT_{name.upper()}", *_FIELDS[name].metadata.get("env", ()))
+
+
+def _coerce(name: str, raw: Any, from_env: bool) -> Any:
+    """Turns a TOML or environment value into the field's type, or raises ValueError."""
+    kind = _FIELDS[name].type
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if from_env and str(raw).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if kind == "int":
+        if isinstance(raw, bool) or not (isinstance(raw, int) or (from_env and str(raw).strip().isdigit())):
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        return int(raw)
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ValueError(f"expected a number of seconds, got {raw!r}")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+    if kind == "tuple[str, ...]":
+        items = [item.strip() for item in raw.split(",")] if from_env else raw
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError("expected a list of strings")
+        return tuple(item for item in items if item)
+    if kind == "Mapping[str, str]":
+        if from_env or not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise ValueError("expected a table of strings (set it in the file, not the environment)")
+        return dict(raw)
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    return raw
+
+
+def _validate(config: Config) -> list[str]:
+    problems = []
+
+    def require(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            problems.append(f"{key}: {message}")
+
+    url = urlparse(config.convex_url)
+    require(
+        url.scheme in ("http", "https") and bool(url.netloc),
+        "convex_url",
+        f"must be an http(s) URL of a Convex deployment, got {config.convex_url!r}",
+    )
+    require(0 < len(config.worker_id) <= 200, "worker_id", "must be 1-200 characters")
+    require(1 <= config.concurrency <= 64, "concurrency", "must be from 1 to 64")
+    require(0.05 <= config.poll_interval <= 300, "poll_interval", "must be from 0.05 to 300 seconds")
+    require(2 <= config.lease_time <= 3600, "lease_time", "must be from 2 to 3600 seconds")
+    require(
+        0.1 <= config.heartbeat_interval <= config.lease_time / 2,
+        "heartbeat_interval",
+        f"must be from 0.1 s to half of lease_time ({config.lease_time / 2:g} s); about a third is best",
+    )
+    for key in ("job_timeout", "drain_timeout", "clone_timeout", "kill_grace", "convex_timeout"):
+        require(getattr(config, key) > 0, key, "must be more than 0 seconds")
+    require(Path(config.temp_dir).is_absolute(), "temp_dir", "must be an absolute path")
+    require(
+        bool(config.allowed_hosts) or config.allow_local_repositories,
+        "allowed_hosts",
+        "must name at least one host",
+    )
+    try:
+        argv = config.cli_argv_template
+        require(bool(argv), "cli_command", "must not be empty")
+        require("{repo}" in config.cli_command, "cli_command", "must contain {repo}")
+    except ValueError as error:
+        problems.append(f"cli_command: cannot be split into arguments: {error}")
+    require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)}")
+    require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
+    require(config.log_format in ("json", "console"), "log_format", "must be json or console")
+    for key in ("clone_max_bytes", "max_doc_bytes", "max_docs", "max_output_bytes"):
+        require(getattr(config, key) > 0, key, "must be more than 0")
+    if config.metrics_address:
+        host, _, port = config.metrics_address.rpartition(":")
+        require(
+            bool(host) and port.isdigit() and int(port) < 65536,
+            "metrics_address",
+            f"must be HOST:PORT (or empty to disable), got {config.metrics_address!r}",
+        )
+    for name in config.cli_env:
+        require(name.isidentifier() or name.replace("_", "").isalnum(), "cli_env", f"bad variable name {name!r}")
+    return problems
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Reads the file (if any), applies environment overrides, validates; raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from error
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
+        for key, raw in document.items():
+            if key not in _FIELDS:
+                problems.append(f"{key}: unknown key")
+                continue
+            try:
+                values[key] = _coerce(key, raw, from_env=False)
+            except ValueError as error:
+                problems.append(f"{key}: {error}")
+    for key in _FIELDS:
+        for env_name in _env_names(key):
+            if env_name in environ:
+                try:
+                    values[key] = _coerce(key, environ[env_name], from_env=True)
+                except ValueError as error:
+                    problems.append(f"{key} (from ${env_name}): {error}")
+                break
+    values.setdefault("worker_id", socket.gethostname())
+    if problems:
+        raise ConfigError(problems)
+    config = Config(**values)
+    problems = _validate(config)
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,117 @@
+"""Prometheus metrics and the /health endpoint (docs/metrics.md lists every metric)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from fondation_agent import __version__
+
+PREFIX = "fondation_agent"
+JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """One registry per agent, so several agents (and tests) never share counters."""
+
+    def __init__(self, worker_id: str):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge(f"{PREFIX}_build_info", "Always 1; labels carry the version.",
+                                ["version", "worker_id"], registry=r)
+        self.build_info.labels(__version__, worker_id).set(1)
+        self.jobs_claimed = Counter(f"{PREFIX}_jobs_claimed", "Jobs claimed from the queue.", registry=r)
+        self.jobs_finished = Counter(f"{PREFIX}_jobs_finished", "Job attempts ended, by outcome.",
+                                     ["outcome"], registry=r)
+        self.job_duration = Histogram(f"{PREFIX}_job_duration_seconds", "Claim to end of a job attempt.",
+                                      ["outcome"], buckets=JOB_BUCKETS, registry=r)
+        self.stage_duration = Histogram(f"{PREFIX}_stage_duration_seconds", "Time spent in each stage of a job.",
+                                        ["stage"], buckets=JOB_BUCKETS, registry=r)
+        self.queue_wait = Histogram(f"{PREFIX}_queue_wait_seconds", "Job creation to first claim.",
+                                    buckets=WAIT_BUCKETS, registry=r)
+        self.slots_busy = Gauge(f"{PREFIX}_slots_busy", "Job slots in use.", registry=r)
+        self.slots_total = Gauge(f"{PREFIX}_slots_total", "Job slots configured (concurrency).", registry=r)
+        self.convex_calls = Counter(f"{PREFIX}_convex_calls", "Calls to Convex functions, by outcome.",
+                                    ["function", "outcome"], registry=r)
+        self.convex_latency = Histogram(f"{PREFIX}_convex_call_duration_seconds", "Latency of Convex calls.",
+                                        ["function"], buckets=FAST_BUCKETS, registry=r)
+        self.lease_renewals = Counter(f"{PREFIX}_lease_renewals", "Successful heartbeats.", registry=r)
+        self.lease_losses = Counter(f"{PREFIX}_lease_losses", "Jobs abandoned because their lease was lost.",
+                                    registry=r)
+        self.last_poll = Gauge(f"{PREFIX}_last_successful_poll_timestamp_seconds",
+                               "Unix time of the last claim call that Convex answered.", registry=r)
+        self.draining = Gauge(f"{PREFIX}_draining", "1 while the agent drains before stopping.", registry=r)
+        self.cli_lines = Counter(f"{PREFIX}_cli_output_lines", "Lines the CLI printed on stdout.", registry=r)
+
+    def observe_convex_call(self, function: str, seconds: float, outcome: str) -> None:
+        self.convex_calls.labels(function, outcome).inc()
+        self.convex_latency.labels(function).observe(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry))
+        elif path == "/health":
+            healthy, body = self.server.health()
+            self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
+        else:
+            self._send(404, "text/plain", b"not found: try /metrics or /health\n")
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:  # scrapes are not worth a log line each
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Callable[[], tuple[bool, dict]]):
+        self.metrics = metrics
+        self.health = health
+        super().__init__(address, _Handler)
+
+
+class MetricsServer:
+    """Serves /metrics and /health on metrics_address from a background thread."""
+
+    def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]]):
+        host, _, port = address.rpartition(":")
+        self._server = _Server((host.strip("[]"), int(port)), metrics, health)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics")
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

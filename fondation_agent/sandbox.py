@@ -1,0 +1,158 @@
+"""Runners for the CLI: start it, stream its stdout, stop or time out its whole process tree.
+
+`ProcessRunner` (sandbox = "process") puts the CLI in its own session and process group, for
+laptops and CI where systemd is not the init. It cannot limit memory, CPU or tasks, and a child
+that calls setsid() leaves the group: production uses the systemd scope runner, which has the
+same interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+STDERR_TAIL_BYTES = 8192
+MAX_LINE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float
+    kill_grace: float
+    memory_max: str
+    cpu_quota: str
+    tasks_max: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    # "success", "exit-code", "signal", "timeout", "oom-kill", or "stopped" (we stopped it)
+    result: str
+    exit_code: int | None
+    stderr_tail: str
+
+    def describe(self, limits: Limits) -> str:
+        if self.result == "timeout":
+            return f"the CLI ran past job_timeout ({limits.timeout:g} s) and was stopped"
+        if self.result == "oom-kill":
+            return f"the CLI ran out of memory (MemoryMax={limits.memory_max}) and was killed"
+        if self.result == "signal":
+            return f"the CLI was killed by signal {-(self.exit_code or 0)}"
+        return f"the CLI exited with status {self.exit_code}"
+
+
+class _StderrTail(threading.Thread):
+    """Drains a pipe, keeping only its last bytes (for error messages), so the child never blocks."""
+
+    def __init__(self, pipe):
+        super().__init__(daemon=True, name="cli-stderr")
+        self.pipe = pipe
+        self.tail = bytearray()
+
+    def run(self) -> None:
+        for chunk in iter(lambda: self.pipe.read1(65536), b""):
+            self.tail += chunk
+            del self.tail[:-STDERR_TAIL_BYTES]
+
+    def text(self) -> str:
+        return self.tail.decode("utf-8", errors="replace").strip()
+
+
+class ProcessCli:
+    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits):
+        self.limits = limits
+        self._deadline = time.monotonic() + limits.timeout
+        self._stopped = False
+        self._timed_out = False
+        self._terminating = threading.Lock()
+        self._process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self._stderr = _StderrTail(self._process.stderr)
+        self._stderr.start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def stdout_lines(self) -> Iterator[str]:
+        """Decoded stdout lines (over-long lines are cut); ends when the pipe closes."""
+        for raw in iter(lambda: self._process.stdout.readline(MAX_LINE_BYTES), b""):
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+    def stop(self) -> None:
+        """Stops the whole tree without blocking the caller (cancel, lease lost, shutdown)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        threading.Thread(target=self._terminate_group, daemon=True, name="cli-stop").start()
+
+    def wait(self) -> Outcome:
+        """Waits for the CLI, enforcing the timeout; returns once the whole group is gone."""
+        try:
+            self._process.wait(timeout=max(0.0, self._deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self._timed_out = True
+            self._terminate_group()
+            self._process.wait()
+        self._kill_group()  # children left behind by a CLI that exited
+        self._stderr.join(timeout=5)
+        self._process.stdout.close()
+        code = self._process.returncode
+        if self._stopped:
+            result = "stopped"
+        elif self._timed_out:
+            result = "timeout"
+        elif code == 0:
+            result = "success"
+        else:
+            result = "signal" if code < 0 else "exit-code"
+        return Outcome(result, code, self._stderr.text())
+
+    def _terminate_group(self) -> None:
+        with self._terminating:
+            self._signal_group(signal.SIGTERM)
+            grace_ends = time.monotonic() + self.limits.kill_grace
+            while time.monotonic() < grace_ends and self._group_alive():
+                time.sleep(0.05)
+            self._kill_group()
+
+    def _kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signum)
+
+    def _group_alive(self) -> bool:
+        if self._process.poll() is None:
+            return True
+        try:
+            os.killpg(self._process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+class ProcessRunner:
+    name = "process"
+
+    def cleanup_leftovers(self) -> list[str]:
+        """Plain process groups do not outlive their agent's session in a findable way: nothing to do."""
+        return []
+
+    def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> ProcessCli:
+        return ProcessCli(argv, env=env, cwd=cwd, limits=limits)

@@ -1,0 +1,323 @@
+"""The worker loop: claim jobs into free slots, keep the process healthy, drain on stop.
+
+The main thread owns the loop and is the only one that claims, talks to systemd and handles
+signals (handlers only set flags and wake the loop through the wakeup fd). Each job runs in its
+own thread (job.py), with its own lease keeper.
+
+Signals: SIGTERM (or SIGINT) drains — stop claiming, let running jobs finish within
+drain_timeout, then release the rest; a second one releases everything at once; SIGHUP reloads
+the config (concurrency, intervals, limits) for the jobs that start afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import select
+import signal
+import threading
+import time
+from pathlib import Path
+
+from fondation_agent import __version__
+from fondation_agent.config import Config, ConfigError, load_config
+from fondation_agent.convex_api import ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
+from fondation_agent.job import RELEASED, Job
+from fondation_agent.logs import configure_logging, get_logger
+from fondation_agent.metrics import Metrics, MetricsServer
+from fondation_agent.notify import Notifier
+from fondation_agent.sandbox import ProcessRunner
+from fondation_agent.workspace import remove_leftover_workspaces
+
+# Settings a reload cannot change: they shape connections and files the running process holds.
+RESTART_ONLY = ("convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox")
+MAX_UNREACHABLE_BACKOFF = 30.0
+LOOP_TICK = 1.0
+# Tests (and the VM tier) can make the main loop hang to prove the watchdog restarts the agent.
+HANG_SWITCH_ENV = "FONDATION_AGENT_TEST_HANG_FILE"
+
+
+def make_runner(config: Config):
+    if config.sandbox == "systemd-scope":
+        from fondation_agent.scope import SystemdScopeRunner
+
+        return SystemdScopeRunner(config)
+    return ProcessRunner()
+
+
+class Worker:
+    def __init__(self, config: Config, config_path: Path | None, *, worker_token: str, git_token: str | None = None):
+        self.config = config
+        self.config_path = config_path
+        self.log = get_logger()
+        self.metrics = Metrics(config.worker_id)
+        self.metrics.slots_total.set(config.concurrency)
+        self.notifier = Notifier()
+        self.http = ConvexHttp(config.convex_url, read_timeout=config.convex_timeout, observer=self._observe_call)
+        self.api = WorkerApi(self.http, worker_token, config.worker_id)
+        self.git_token = git_token
+        self.runner = make_runner(config)
+        self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
+        self.jobs_lock = threading.Lock()
+        self.counts = {"completed": 0, "failed": 0, "other": 0}
+        # Loop state (main thread only, but flags are set by signal handlers).
+        self.draining = False
+        self.release_now = False
+        self.reload_requested = False
+        self.drain_deadline = 0.0
+        self.next_poll = 0.0
+        self.unreachable_streak = 0
+        self.last_tick = time.monotonic()
+        self.last_convex_ok = 0.0
+        self.convex_reachable = False
+        self.last_status = ""
+        self.metrics_server: MetricsServer | None = None
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        for fd in (self._wakeup_read, self._wakeup_write):
+            os.set_blocking(fd, False)
+
+    # ---- observability ----------------------------------------------------------------------
+
+    def _observe_call(self, function: str, seconds: float, outcome: str) -> None:
+        self.metrics.observe_convex_call(function, seconds, outcome)
+        self.convex_reachable = outcome != "unavailable"
+        if outcome == "ok":
+            self.last_convex_ok = time.monotonic()
+
+    def health(self) -> tuple[bool, dict]:
+        now = time.monotonic()
+        loop_age = now - self.last_tick
+        convex_age = now - self.last_convex_ok if self.last_convex_ok else None
+        loop_alive = loop_age < max(10.0, 3 * LOOP_TICK)
+        convex_ok = self.convex_reachable and convex_age is not None and convex_age < self.config.health_max_silence
+        with self.jobs_lock:
+            running = sorted(self.jobs)
+        body = {
+            "status": "ok" if loop_alive and convex_ok else "unhealthy",
+            "worker_id": self.config.worker_id,
+            "version": __version__,
+            "loop_age_seconds": round(loop_age, 3),
+            "convex_reachable": self.convex_reachable,
+            "convex_last_ok_seconds_ago": None if convex_age is None else round(convex_age, 3),
+            "slots_busy": len(running),
+            "slots_total": self.config.concurrency,
+            "jobs": running,
+            "draining": self.draining,
+        }
+        return loop_alive and convex_ok, body
+
+    def _status_line(self) -> str:
+        with self.jobs_lock:
+            running = ", ".join(f"{job_id} ({job.status})" for job_id, (job, _) in sorted(self.jobs.items()))
+            busy = len(self.jobs)
+        state = "draining; " if self.draining else ("Convex unreachable; " if not self.convex_reachable else "")
+        return (
+            f"{state}{busy}/{self.config.concurrency} slots busy"
+            + (f": {running}" if running else "")
+            + f"; {self.counts['completed']} completed, {self.counts['failed']} failed"
+        )
+
+    # ---- signals --------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(self._wakeup_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int, _frame) -> None:
+        if self.draining:
+            self.release_now = True
+        self.draining = True
+
+    def _on_reload_signal(self, signum: int, _frame) -> None:
+        self.reload_requested = True
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe means the loop is awake already
+            os.write(self._wakeup_write, b"\0")
+
+    def _sleep(self, seconds: float) -> None:
+        readable, _, _ = select.select([self._wakeup_read], [], [], max(0.0, seconds))
+        if readable:
+            try:
+                while os.read(self._wakeup_read, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        self._start_up()
+        try:
+            while self._tick():
+                pass
+        finally:
+            self._shut_down()
+        return 0
+
+    def _start_up(self) -> None:
+        config = self.config
+        removed = remove_leftover_workspaces(Path(config.temp_dir), config.worker_id)
+        if removed:
+            self.log.info("removed leftover workspaces", workspaces=removed)
+        stopped = self.runner.cleanup_leftovers()
+        if stopped:
+            self.log.info("stopped leftover job units", units=stopped)
+        if config.sandbox == "process":
+            self.log.warning("sandbox = process: jobs run as this user with no memory, CPU or task limits")
+        if config.metrics_address:
+            self.metrics_server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+        self.log.info(
+            "agent started",
+            version=__version__,
+            concurrency=config.concurrency,
+            sandbox=self.runner.name,
+            convex_url=config.convex_url,
+            metrics=self.metrics_server.address if self.metrics_server else None,
+        )
+        self.notifier.ready(self._status_line())
+
+    def _tick(self) -> bool:
+        """One turn of the loop; False when the agent may exit."""
+        self.last_tick = time.monotonic()
+        self._hang_if_asked()
+        if self.reload_requested:
+            self._reload()
+        if self.draining:
+            if not self._drain():
+                return False
+        else:
+            self._claim_into_free_slots()
+        self._report()
+        can_claim = not self.draining and len(self.jobs) < self.config.concurrency
+        self._sleep(min(LOOP_TICK, max(0.0, self.next_poll - time.monotonic())) if can_claim else LOOP_TICK)
+        return True
+
+    def _claim_into_free_slots(self) -> None:
+        while len(self.jobs) < self.config.concurrency and time.monotonic() >= self.next_poll:
+            claimed_at = time.monotonic()
+            try:
+                claim = self.api.claim(self.config.lease_ms)
+            except (ConvexUnavailable, FunctionError) as error:
+                self._claim_failed(error)
+                return
+            if self.unreachable_streak:
+                self.log.info("Convex reachable again", after_failures=self.unreachable_streak)
+                self.unreachable_streak = 0
+            self.metrics.last_poll.set(time.time())
+            if claim is None:
+                self.next_poll = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
+                return
+            self._start_job(claim, claimed_at)
+
+    def _claim_failed(self, error: Exception) -> None:
+        self.unreachable_streak += 1
+        delay = min(MAX_UNREACHABLE_BACKOFF, self.config.poll_interval * 2 ** min(self.unreachable_streak, 10))
+        self.next_poll = time.monotonic() + random.uniform(delay / 2, delay)  # noqa: S311
+        if self.unreachable_streak == 1 or self.unreachable_streak % 10 == 0:
+            self.log.warning("cannot claim jobs", error=str(error), failures=self.unreachable_streak)
+
+    def _start_job(self, claim, claimed_at: float) -> None:
+        self.metrics.jobs_claimed.inc()
+        if claim.attempt == 1 and claim.job.get("createdAt"):
+            self.metrics.queue_wait.observe(max(0.0, time.time() - claim.job["createdAt"] / 1000))
+        job = Job(claim, config=self.config, api=self.api, runner=self.runner, metrics=self.metrics,
+                  log=self.log, claimed_at=claimed_at, git_token=self.git_token)
+        thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{claim.job_id}", daemon=True)
+        with self.jobs_lock:
+            self.jobs[claim.job_id] = (job, thread)
+            self.metrics.slots_busy.set(len(self.jobs))
+        job.log.info("job claimed", repository=claim.job.get("repositoryUrl"))
+        thread.start()
+
+    def _run_job(self, job: Job) -> None:
+        outcome = "agent_error"
+        try:
+            outcome = job.run()
+        except Exception:  # job.run handles its own errors; this only keeps the slot from leaking
+            job.log.exception("job thread crashed")
+        finally:
+            self.metrics.jobs_finished.labels(outcome).inc()
+            self.metrics.job_duration.labels(outcome).observe(time.monotonic() - job.claimed_at)
+            with self.jobs_lock:
+                self.jobs.pop(job.claim.job_id, None)
+                self.metrics.slots_busy.set(len(self.jobs))
+                self.counts[outcome if outcome in ("completed", "failed") else "other"] += 1
+            self._wake()
+
+    def _drain(self) -> bool:
+        """Drain step; False once nothing is left to wait for."""
+        now = time.monotonic()
+        if not self.drain_deadline:
+            self.drain_deadline = now + self.config.drain_timeout
+            self.metrics.draining.set(1)
+            self.log.info("draining: no new jobs", running=len(self.jobs), drain_timeout=self.config.drain_timeout)
+        if (self.release_now or now >= self.drain_deadline) and self.jobs:
+            with self.jobs_lock:
+                jobs = [job for job, _ in self.jobs.values()]
+            for job in jobs:
+                job.stop(RELEASED)
+        if not self.jobs:
+            return False
+        # Releasing may wait for Convex until a lease runs out; ask systemd for that much more.
+        remaining = max(0.0, self.drain_deadline - now) + self.config.lease_time + 10
+        self.notifier.stopping(extend_timeout_s=remaining)
+        return True
+
+    def _reload(self) -> None:
+        self.reload_requested = False
+        self.notifier.reloading()
+        try:
+            fresh = load_config(self.config_path)
+        except ConfigError as error:
+            self.log.error("reload refused; keeping the running config", problems=error.problems)
+        else:
+            kept = {key: getattr(self.config, key) for key in RESTART_ONLY}
+            ignored = [key for key, value in kept.items() if getattr(fresh, key) != value]
+            if ignored:
+                self.log.warning("these settings change only at restart", keys=ignored)
+            self.config = dataclasses.replace(fresh, **kept)
+            self.metrics.slots_total.set(self.config.concurrency)
+            self.log.info("config reloaded", concurrency=self.config.concurrency)
+        self.notifier.ready(self._status_line())
+
+    def _report(self) -> None:
+        self.notifier.watchdog()
+        status = self._status_line()
+        if status != self.last_status:
+            self.notifier.status(status)
+            self.last_status = status
+
+    def _hang_if_asked(self) -> None:
+        switch = os.environ.get(HANG_SWITCH_ENV)
+        if switch and os.path.exists(switch):
+            self.log.warning("main loop hanging on purpose (test switch)", switch=switch)
+            while os.path.exists(switch):
+                time.sleep(0.5)
+
+    def _shut_down(self) -> None:
+        self.log.info("agent stopped", completed=self.counts["completed"], failed=self.counts["failed"])
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.http.close()
+
+
+def _read_git_token(config: Config) -> str | None:
+    if not config.git_token_file:
+        return None
+    try:
+        return Path(config.git_token_file).read_text(encoding="utf-8").strip() or None
+    except OSError as error:
+        raise ConfigError([f"git_token_file: cannot read {config.git_token_file}: {error.strerror}"]) from error
+
+
+def run_worker(config_path: Path | None) -> int:
+    config = load_config(config_path)
+    configure_logging(log_format=config.log_format, worker_id=config.worker_id)
+    worker = Worker(config, config_path, worker_token=config.worker_token(), git_token=_read_git_token(config))
+    return worker.run()

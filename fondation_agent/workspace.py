@@ -1,0 +1,70 @@
+"""Per-job workspaces under temp_dir: `<jobId>-<attempt>/{repo,output}`, always removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+OWNER_FILE = ".fondation-owner"
+_JOB_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def is_safe_job_id(job_id: str) -> bool:
+    """Job ids become path and unit names: only plain alphanumerics (as Convex makes them)."""
+    return bool(_JOB_ID.match(job_id))
+
+
+def _force_remove(path: Path) -> None:
+    """Removes a tree even where the CLI made directories read-only."""
+
+    def make_writable_and_retry(function, failed_path, _):
+        parent = os.path.dirname(failed_path)
+        os.chmod(parent, stat.S_IRWXU)
+        if os.path.isdir(failed_path) and not os.path.islink(failed_path):
+            os.chmod(failed_path, stat.S_IRWXU)
+        function(failed_path)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, onerror=make_writable_and_retry)  # onexc from Python 3.12 on
+
+
+class Workspace:
+    def __init__(self, temp_dir: Path, job_id: str, attempt: int):
+        if not is_safe_job_id(job_id):
+            raise ValueError(f"job id {job_id!r} is not a plain identifier")
+        self.root = temp_dir / f"{job_id}-{attempt}"
+        self.repo = self.root / "repo"
+        self.output = self.root / "output"
+
+    def create(self, worker_id: str) -> Workspace:
+        _force_remove(self.root)  # left by a crashed run of the same attempt
+        self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.root.mkdir(mode=0o700)
+        (self.root / OWNER_FILE).write_text(worker_id + "\n", encoding="utf-8")
+        self.output.mkdir(mode=0o700)
+        return self
+
+    def remove(self) -> None:
+        _force_remove(self.root)
+
+
+def remove_leftover_workspaces(temp_dir: Path, worker_id: str) -> list[str]:
+    """Removes workspaces an earlier run of this worker left (crash, kill -9); others' are not touched."""
+    removed = []
+    if not temp_dir.is_dir():
+        return removed
+    for entry in temp_dir.iterdir():
+        owner = entry / OWNER_FILE
+        try:
+            is_ours = not entry.is_symlink() and owner.read_text(encoding="utf-8").strip() == worker_id
+        except OSError:
+            is_ours = False
+        if is_ours:
+            _force_remove(entry)
+            removed.append(entry.name)
+    return removed

@@ -1,0 +1,472 @@
+/**
+ * localconvex — a TEST DOUBLE of a Convex deployment, for development, demos and tests.
+ *
+ * It is NOT a second implementation of the queue: it serves Convex's HTTP API
+ * (POST /api/query, /api/mutation, /api/action) and routes every call into the real
+ * functions in convex/, executed by convex-test's in-memory engine. All queue
+ * semantics live in convex/; this file only does HTTP, function lookup and
+ * (optionally) snapshots of the database to a file.
+ *
+ *   tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]
+ */
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { convexTest } from "convex-test";
+import { defineSchema, defineTable, makeFunctionReference, type SchemaDefinition } from "convex/server";
+import { convexToJson, jsonToConvex, type Value } from "convex/values";
+
+const USAGE = "usage: tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]";
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const MAX_BODY_BYTES = 64 * 1024 * 1024;
+/** Extra table that only localconvex adds to the schema; see restore(). */
+const GAPS_TABLE = "localconvexGaps";
+/** convex-test's first document id counter (its ids are "<zero-padded counter><table>"). */
+const FIRST_ID_COUNTER = 10000;
+
+type Kind = "query" | "mutation" | "action";
+type Tester = ReturnType<typeof convexTest>;
+type Doc = Record<string, any>;
+type Snapshot = { version: 1; nextIdCounter: number; tables: Record<string, Doc[]>; scheduled: Doc[] };
+
+class Fatal extends Error {}
+
+// ---------------------------------------------------------------------------- CLI
+
+function parseCli(argv: string[]) {
+  const opts = { host: "127.0.0.1", port: 3210, stateFile: null as string | null, functionsDir: path.join(REPO_ROOT, "convex") };
+  for (let i = 0; i < argv.length; i++) {
+    let [flag, value] = argv[i].split(/=(.*)/s, 2) as [string, string | undefined];
+    if (flag === "--help" || flag === "-h") {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    if (!["--address", "--state", "--functions"].includes(flag)) throw new Fatal(`unknown argument ${JSON.stringify(argv[i])}`);
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new Fatal(`${flag} needs a value`);
+      value = argv[++i];
+    }
+    if (flag === "--address") {
+      const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value);
+      if (!m || Number(m[2]) > 65535) throw new Fatal(`--address must be HOST:PORT, got ${JSON.stringify(value)}`);
+      opts.host = m[1].replace(/^\[|\]$/g, "");
+      opts.port = Number(m[2]);
+    } else if (flag === "--state") {
+      if (!value) throw new Fatal("--state needs a file name");
+      opts.stateFile = path.resolve(value);
+    } else {
+      opts.functionsDir = path.resolve(value);
+    }
+  }
+  return opts;
+}
+
+// ---------------------------------------------------------------------------- functions
+
+/**
+ * The modules map convexTest wants (normally built by vite's import.meta.glob):
+ * "./jobs.ts" -> () => import(".../jobs.ts"). convex-test takes the part of the
+ * "_generated" key before "_generated" ("./") as the root, so udf path "jobs"
+ * maps to "./jobs". Also returns the same loaders keyed by module path ("jobs").
+ */
+function loadModules(dir: string) {
+  const glob: Record<string, () => Promise<any>> = {};
+  const byModule = new Map<string, () => Promise<any>>();
+  const walk = (sub: string) => {
+    for (const entry of fs.readdirSync(path.join(dir, sub), { withFileTypes: true })) {
+      const rel = sub ? `${sub}/${entry.name}` : entry.name;
+      if (entry.name.startsWith(".") || entry.name === "node_modules") continue;
+      if (entry.isDirectory()) walk(rel);
+      else if (/\.(ts|js)$/.test(rel) && !/\.(test|spec)\.[jt]s$|\.d\.ts$/.test(rel)) {
+        const url = pathToFileURL(path.join(dir, rel)).href;
+        const load = () => import(url);
+        glob[`./${rel}`] = load;
+        byModule.set(rel.replace(/\.[jt]s$/, ""), load);
+      }
+    }
+  };
+  walk("");
+  if (!Object.keys(glob).some((k) => k.startsWith("./_generated/"))) throw new Fatal(`no _generated/ directory in ${dir}`);
+  return { glob, byModule };
+}
+
+const KIND_NAMES: Record<Kind, string> = { query: "Query", mutation: "Mutation", action: "Action" };
+
+/**
+ * Checks what real Convex checks before running a function: it exists, is public
+ * (internal functions get the same answer as missing ones) and has the kind the
+ * endpoint asks for. Returns the canonical path, or an error message.
+ */
+async function resolveFunction(byModule: Map<string, () => Promise<any>>, kind: Kind, udfPath: string) {
+  const parts = udfPath.split(":");
+  const modulePath = parts[0].replace(/\.js$/, "");
+  const canonical = `${modulePath}:${parts[1] ?? "default"}`;
+  const missing = { error: `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?` };
+  const load = byModule.get(modulePath);
+  if (parts.length > 2 || !load || modulePath.startsWith("_generated/") || modulePath === "schema") return missing;
+  const fn = (await load())[parts[1] ?? "default"];
+  if (!fn || fn.isPublic !== true) return missing;
+  const defined = fn.isQuery ? "Query" : fn.isMutation ? "Mutation" : fn.isAction ? "Action" : null;
+  if (defined === null) return missing;
+  if (defined !== KIND_NAMES[kind]) return { error: `Trying to execute ${canonical} as ${KIND_NAMES[kind]}, but it is defined as ${defined}.` };
+  return { canonical };
+}
+
+// ---------------------------------------------------------------------------- state file
+
+const idCounter = (id: string) => Number(/^\d+/.exec(id)?.[0] ?? NaN);
+
+/**
+ * All documents of the schema's tables, the scheduled functions that have not run
+ * yet, and the id counter (probed by inserting and deleting a placeholder).
+ */
+async function dump(t: Tester, tables: string[]): Promise<Snapshot> {
+  // Handed out through a closure, not as t.run's return value: that one would make a
+  // JSON round trip of the whole database.
+  let snapshot: Snapshot | undefined;
+  await t.run(async (ctx: any) => {
+    const docs: Record<string, Doc[]> = {};
+    for (const table of tables) docs[table] = await ctx.db.query(table).collect();
+    const scheduled = (await ctx.db.system.query("_scheduled_functions").collect()).filter(
+      (job: any) => job.state.kind === "pending" || job.state.kind === "inProgress",
+    );
+    const probe = await ctx.db.insert(GAPS_TABLE, {});
+    await ctx.db.delete(probe);
+    snapshot = { version: 1, nextIdCounter: idCounter(probe) + 1, tables: docs, scheduled };
+  });
+  return snapshot!;
+}
+
+/**
+ * Re-inserts the saved documents so that they get their old _ids back: convex-test
+ * has no "insert with this id", but gives ids from a counter, so documents are
+ * inserted in counter order and every counter value no saved document has (deleted
+ * documents, rolled-back inserts, finished scheduled functions, dump probes) is
+ * burnt by inserting and deleting a placeholder. Date.now is pinned during each
+ * insert so _creationTime is kept too. Scheduled functions that had not finished
+ * are scheduled again (at-least-once; they wait their original delay again).
+ */
+async function restore(t: Tester, snapshot: Snapshot) {
+  const byCounter = new Map<number, { table: string; doc: Doc }>();
+  const entries = Object.entries(snapshot.tables).flatMap(([table, docs]) => docs.map((doc) => ({ table, doc })));
+  for (const doc of snapshot.scheduled) entries.push({ table: "_scheduled_functions", doc });
+  for (const { table, doc } of entries) {
+    const counter = idCounter(String(doc._id));
+    if (!(counter >= FIRST_ID_COUNTER && counter < snapshot.nextIdCounter) || byCounter.has(counter) || !String(doc._id).endsWith(table))
+      throw new Error(`bad or duplicate document id ${JSON.stringify(doc._id)} in table ${table}`);
+    byCounter.set(counter, { table, doc });
+  }
+  await t.run(async (ctx: any) => {
+    const realNow = Date.now;
+    let lastCreationTime = 0;
+    try {
+      for (let counter = FIRST_ID_COUNTER; counter < snapshot.nextIdCounter; counter++) {
+        const saved = byCounter.get(counter);
+        if (saved === undefined) {
+          Date.now = () => lastCreationTime; // convex-test then uses lastCreationTime + 0.001
+          await ctx.db.delete(await ctx.db.insert(GAPS_TABLE, {}));
+          continue;
+        }
+        const { _id, _creationTime, ...fields } = saved.doc;
+        lastCreationTime = _creationTime;
+        Date.now = () => lastCreationTime;
+        const id =
+          saved.table === "_scheduled_functions"
+            ? await ctx.scheduler.runAt(fields.scheduledTime, makeFunctionReference(fields.name), fields.args[0])
+            : await ctx.db.insert(saved.table, fields);
+        if (id !== _id) throw new Error(`restored document got id ${id} instead of ${_id}`);
+      }
+    } finally {
+      Date.now = realNow;
+    }
+  });
+}
+
+/** Reads the state file into t. Returns false when the file does not exist. */
+async function load(file: string, t: Tester): Promise<boolean> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e: any) {
+    if (e.code === "ENOENT") return false;
+    throw new Fatal(`cannot read state file ${file}: ${e.message}`);
+  }
+  try {
+    const snapshot = jsonToConvex(JSON.parse(text)) as Snapshot;
+    if (snapshot?.version !== 1 || typeof snapshot.nextIdCounter !== "number" || typeof snapshot.tables !== "object" || !Array.isArray(snapshot.scheduled))
+      throw new Error("not a localconvex state file (version 1)");
+    await restore(t, snapshot);
+    return true;
+  } catch (e: any) {
+    throw new Fatal(`state file ${file} is corrupt or does not match the schema: ${e.message}`);
+  }
+}
+
+/**
+ * Atomic replace: temp file (0600) + fsync + rename + fsync of the directory.
+ * Asynchronous, so that mutations keep running (and queue for the next write) meanwhile.
+ */
+async function writeAtomically(file: string, text: string) {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const handle = await fsp.open(tmp, "w", 0o600);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fsp.rename(tmp, file);
+  const dir = await fsp.open(path.dirname(file), "r");
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/**
+ * Group commit. sync() resolves once a snapshot taken after the call is on disk.
+ * One write is in flight at a time; every sync() requested meanwhile is served by
+ * the next single write, so N concurrent mutations cost ~2 dumps, not N.
+ * Scheduled functions commit outside any HTTP call, so while a snapshot shows some
+ * not yet finished, another snapshot is taken shortly after the earliest is due.
+ */
+class Persister {
+  private requested = 0;
+  private handled = 0;
+  private running = false;
+  private waiters: { gen: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private file: string, private t: Tester, private tables: string[]) {}
+
+  sync(): Promise<void> {
+    const gen = ++this.requested;
+    const done = new Promise<void>((resolve, reject) => this.waiters.push({ gen, resolve, reject }));
+    if (!this.running) void this.loop();
+    return done;
+  }
+
+  private async loop() {
+    this.running = true;
+    while (this.handled < this.requested) {
+      const target = this.requested;
+      let error: unknown = null;
+      try {
+        // The dump is a transaction queued behind every mutation that committed before sync() was called.
+        const snapshot = await dump(this.t, this.tables);
+        await writeAtomically(this.file, JSON.stringify(convexToJson(snapshot as Value)));
+        clearTimeout(this.timer);
+        if (snapshot.scheduled.length > 0) {
+          const due = Math.min(...snapshot.scheduled.map((job) => job.scheduledTime));
+          const delay = Math.min(Math.max(due - Date.now(), 0) + 100, 2 ** 31 - 1);
+          this.timer = setTimeout(() => void this.sync().catch(() => {}), delay).unref();
+        }
+      } catch (e) {
+        error = e;
+        console.error(`localconvex: writing state file ${this.file} failed: ${e instanceof Error ? e.message : e}`);
+      }
+      this.handled = target;
+      const ready = this.waiters.filter((w) => w.gen <= target);
+      this.waiters = this.waiters.filter((w) => w.gen > target);
+      for (const w of ready) error === null ? w.resolve() : w.reject(error);
+    }
+    this.running = false;
+  }
+}
+
+// ---------------------------------------------------------------------------- HTTP
+
+type Reply = { status: number; body: unknown };
+const badRequest = (code: string, message: string): Reply => ({ status: 400, body: { code, message } });
+
+function udfError(e: unknown) {
+  if (typeof e === "object" && e !== null && Symbol.for("ConvexError") in e) {
+    // Like Convex: the message carries the data (JSON unless a string), errorData the data itself.
+    const data = convexToJson(((e as any).data ?? null) as Value);
+    return { status: "error", errorMessage: `Uncaught ConvexError: ${(e as Error).message}`, errorData: data, logLines: [] };
+  }
+  const errorMessage = e instanceof Error ? `Uncaught ${e.name}: ${e.message}` : `Uncaught ${String(e)}`;
+  return { status: "error", errorMessage, logLines: [] };
+}
+
+/**
+ * JSON.stringify, except that numbers (all float64 in Convex's JSON; int64s are
+ * {"$integer": ...}) always look like floats: 3 -> "3.0", as the real backend
+ * (serde_json) writes them. The official Python client depends on it: it rejects
+ * a JSON integer where a Convex value is expected.
+ */
+function toWireJson(value: unknown): string {
+  if (typeof value === "number") {
+    const text = JSON.stringify(value);
+    return /^-?\d+$/.test(text) ? `${text}.0` : text;
+  }
+  if (Array.isArray(value)) return `[${value.map(toWireJson).join(",")}]`;
+  if (typeof value === "object" && value !== null) {
+    const fields = Object.entries(value).filter(([, v]) => v !== undefined);
+    return `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${toWireJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function readBody(req: http.IncomingMessage): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+    });
+    req.on("end", () => resolve(size <= MAX_BODY_BYTES ? Buffer.concat(chunks) : null));
+    req.on("error", reject);
+    req.on("close", () => reject(new Error("the client closed the connection"))); // no-op after "end"
+  });
+}
+
+async function main() {
+  let opts: ReturnType<typeof parseCli>;
+  try {
+    opts = parseCli(process.argv.slice(2));
+  } catch (e) {
+    console.error(`localconvex: ${(e as Error).message} (${USAGE})`);
+    process.exit(2);
+  }
+
+  const dir = opts.functionsDir;
+  if (!fs.existsSync(path.join(dir, "schema.ts")) && !fs.existsSync(path.join(dir, "schema.js")))
+    throw new Fatal(`no schema.ts in functions directory ${dir}`);
+  const { glob, byModule } = loadModules(dir);
+  const realSchema: SchemaDefinition<any, boolean> = (await byModule.get("schema")!()).default;
+  if (!realSchema?.tables) throw new Fatal(`${dir}/schema.ts has no default export made by defineSchema`);
+  const tables = Object.keys(realSchema.tables);
+  const schema = defineSchema(
+    { ...realSchema.tables, [GAPS_TABLE]: defineTable({}) },
+    { schemaValidation: realSchema.schemaValidation },
+  );
+  const t = convexTest(schema, glob);
+
+  let persister: Persister | null = null;
+  if (opts.stateFile) {
+    const found = await load(opts.stateFile, t);
+    console.error(found ? `localconvex: restored state from ${opts.stateFile}` : `localconvex: state file ${opts.stateFile} does not exist; starting empty`);
+    persister = new Persister(opts.stateFile, t, tables);
+    await persister.sync().catch((e) => {
+      throw new Fatal(`cannot write state file ${opts.stateFile}: ${e.message}`);
+    });
+  }
+
+  async function call(kind: Kind, req: http.IncomingMessage): Promise<Reply> {
+    const raw = await readBody(req);
+    if (raw === null) return { status: 413, body: { code: "PayloadTooLarge", message: `request body over ${MAX_BODY_BYTES} bytes` } };
+    let body: any;
+    try {
+      body = JSON.parse(raw.toString("utf8"));
+    } catch (e) {
+      return badRequest("BadJsonBody", `Failed to parse the request body as JSON: ${(e as Error).message}`);
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) return badRequest("BadJsonBody", "the request body must be a JSON object");
+    if (typeof body.path !== "string" || body.path === "") return badRequest("BadJsonBody", "missing field `path` (a string like \"jobs:get\")");
+    if (body.format !== undefined && body.format !== "json" && body.format !== "convex_encoded_json")
+      return badRequest("BadRequest", `unsupported format ${JSON.stringify(body.format)} (use "json" or "convex_encoded_json")`);
+    // Like Convex: args is an object, or a one-element array holding it (what the JS client sends).
+    let args = Array.isArray(body.args) && body.args.length === 1 ? body.args[0] : body.args;
+    if (typeof args !== "object" || args === null || Array.isArray(args)) return badRequest("BadRequest", "`args` must be a JSON object");
+    try {
+      args = jsonToConvex(args);
+    } catch (e) {
+      return badRequest("BadRequest", `invalid Convex JSON in \`args\`: ${(e as Error).message}`);
+    }
+
+    let found: { canonical?: string; error?: string };
+    try {
+      found = await resolveFunction(byModule, kind, body.path);
+    } catch (e) {
+      return { status: 200, body: { status: "error", errorMessage: `Failed to load module for ${body.path}: ${(e as Error).message}`, logLines: [] } };
+    }
+    if (found.error) return { status: 200, body: { status: "error", errorMessage: found.error, logLines: [] } };
+
+    const ref = makeFunctionReference<any>(found.canonical!) as any;
+    let reply: Reply;
+    let wrote = false;
+    try {
+      const value = await (kind === "query" ? t.query(ref, args) : kind === "mutation" ? t.mutation(ref, args) : t.action(ref, args));
+      reply = { status: 200, body: { status: "success", value: convexToJson((value ?? null) as Value), logLines: [] } };
+      wrote = kind !== "query";
+    } catch (e) {
+      reply = { status: 200, body: udfError(e) };
+      wrote = kind === "action"; // a failed action may have run mutations; a failed mutation rolled back
+    }
+    // Durability: acknowledge only once the state containing this call is on disk.
+    if (wrote && persister) {
+      try {
+        await persister.sync();
+      } catch (e) {
+        return { status: 500, body: { code: "StateWriteFailed", message: `could not write the state file: ${(e as Error).message}` } };
+      }
+    }
+    return reply;
+  }
+
+  let stopping = false;
+  let inFlight = 0;
+  const routes: Record<string, Kind> = { "/api/query": "query", "/api/mutation": "mutation", "/api/action": "action" };
+
+  const server = http.createServer(async (req, res) => {
+    inFlight++;
+    let reply: Reply;
+    try {
+      const pathname = new URL(req.url ?? "/", "http://localhost").pathname;
+      const kind = routes[pathname];
+      if (req.method === "GET" && pathname === "/health") reply = { status: 200, body: { ok: true } };
+      else if (!kind) reply = { status: 404, body: { code: "NotFound", message: `no route for ${req.method} ${pathname}` } };
+      else if (req.method !== "POST") reply = { status: 405, body: { code: "MethodNotAllowed", message: `use POST for ${pathname}` } };
+      else if (stopping) reply = { status: 503, body: { code: "ShuttingDown", message: "localconvex is shutting down" } };
+      else reply = await call(kind, req);
+    } catch (e) {
+      console.error("localconvex: internal error:", e);
+      reply = { status: 500, body: { code: "InternalServerError", message: String(e) } };
+    }
+    const text = toWireJson(reply.body);
+    res.writeHead(reply.status, {
+      "Content-Type": "application/json",
+      "Content-Length": Buffer.byteLength(text),
+      ...(stopping ? { Connection: "close" } : {}),
+    });
+    res.end(text);
+    inFlight--;
+  });
+
+  // SIGTERM/SIGINT: stop accepting, let in-flight calls finish (up to 5 s), flush, exit 0.
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`localconvex: ${signal}, shutting down`);
+    server.close();
+    server.closeIdleConnections();
+    for (let waited = 0; inFlight > 0 && waited < 5_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    try {
+      await persister?.sync();
+    } catch {
+      process.exit(1);
+    }
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  server.on("error", (e) => {
+    console.error(`localconvex: cannot listen on ${opts.host}:${opts.port}: ${e.message}`);
+    process.exit(1);
+  });
+  server.listen(opts.port, opts.host, () => {
+    const { address, port } = server.address() as { address: string; port: number };
+    const host = address.includes(":") ? `[${address}]` : address;
+    process.stdout.write(`localconvex ready on http://${host}:${port}\n`);
+  });
+}
+
+main().catch((e) => {
+  console.error(`localconvex: ${e instanceof Fatal ? e.message : e?.stack ?? e}`);
+  process.exit(1);
+});
