@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from fondation_agent.convex_api import ConvexHttp
+from localconvex.launcher import LocalConvex
 from tests.agent_process import Agent
-from tests.localconvex_process import LocalConvex
 
 TOKEN = "test-worker-token"
 GIT_IDENTITY = {

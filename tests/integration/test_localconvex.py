@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from convex import ConvexError, ConvexInt64
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
 
-from convex import ConvexError, ConvexInt64
-from tests.localconvex_process import REPO_ROOT, SERVER, LocalConvex
+from localconvex.launcher import REPO_ROOT, SERVER, LocalConvex
 
 pytestmark = pytest.mark.timeout(120)
 
