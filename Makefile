@@ -38,7 +38,7 @@ backend: node_modules/.installed
 	npx tsx localconvex/server.ts --address 127.0.0.1:3210 --state .demo/backend.json
 
 demo: install
-	$(BIN)/python examples/demo.py
+	$(BIN)/python -m examples.demo
 
 bench: install
 	$(BIN)/python -m bench
