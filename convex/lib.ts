@@ -70,19 +70,25 @@ export function requireInteger(name: string, value: number, min: number, max: nu
 const BRANCH_PATTERN = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[A-Za-z0-9._\/-]{1,200}(?<![./])$/;
 
 export function requireBranch(branch: string): void {
+  if (acceptsAnyRepository()) return;
   if (!BRANCH_PATTERN.test(branch) || branch.endsWith(".lock")) {
     refuse("invalid_argument", `branch ${JSON.stringify(branch)} is not a valid branch name`);
   }
 }
 
 /**
- * Repositories are https URLs without credentials. A deployment used for demos and tests may set
- * FONDATION_ACCEPT_ANY_REPOSITORY_URL=1 so that the agent's own checks (which never trust the
- * queue) can be exercised with hostile URLs and local paths.
+ * A deployment used for demos and tests may set FONDATION_ACCEPT_ANY_REPOSITORY_URL=1: then any
+ * repository URL and branch is queued, so that the agent's own checks (which never trust the
+ * queue) can be exercised with hostile URLs, branches and local paths.
  */
+function acceptsAnyRepository(): boolean {
+  return process.env.FONDATION_ACCEPT_ANY_REPOSITORY_URL === "1";
+}
+
+/** Repositories are https URLs without credentials. */
 export function requireRepositoryUrl(repositoryUrl: string): void {
   requireLength("repositoryUrl", repositoryUrl, MAX_URL_LENGTH);
-  if (process.env.FONDATION_ACCEPT_ANY_REPOSITORY_URL === "1") return;
+  if (acceptsAnyRepository()) return;
   let url: URL;
   try {
     url = new URL(repositoryUrl);

@@ -61,6 +61,7 @@ describe("enqueue", () => {
     process.env.FONDATION_ACCEPT_ANY_REPOSITORY_URL = "1";
     const { enqueue, job } = setup();
     expect(await job(await enqueue({ repositoryUrl: "file:///etc" }))).toMatchObject({ status: "pending" });
+    expect(await job(await enqueue({ branch: "--upload-pack=x" }))).toMatchObject({ status: "pending" });
   });
 
   test("a dedupKey gives the unfinished job that has it instead of a new one", async () => {
