@@ -27,7 +27,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_front_matter_and_defaults(tmp_path):
-    write(tmp_path / "00_index.md", "---\ntitle: The course\nslug: index\nkind: index\nchapterIndex: 0\n---\n# Ignored\n")
+    front_matter = "---\ntitle: The course\nslug: index\nkind: index\nchapterIndex: 0\n---\n"
+    write(tmp_path / "00_index.md", front_matter + "# Ignored\n")
     write(tmp_path / "02_second.md", "# Second chapter\nbody\n")
     write(tmp_path / "notes.md", "no heading here\n")
     write(tmp_path / "image.png", "not markdown")
