@@ -77,7 +77,7 @@ class LeaseKeeper(threading.Thread):
         self.last_renewed = claimed_at
         self._report: dict[str, Any] = {}
         self._urgent = False
-        self._last_beat = 0.0
+        self._last_beat = claimed_at  # the claim itself set the lease
         self._wake = threading.Condition()
         self._done = False
 
@@ -261,7 +261,7 @@ class Job:
         self._check_stop()
         summary = {"documents": len(documents), "bytes": total_bytes(documents), "commit": commit,
                    "worker": self.config.worker_id, "attempt": self.claim.attempt}
-        self._reliably(lambda: self.api.complete(self.claim, summary))
+        self._finally(lambda: self.api.complete(self.claim, summary))
         return "completed"
 
     def _clone(self, source, workspace: Workspace) -> str:
@@ -360,17 +360,23 @@ class Job:
                 self.log.warning("Convex unreachable; retrying", error=str(error))
                 time.sleep(1.0)
 
+    def _finally(self, call: Callable[[], T]) -> T:
+        """The attempt's last call (complete, fail, release, canceled): heartbeats stop first, so
+        none can reach Convex after the job has ended and be answered lease_lost."""
+        self.keeper.finish()
+        return self._reliably(call)
+
     def _end_stopped(self) -> str:
         reason = self.stop_reason
         if reason == CANCELED:
-            self._reliably(lambda: self.api.canceled(self.claim))
+            self._finally(lambda: self.api.canceled(self.claim))
         elif reason == RELEASED:
-            self._reliably(lambda: self.api.release(self.claim, f"agent {self.config.worker_id} is stopping"))
+            self._finally(lambda: self.api.release(self.claim, f"agent {self.config.worker_id} is stopping"))
         return reason or LEASE_LOST
 
     def _end_failed(self, failure: JobFailure) -> str:
         if self.stop_reason is not None:
             return self._end_stopped()
         self.log.warning("job failed", error=str(failure), error_kind=failure.kind, retryable=failure.retryable)
-        result = self._reliably(lambda: self.api.fail(self.claim, str(failure), failure.kind, failure.retryable))
+        result = self._finally(lambda: self.api.fail(self.claim, str(failure), failure.kind, failure.retryable))
         return "retrying" if result.get("willRetry") else "failed"

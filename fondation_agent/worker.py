@@ -71,7 +71,7 @@ class Worker:
         self.unreachable_streak = 0
         self.last_tick = time.monotonic()
         self.last_convex_ok = 0.0
-        self.convex_reachable = False
+        self.convex_reachable: bool | None = None  # None until the first call
         self.last_status = ""
         self.metrics_server: MetricsServer | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
@@ -91,7 +91,9 @@ class Worker:
         loop_age = now - self.last_tick
         convex_age = now - self.last_convex_ok if self.last_convex_ok else None
         loop_alive = loop_age < max(10.0, 3 * LOOP_TICK)
-        convex_ok = self.convex_reachable and convex_age is not None and convex_age < self.config.health_max_silence
+        convex_ok = (
+            self.convex_reachable is True and convex_age is not None and convex_age < self.config.health_max_silence
+        )
         with self.jobs_lock:
             running = sorted(self.jobs)
         body = {
@@ -112,7 +114,7 @@ class Worker:
         with self.jobs_lock:
             running = ", ".join(f"{job_id} ({job.status})" for job_id, (job, _) in sorted(self.jobs.items()))
             busy = len(self.jobs)
-        state = "draining; " if self.draining else ("Convex unreachable; " if not self.convex_reachable else "")
+        state = "draining; " if self.draining else ("Convex unreachable; " if self.convex_reachable is False else "")
         return (
             f"{state}{busy}/{self.config.concurrency} slots busy"
             + (f": {running}" if running else "")
@@ -171,7 +173,11 @@ class Worker:
         if config.sandbox == "process":
             self.log.warning("sandbox = process: jobs run as this user with no memory, CPU or task limits")
         if config.metrics_address:
-            self.metrics_server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            try:
+                self.metrics_server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            except OSError as error:
+                problem = f"metrics_address: cannot listen on {config.metrics_address}: {error.strerror}"
+                raise ConfigError([problem]) from None
         self.log.info(
             "agent started",
             version=__version__,
@@ -257,17 +263,14 @@ class Worker:
             self.drain_deadline = now + self.config.drain_timeout
             self.metrics.draining.set(1)
             self.log.info("draining: no new jobs", running=len(self.jobs), drain_timeout=self.config.drain_timeout)
+        # Releasing may wait for Convex until a lease runs out: ask systemd for that much more time.
+        self.notifier.stopping(extend_timeout_s=max(0.0, self.drain_deadline - now) + self.config.lease_time + 10)
         if (self.release_now or now >= self.drain_deadline) and self.jobs:
             with self.jobs_lock:
                 jobs = [job for job, _ in self.jobs.values()]
             for job in jobs:
                 job.stop(RELEASED)
-        if not self.jobs:
-            return False
-        # Releasing may wait for Convex until a lease runs out; ask systemd for that much more.
-        remaining = max(0.0, self.drain_deadline - now) + self.config.lease_time + 10
-        self.notifier.stopping(extend_timeout_s=remaining)
-        return True
+        return bool(self.jobs)
 
     def _reload(self) -> None:
         self.reload_requested = False
