@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-convex test-python lint backend demo bench clean
+.PHONY: install test test-convex test-python lint backend demo bench clean deb
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -42,6 +42,20 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The Debian package (dh-virtualenv; on Debian 12): dist/fondation-agent_<version>_amd64.deb (docs/operations.md).
+deb:
+	packaging/build-deb.sh
+
+# The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,
+# booted by qemu (KVM when it works, else TCG). Needs root. The base image is built once (~3 min)
+# and cached in $FONDATION_VM_CACHE (default /var/cache/fondation-agent-vm); the .deb is built by
+# `make deb` unless dist/ holds one newer than the sources ($FONDATION_AGENT_DEB names another).
+SYSTEM_TEST_ARGS ?=
+.PHONY: system-test
+system-test: install
+	$(BIN)/python vm/qemu.py build
+	timeout -k 30 2700 $(BIN)/python -m pytest -m system tests/system --timeout=900 $(SYSTEM_TEST_ARGS)
 
 clean:
 	rm -rf .demo build dist *.egg-info

@@ -205,7 +205,8 @@ class Worker:
         return True
 
     def _claim_into_free_slots(self) -> None:
-        while len(self.jobs) < self.config.concurrency and time.monotonic() >= self.next_poll:
+        # A stop signal may land during a claim: claim nothing more once draining.
+        while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self.next_poll:
             claimed_at = time.monotonic()
             try:
                 claim = self.api.claim(self.config.lease_ms)

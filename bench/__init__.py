@@ -1,0 +1,1 @@
+"""Benchmarks of fondation-agent: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,208 @@
+"""Fixtures of the VM tier (`make system-test`): one Debian 12 guest with a real systemd per session.
+
+- `vm`: the guest (vm/qemu.py), booted once from an overlay of the cached image; powered off at the end.
+- `localconvex`: a localconvex on the host's 127.0.0.1, which the guest reaches as 10.0.2.2.
+- `deb`: dist/fondation-agent_<version>_amd64.deb, built with `make deb` unless one newer than the
+  sources is there ($FONDATION_AGENT_DEB names another).
+- `agent`: the .deb installed in the guest with apt (offline: the image holds every Depends), the
+  test CLIs, a git repository to clone, the token and a config with `sandbox = "systemd-scope"`, and
+  fondation-agent.service started.
+- `queue`: enqueue jobs on the host and wait for them.
+
+$FONDATION_SYSTEM_TEST_DROPIN names a file installed as a drop-in of fondation-agent.service before it
+starts: a way to try unit changes (hardening, say) without rebuilding the package.
+
+Every test here is marked `system`; `make test` leaves them out (pytest -m "not system").
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fondation_agent.convex_api import ConvexHttp
+from localconvex.launcher import LocalConvex
+from tests.system.guest import CONFIG, GUEST_LIB, GUEST_REPO, TOKEN_FILE, UNIT, GuestAgent, Queue
+from vm.qemu import GUEST_HOST_ADDRESS, VirtualMachine
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+TOKEN = f"vm-worker-token-{secrets.token_hex(16)}"
+# What the .deb is built from: a package older than any of these is rebuilt.
+DEB_SOURCES = ("fondation_agent", "packaging", "systemd", "pyproject.toml", "examples/course-cli", "Makefile")
+JOB_USER = "fondation-job"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Booting a VM is never a side effect of a plain `pytest`: it takes `-m system` (make system-test).
+    chosen = "system" in (config.getoption("markexpr", "") or "")
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.system)
+            if not chosen:
+                item.add_marker(pytest.mark.skip(reason="VM tier: run it with make system-test (pytest -m system)"))
+
+
+def _log(message: str) -> None:
+    print(f"[system-test] {message}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualMachine]:
+    machine = VirtualMachine(workdir=tmp_path_factory.mktemp("vm"))
+    machine.start()
+    state = machine.wait_until_running()
+    if state != "running":
+        failed = machine.ssh("systemctl --failed --no-legend --plain", check=False).stdout
+        pytest.fail(f"guest is {state!r} after boot; failed units:\n{failed}")
+    yield machine
+    _log(f"serial log kept at {machine.serial_log}")
+    machine.shutdown()
+    machine.overlay.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def localconvex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConvex]:
+    # Binds 127.0.0.1:<free port>: qemu's user net maps the guest's 10.0.2.2 to exactly that.
+    server = LocalConvex(
+        state_file=tmp_path_factory.mktemp("localconvex") / "state.json",
+        token=TOKEN,
+        env={"FONDATION_ACCEPT_ANY_REPOSITORY_URL": "1"},
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def queue(localconvex: LocalConvex) -> Iterator[Queue]:
+    client = ConvexHttp(localconvex.url, read_timeout=30, retries=2)
+    yield Queue(client)
+    client.close()
+
+
+def _newest_source_mtime() -> float:
+    newest = 0.0
+    for name in DEB_SOURCES:
+        path = REPO_ROOT / name
+        paths = [path] if path.is_file() else path.rglob("*")
+        for item in paths:
+            if not item.is_file() or "__pycache__" in item.parts:
+                continue
+            newest = max(newest, item.stat().st_mtime)
+    return newest
+
+
+@pytest.fixture(scope="session")
+def deb() -> Path:
+    if os.environ.get("FONDATION_AGENT_DEB"):
+        return Path(os.environ["FONDATION_AGENT_DEB"]).resolve()
+    dist = REPO_ROOT / "dist"
+
+    def newest() -> Path | None:
+        found = sorted(dist.glob("fondation-agent_*_amd64.deb"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+
+    package = newest()
+    if package is None or package.stat().st_mtime < _newest_source_mtime():
+        _log("building the package: make deb")
+        done = subprocess.run(["make", "deb"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            pytest.fail(f"make deb failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        package = newest()
+    if package is None:
+        pytest.fail("make deb made no dist/fondation-agent_*_amd64.deb")
+    return package
+
+
+def agent_settings(localconvex: LocalConvex) -> dict:
+    return {
+        "convex_url": f"http://{GUEST_HOST_ADDRESS}:{localconvex.port}",
+        "worker_id": "vm-agent",
+        "sandbox": "systemd-scope",
+        "allow_local_repositories": True,
+        "cli_command": f"/usr/bin/python3 {GUEST_LIB}/guest_cli.py {{repo}} {{output}} {{prompt}}",
+        # TCG is slow: generous leases, short polls.
+        "poll_interval": 0.5,
+        "lease_time": 30.0,
+        "heartbeat_interval": 5.0,
+        "job_timeout": 180.0,
+        "drain_timeout": 180.0,
+        "kill_grace": 3.0,
+        "memory_max": "300M",
+        "cpu_quota": "100%",  # one of the guest's two CPUs stays free for sshd and the agent
+        "tasks_max": 32,
+        "metrics_address": "127.0.0.1:9810",
+        "health_max_silence": 60.0,
+        "log_format": "json",
+    }
+
+
+def _install(vm: VirtualMachine, deb: Path) -> None:
+    vm.scp_to(deb, f"/root/{deb.name}")
+    done = vm.ssh(
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /root/{deb.name}",
+        check=False, timeout=900,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"apt install of {deb.name} failed in the guest (which has no network: every Depends must be in the "
+            f"image — add it to GUEST_PACKAGES in vm/build-image.sh):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+
+
+def _install_test_files(vm: VirtualMachine) -> None:
+    vm.ssh(f"install -d -m 0755 {GUEST_LIB}")
+    vm.scp_to(REPO_ROOT / "tests" / "fixtures" / "fake_cli.py", f"{GUEST_LIB}/fake_cli.py")
+    vm.scp_to(HERE / "guest_cli.py", f"{GUEST_LIB}/guest_cli.py")
+    vm.ssh(f"chmod 0755 {GUEST_LIB}/*.py")
+    # The repository the jobs clone (allow_local_repositories): a real git history, inside the guest.
+    vm.ssh(
+        f"set -e; rm -rf {GUEST_REPO}; install -d -m 0755 {GUEST_REPO}; cd {GUEST_REPO}; "
+        "git init -q -b main; printf 'import util\\n' > app.py; printf 'X = 1\\n' > util.py; "
+        "printf '# Demo\\n\\nA demo repository.\\n' > README.md; git add -A; "
+        "git -c user.name=Test -c user.email=test@example.invalid commit -q -m initial; "
+        # git refuses to read a repository of another user ("dubious ownership"): the agent clones as fondation.
+        f"chown -R fondation:fondation {GUEST_REPO}"
+    )
+
+
+@pytest.fixture(scope="session")
+def agent(vm: VirtualMachine, deb: Path, localconvex: LocalConvex) -> GuestAgent:
+    _install(vm, deb)
+    _install_test_files(vm)
+    guest = GuestAgent(vm, agent_settings(localconvex))
+    vm.put(TOKEN_FILE, TOKEN + "\n", mode="0640", owner="root:fondation")  # docs/operations.md
+    guest.write_config()
+    # A trial drop-in for the unit (e.g. hardening changes), without rebuilding the package.
+    if os.environ.get("FONDATION_SYSTEM_TEST_DROPIN"):
+        trial = Path(os.environ["FONDATION_SYSTEM_TEST_DROPIN"])
+        _log(f"trying the unit with {trial} as a drop-in")
+        vm.put(f"/etc/systemd/system/{UNIT}.d/90-system-test-trial.conf", trial.read_text())
+        vm.ssh("systemctl daemon-reload")
+    # The job user's manager must run without a login (its cgroup subtree is where the scopes go).
+    if "Linger=yes" not in vm.ssh(f"loginctl show-user {JOB_USER} -p Linger", check=False).stdout:
+        _log(f"the package left {JOB_USER} without linger; enabling it")
+        vm.ssh(f"loginctl enable-linger {JOB_USER}")
+    done = vm.ssh(f"systemctl enable {UNIT} && systemctl restart {UNIT}", check=False, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"{UNIT} did not start: {done.stderr.strip()}\n{guest.diagnostics()}")
+    guest.wait_active()
+    assert CONFIG in vm.ssh(f"systemctl show {UNIT} -p ExecStart").stdout
+    return guest
+
+
+@pytest.fixture(scope="session")
+def worker_token() -> str:
+    return TOKEN
+
+
+@pytest.fixture
+def journal_cursor(agent: GuestAgent) -> str:
+    """The journal's position before the test: agent.journal(after=...) shows only the test's lines."""
+    return agent.cursor()

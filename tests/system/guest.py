@@ -1,0 +1,153 @@
+"""Helpers of the VM tier: the packaged agent as installed in the guest, and the queue on the host."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fondation_agent.convex_api import ConvexHttp
+from vm.qemu import VirtualMachine
+
+UNIT = "fondation-agent.service"
+CONFIG = "/etc/fondation-agent/agent.toml"
+TOKEN_FILE = "/etc/fondation-agent/worker-token"
+GUEST_LIB = "/usr/local/lib/fondation-test"
+GUEST_REPO = "/srv/repos/demo"
+REPO_URL = f"file://{GUEST_REPO}"
+TERMINAL = ("completed", "failed", "canceled")
+ACTIVE = ("running", "cloning", "analyzing", "gathering")
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
+    raise TypeError(value)
+
+
+def summary(job: dict) -> str:
+    """A job's outcome in one line, for assertion messages (pytest cuts long dicts)."""
+    return (f"job {job.get('_id')}: {job.get('status')} after {job.get('attempts')} attempt(s), "
+            f"errorKind={job.get('errorKind')!r}, error={job.get('error')!r}, progress={job.get('progress')!r}")
+
+
+class Queue:
+    """The producer's side, on the host, against the host's localconvex."""
+
+    def __init__(self, client: ConvexHttp):
+        self.client = client
+
+    def enqueue(self, prompt: str, *, repository: str = REPO_URL, **extra: Any) -> str:
+        return self.client.mutation("jobs:enqueue", {"repositoryUrl": repository, "prompt": prompt, **extra})
+
+    def get(self, job_id: str) -> dict:
+        return self.client.query("jobs:get", {"jobId": job_id})
+
+    def docs(self, job_id: str) -> list[dict]:
+        return self.client.query("docs:byJob", {"jobId": job_id})
+
+    def wait_for(self, job_id: str, predicate: Callable[[dict], bool], timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        job = self.get(job_id)
+        while not predicate(job):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} did not reach the expected state in {timeout} s: {job}")
+            time.sleep(0.5)
+            job = self.get(job_id)
+        return job
+
+    def wait_finished(self, job_id: str, timeout: float = 180) -> dict:
+        return self.wait_for(job_id, lambda job: job["status"] in TERMINAL, timeout)
+
+    def wait_completed(self, job_id: str, timeout: float = 180) -> dict:
+        job = self.wait_finished(job_id, timeout)
+        assert job["status"] == "completed", summary(job)
+        return job
+
+
+class GuestAgent:
+    """fondation-agent.service in the guest: its config, its unit's state, its journal."""
+
+    def __init__(self, vm: VirtualMachine, settings: dict[str, Any]):
+        self.vm = vm
+        self.settings = dict(settings)
+
+    # -- config ---------------------------------------------------------------------------------
+
+    def config_text(self) -> str:
+        return "".join(f"{key} = {toml_value(value)}\n" for key, value in self.settings.items())
+
+    def write_config(self, **changes: Any) -> None:
+        self.settings.update(changes)
+        self.vm.put(CONFIG, self.config_text(), mode="0640", owner="root:fondation")
+        self.vm.ssh(["fondation-agent", "check-config", CONFIG])
+
+    def reload(self, **changes: Any) -> None:
+        """New settings by SIGHUP (systemctl reload); returns once the agent logged the reload."""
+        cursor = self.cursor()
+        self.write_config(**changes)
+        self.vm.ssh(f"systemctl reload {UNIT}")
+        self.wait_journal("config reloaded", after=cursor, timeout=60)
+
+    # -- the unit -------------------------------------------------------------------------------
+
+    def show(self, *properties: str) -> dict[str, str]:
+        names = properties or ("ActiveState", "SubState", "NRestarts", "MainPID", "WatchdogUSec", "StatusText")
+        out = self.vm.ssh(f"systemctl show {UNIT} " + " ".join(f"-p {name}" for name in names)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def main_pid(self) -> int:
+        return int(self.show("MainPID")["MainPID"])
+
+    def restart(self) -> None:
+        self.vm.ssh(f"systemctl restart {UNIT}", timeout=300)
+        self.wait_active()
+
+    def wait_active(self, timeout: float = 300) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.show()
+            if state.get("ActiveState") == "active" and state.get("SubState") == "running":
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{UNIT} not active after {timeout} s: {state}\n{self.diagnostics()}")
+            time.sleep(1)
+
+    def status(self) -> str:
+        return self.vm.ssh(f"systemctl status {UNIT} --no-pager -l -n 30", check=False).stdout
+
+    def diagnostics(self) -> str:
+        """The unit's status and its last journal lines, for failure messages."""
+        journal = self.vm.ssh(f"journalctl -u {UNIT} -b --no-pager -n 80 -o short-precise", check=False).stdout
+        return f"--- systemctl status ---\n{self.status()}\n--- journal ---\n{journal}"
+
+    # -- journal --------------------------------------------------------------------------------
+
+    def cursor(self) -> str:
+        out = self.vm.ssh("journalctl --show-cursor -n 0 -q --no-pager", check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("-- cursor: "):
+                return line[len("-- cursor: "):]
+        return ""
+
+    def journal(self, *matches: str, after: str = "", output: str = "cat", extra: str = "") -> str:
+        command = ["journalctl", "--no-pager", "-q", "-u", UNIT, "-o", output, *matches]
+        if after:
+            command.append(f"--after-cursor={after}")
+        return self.vm.ssh(shlex.join(command) + (f" {extra}" if extra else ""), check=False, timeout=120).stdout
+
+    def wait_journal(self, text: str, *, after: str = "", timeout: float = 60) -> str:
+        return self.vm.wait_for(
+            shlex.join(["journalctl", "--no-pager", "-q", "-u", UNIT, "-o", "cat",
+                        *([f"--after-cursor={after}"] if after else [])]),
+            lambda out: text in out, timeout=timeout)

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""The VM tier's test CLI, installed in the guest as /usr/local/lib/fondation-test/guest_cli.py.
+
+Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. Modes of its own:
+  oom:MB          allocate (and touch) MB MiB, 10 MiB at a time; if it survives, write a course anyway
+  forkbomb:S      every process forks as fast as it can for S seconds; the first one then reports what
+                  it saw (its scope's pids.max, how many forks failed) and exits 1
+  steal:PID       try to read the worker token every way a job user could (PID = the agent's pid) and
+                  write what each try got into the output documents
+  relay:MARKER    print lines carrying MARKER on stdout (and stderr), then write a course
+Anything else (succeed, slow:S, hang, crash, …) is handed to fake_cli.py beside this file (the host
+tests' stand-in, tests/fixtures/fake_cli.py).
+"""
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STEPS = ["Extracting abstractions", "Analyzing relationships", "Determining order",
+         "Generating chapters", "Reviewing chapters", "Creating tutorials"]
+
+
+def progress(step: int) -> None:
+    print(f"[PROGRESS] Step {step}/6: {STEPS[step - 1]}", flush=True)
+
+
+def write_course(output: Path, body: str = "hello\n") -> None:
+    (output / "00_index.md").write_text("---\ntitle: Index\nkind: index\nchapterIndex: 0\n---\n# Index\n")
+    (output / "01_report.md").write_text("# Report\n" + body)
+
+
+def oom(output: Path, megabytes: int) -> int:
+    progress(1)
+    hoard = []
+    for i in range(megabytes // 10):
+        hoard.append(bytearray(b"x" * (10 * 1024 * 1024)))  # really written, so really resident
+        if i % 10 == 0:
+            print(f"allocated {(i + 1) * 10} MiB", flush=True)
+    print(f"allocated {megabytes} MiB and was not killed", flush=True)
+    write_course(output, f"survived {megabytes} MiB\n")
+    return 0
+
+
+def own_cgroup() -> Path:
+    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::"))
+    return Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+
+
+def forkbomb(output: Path, seconds: float) -> int:
+    progress(1)
+    cgroup = own_cgroup()
+    print(f"cgroup {cgroup}, pids.max {(cgroup / 'pids.max').read_text().strip()}", flush=True)
+    failures = Path(output) / ".fork-failures"
+    end = time.monotonic() + seconds
+    bomb = os.fork()
+    if bomb == 0:  # the bomb: every process forks forever; nothing ever exits
+        # Off the agent's pipes, so that this test is about TasksMax, not about who holds stdout open.
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        failed = 0
+        while True:
+            try:
+                if os.fork() == 0:
+                    failed = 0
+            except OSError:
+                failed += 1
+                if failed == 1:
+                    with contextlib.suppress(OSError), open(failures, "a") as log:
+                        log.write("x")
+                time.sleep(0.001)
+    peak = 0
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError, ValueError):
+            peak = max(peak, int((cgroup / "pids.current").read_text()))
+        time.sleep(0.2)
+    denied = failures.stat().st_size if failures.exists() else 0
+    print(f"fork bomb report: peak pids.current {peak}, pids.max "
+          f"{(cgroup / 'pids.max').read_text().strip()}, {denied} processes saw fork() fail", flush=True)
+    print(f"fork bomb ran for {seconds:g} s and was contained", file=sys.stderr, flush=True)
+    return 1
+
+
+def _try(label: str, action) -> str:
+    try:
+        got = action()
+    except Exception as error:  # every failure is a result here
+        return f"## {label}\nDENIED {type(error).__name__}: {error}\n"
+    if isinstance(got, bytes):
+        got = got.decode("utf-8", errors="replace")
+    return f"## {label}\nGOT {len(got)} characters:\n{got[:20000]}\n"
+
+
+def _read_memory(pid: str) -> str:
+    """What a debugger would read: every readable mapping (printable strings of it, 400 KB at most)."""
+    regions = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        if perms.startswith("r"):
+            start, end = (int(x, 16) for x in span.split("-"))
+            regions.append((start, end))
+    found, size = [], 0
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+        for start, end in regions:
+            with contextlib.suppress(OSError, ValueError, OverflowError):
+                memory.seek(start)
+                data = memory.read(min(end - start, 64 * 1024 * 1024))
+                for match in re.finditer(rb"[\x21-\x7e]{12,200}", data):
+                    found.append(match.group().decode())
+                    size += len(found[-1]) + 1
+                    if size > 400_000:
+                        return "\n".join(found)
+    return "\n".join(found)
+
+
+def steal(output: Path, pid: str) -> int:
+    progress(1)
+    tries = [
+        ("token file", lambda: Path("/etc/fondation-agent/worker-token").read_text()),
+        ("config dir listing", lambda: "\n".join(os.listdir("/etc/fondation-agent"))),
+        ("credentials dir listing", lambda: "\n".join(os.listdir("/run/credentials/fondation-agent.service"))),
+        ("credential", lambda: Path("/run/credentials/fondation-agent.service/worker-token").read_text()),
+        ("agent environ", lambda: Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n")),
+        ("agent cmdline", lambda: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")),
+        ("agent fds", lambda: "\n".join(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))),
+        ("agent root", lambda: Path(f"/proc/{pid}/root/etc/fondation-agent/worker-token").read_text()),
+        ("agent memory", lambda: _read_memory(pid)),
+        ("sudo", lambda: subprocess.run(["sudo", "-n", "cat", "/etc/fondation-agent/worker-token"],
+                                        capture_output=True, text=True, timeout=30, check=True).stdout),
+        ("own environment", lambda: "\n".join(f"{k}={v}" for k, v in os.environ.items())),
+        ("whoami", lambda: f"uid={os.getuid()} gid={os.getgid()} groups={os.getgroups()}"),
+    ]
+    report = "".join(_try(label, action) for label, action in tries)
+    print(report, flush=True)  # the journal gets it too: the token must not be there either
+    write_course(output, report)
+    return 0
+
+
+def relay(output: Path, marker: str) -> int:
+    for step in range(1, 7):
+        progress(step)
+        print(f"relayed line {step} {marker}", flush=True)
+    print(f"relayed stderr line {marker}", file=sys.stderr, flush=True)
+    write_course(output, f"{marker}\n")
+    return 0
+
+
+def main() -> int:
+    repo, output, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    name, _, argument = mode.partition(":")
+    if name == "oom":
+        return oom(output, int(argument))
+    if name == "forkbomb":
+        return forkbomb(output, float(argument))
+    if name == "steal":
+        return steal(output, argument)
+    if name == "relay":
+        return relay(output, argument)
+    os.execv(sys.executable, [sys.executable, str(HERE / "fake_cli.py"), repo, str(output), mode])  # noqa: S606
+    return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())

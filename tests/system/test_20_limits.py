@@ -1,0 +1,103 @@
+"""A job's limits are systemd's (MemoryMax, TasksMax, RuntimeMaxSec): the job fails, nothing else does."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from tests.system.guest import ACTIVE, GUEST_LIB, GuestAgent, Queue, summary
+
+pytestmark = pytest.mark.system
+JOB_USER = "fondation-job"
+
+
+def job_scopes(agent: GuestAgent) -> str:
+    """The job user's fondation-job-* units still loaded (there should be none between jobs)."""
+    return agent.vm.ssh(f"systemctl --user -M {JOB_USER}@ list-units --all --plain --no-legend 'fondation-job-*'",
+                        check=False).stdout.strip()
+
+
+def assert_agent_unharmed(agent: GuestAgent, before: dict[str, str]) -> None:
+    after = agent.show()
+    assert after["ActiveState"] == "active" and after["SubState"] == "running", after
+    assert after["MainPID"] == before["MainPID"], (before, after)
+    assert after["NRestarts"] == before["NRestarts"], (before, after)
+    assert agent.vm.ssh("systemctl is-system-running", check=False).stdout.strip() == "running"
+    assert job_scopes(agent) == ""
+    # Nothing of the job is left running (the user manager and its session bus stay, as they should).
+    assert agent.vm.wait_for(f"pgrep -a -u {JOB_USER} -f {GUEST_LIB} || true", lambda out: out.strip() == "",
+                             timeout=30) == ""
+
+
+def test_a_job_past_memory_max_fails_as_oom(agent: GuestAgent, queue: Queue) -> None:
+    before = agent.show()
+    limit = agent.settings["memory_max"]
+    job_id = queue.enqueue("oom:1024", maxAttempts=1)
+    job = queue.wait_finished(job_id, timeout=300)
+    assert job["status"] == "failed", summary(job)
+    assert job["errorKind"] == "oom", summary(job)
+    assert f"MemoryMax={limit}" in job["error"], summary(job)
+    assert queue.docs(job_id) == []
+    assert "Memory cgroup out of memory" in agent.vm.ssh("dmesg").stdout
+    assert_agent_unharmed(agent, before)
+
+
+def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) -> None:
+    before = agent.show()
+    tasks_max = agent.settings["tasks_max"]
+    job_id = queue.enqueue("forkbomb:20", maxAttempts=1)
+    queue.wait_for(job_id, lambda job: job["status"] in ACTIVE and job.get("currentStep"), timeout=180)
+
+    # While it rages: the guest answers, and the scope never holds more than TasksMax tasks.
+    latencies, peaks = [], []
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            started = time.monotonic()
+            out = agent.vm.ssh("for d in $(find /sys/fs/cgroup/user.slice -maxdepth 6 -type d "
+                               "-name 'fondation-job-*.scope'); do cat $d/pids.current; done 2>/dev/null",
+                               check=False, timeout=60).stdout
+            latencies.append(time.monotonic() - started)
+            peaks.extend(int(x) for x in out.split())
+            time.sleep(1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        job = queue.wait_finished(job_id, timeout=300)
+    finally:
+        finished.set()
+        watcher.join(timeout=90)
+    assert job["status"] == "failed", summary(job)
+    assert job["errorKind"] != "oom", summary(job)
+    assert "contained" in job["error"], summary(job)
+    assert peaks, "never saw the job's scope"
+    assert max(peaks) <= tasks_max, peaks
+    assert max(latencies) < 30, latencies
+    report = agent.journal(f"JOB_ID={job_id}")
+    match = re.search(r"fork bomb report: peak pids.current (\d+), pids.max (\d+), (\d+) processes saw fork", report)
+    assert match, report
+    assert int(match.group(2)) == tasks_max and int(match.group(1)) <= tasks_max, match.group()
+    assert int(match.group(3)) > 0, match.group()  # the limit was really hit
+    assert_agent_unharmed(agent, before)
+
+
+def test_a_job_past_its_runtime_fails_as_timeout(agent: GuestAgent, queue: Queue) -> None:
+    before = agent.show()
+    original = agent.settings["job_timeout"]
+    agent.reload(job_timeout=10.0)
+    try:
+        started = time.monotonic()
+        job_id = queue.enqueue("hang", maxAttempts=1)
+        job = queue.wait_finished(job_id, timeout=240)
+        assert job["status"] == "failed", summary(job)
+        assert job["errorKind"] == "timeout", summary(job)
+        assert "job_timeout" in job["error"], summary(job)
+        assert time.monotonic() - started < 200
+    finally:
+        agent.reload(job_timeout=original)
+    assert_agent_unharmed(agent, before)

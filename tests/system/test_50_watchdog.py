@@ -1,0 +1,36 @@
+"""A main loop that hangs stops sending WATCHDOG=1: systemd kills and restarts the agent."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.system.guest import UNIT, GuestAgent, Queue
+
+pytestmark = pytest.mark.system
+DROP_IN = f"/etc/systemd/system/{UNIT}.d/50-system-test-hang.conf"
+HANG_FILE = "/run/fondation-system-test-hang"
+
+
+def test_a_hung_main_loop_is_restarted_by_the_watchdog(agent: GuestAgent, queue: Queue) -> None:
+    vm = agent.vm
+    vm.put(DROP_IN, f"[Service]\nEnvironment=FONDATION_AGENT_TEST_HANG_FILE={HANG_FILE}\nWatchdogSec=15s\n")
+    try:
+        vm.ssh(f"rm -f {HANG_FILE}; systemctl daemon-reload && systemctl restart {UNIT}", timeout=300)
+        before = agent.wait_active()
+        assert before["WatchdogUSec"] == "15s", before
+        cursor = agent.cursor()
+        vm.ssh(f"touch {HANG_FILE}")
+        agent.vm.wait_for(f"systemctl show {UNIT} -p NRestarts --value",
+                          lambda out: out.strip().isdigit() and int(out) > int(before["NRestarts"]), timeout=120)
+        vm.ssh(f"rm -f {HANG_FILE}")
+        after = agent.wait_active()
+        assert after["MainPID"] != before["MainPID"], (before, after)
+        lines = agent.journal(after=cursor)
+        assert "main loop hanging on purpose" in lines, lines
+        assert "Watchdog timeout" in lines, lines
+    finally:
+        vm.ssh(f"rm -f {HANG_FILE} {DROP_IN}; systemctl daemon-reload && systemctl restart {UNIT}", timeout=300)
+    state = agent.wait_active()
+    assert state["WatchdogUSec"] != "15s", state
+    job_id = queue.enqueue("succeed")
+    queue.wait_completed(job_id)
