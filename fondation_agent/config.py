@@ -9,6 +9,7 @@ The worker token is never a config value: it is read from `worker_token_file` or
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import socket
@@ -132,9 +133,12 @@ def _coerce(name: str, raw: Any, from_env: bool) -> Any:
         if isinstance(raw, bool):
             raise ValueError(f"expected a number of seconds, got {raw!r}")
         try:
-            return float(raw)
+            value = float(raw)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number of seconds, got {raw!r}")
+        return value
     if kind == "tuple[str, ...]":
         items = [item.strip() for item in raw.split(",")] if from_env else raw
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 from convex.values import convex_to_json, json_to_convex
 
 from fondation_agent import __version__
@@ -78,7 +79,7 @@ class ConvexHttp:
     """One keep-alive session to a Convex deployment, with a timeout on every call.
 
     Retries, with jittered exponential backoff, only what cannot have run twice or is safe to
-    repeat: failures to connect and 5xx answers. A read timeout is not retried, since the
+    repeat: failures to connect, queries whose connection broke, and 5xx answers. A read timeout is not retried, since the
     mutation may have been applied; it surfaces as ConvexUnavailable.
     """
 
@@ -130,7 +131,13 @@ class ConvexHttp:
             try:
                 response = self.session.post(endpoint, json=body, timeout=self.timeout)
             except requests.ConnectionError as error:
-                # Includes ConnectTimeout; a ReadTimeout is not a ConnectionError and is not retried.
+                # Only a call that never left is safe to repeat: a mutation whose connection broke
+                # after sending may have run. (ReadTimeout is not a ConnectionError: never retried.)
+                if kind != "query" and not _never_sent(error):
+                    raise ConvexUnavailable(
+                        f"{path}: the connection to {self.url} broke after the call was sent "
+                        f"(not repeated: it may have run): {_short(error)}"
+                    ) from error
                 failure: Exception = error
             except requests.Timeout as error:
                 raise ConvexUnavailable(f"{path}: no answer from {self.url} within {self.timeout[1]} s") from error
@@ -155,6 +162,14 @@ class ConvexHttp:
         if body.get("status") == "error":
             raise _function_error(body)
         raise ConvexApiError(f"{path}: unexpected answer {str(body)[:200]}")
+
+
+def _never_sent(error: requests.ConnectionError) -> bool:
+    """True when the connection could not be made at all (refused, unreachable, connect timeout)."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectTimeout) or isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def _short(error: Exception) -> str:

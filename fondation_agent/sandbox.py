@@ -3,7 +3,8 @@
 `ProcessRunner` (sandbox = "process") puts the CLI in its own session and process group, for
 laptops and CI where systemd is not the init. It cannot limit memory, CPU or tasks, and a child
 that calls setsid() leaves the group: production uses the systemd scope runner, which has the
-same interface.
+same interface. Each running group is recorded in a file (pid and kernel start time), so that an
+agent restarted after a crash can kill the CLIs its predecessor left running.
 """
 
 from __future__ import annotations
@@ -65,8 +66,17 @@ class _StderrTail(threading.Thread):
         return self.tail.decode("utf-8", errors="replace").strip()
 
 
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the pid, it names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
 class ProcessCli:
-    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits):
+    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits, record: Path):
         self.limits = limits
         self._deadline = time.monotonic() + limits.timeout
         self._stopped = False
@@ -81,6 +91,8 @@ class ProcessCli:
             cwd=cwd,
             start_new_session=True,
         )
+        self._record = record
+        record.write_text(f"{self._process.pid} {_start_time(self._process.pid)}\n")
         self._stderr = _StderrTail(self._process.stderr)
         self._stderr.start()
 
@@ -109,6 +121,7 @@ class ProcessCli:
             self._terminate_group()
             self._process.wait()
         self._kill_group()  # children left behind by a CLI that exited
+        self._record.unlink(missing_ok=True)
         self._stderr.join(timeout=5)
         self._process.stdout.close()
         code = self._process.returncode
@@ -150,9 +163,23 @@ class ProcessCli:
 class ProcessRunner:
     name = "process"
 
+    def __init__(self, records: Path):
+        """`records`: a directory of this worker's own, where each running CLI's group is noted."""
+        self.records = records
+
     def cleanup_leftovers(self) -> list[str]:
-        """Plain process groups do not outlive their agent's session in a findable way: nothing to do."""
-        return []
+        """Kills the process groups of CLIs an earlier run of this worker left (kill -9, crash)."""
+        stopped = []
+        for record in sorted(self.records.glob("*.pgid")) if self.records.is_dir() else []:
+            pid, _, started = record.read_text().strip().partition(" ")
+            # The start time guards against a recycled pid: only the very process we started counts.
+            if pid.isdigit() and _start_time(int(pid)) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(pid), signal.SIGKILL)
+                    stopped.append(record.stem)
+            record.unlink()
+        return stopped
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> ProcessCli:
-        return ProcessCli(argv, env=env, cwd=cwd, limits=limits)
+        self.records.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return ProcessCli(argv, env=env, cwd=cwd, limits=limits, record=self.records / f"{unit}.pgid")

@@ -44,7 +44,8 @@ def make_runner(config: Config):
         from fondation_agent.scope import SystemdScopeRunner
 
         return SystemdScopeRunner(config)
-    return ProcessRunner()
+    # A dot-directory of this worker's own: not a workspace, so workspace clean-up leaves it alone.
+    return ProcessRunner(Path(config.temp_dir) / f".process-groups-{config.worker_id}")
 
 
 class Worker:
@@ -164,12 +165,13 @@ class Worker:
 
     def _start_up(self) -> None:
         config = self.config
+        # CLIs first, so that none is still writing into a workspace being removed.
+        stopped = self.runner.cleanup_leftovers()
+        if stopped:
+            self.log.info("stopped leftover jobs", units=stopped)
         removed = remove_leftover_workspaces(Path(config.temp_dir), config.worker_id)
         if removed:
             self.log.info("removed leftover workspaces", workspaces=removed)
-        stopped = self.runner.cleanup_leftovers()
-        if stopped:
-            self.log.info("stopped leftover job units", units=stopped)
         if config.sandbox == "process":
             self.log.warning("sandbox = process: jobs run as this user with no memory, CPU or task limits")
         if config.metrics_address:

@@ -33,7 +33,7 @@ def alive(pid: int) -> bool:
 
 
 def start(code: str, tmp_path: Path, limits: Limits = LIMITS, env: dict | None = None):
-    return ProcessRunner().start([sys.executable, "-c", code], env=env or {"PATH": "/usr/bin:/bin"},
+    return ProcessRunner(tmp_path / "records").start([sys.executable, "-c", code], env=env or {"PATH": "/usr/bin:/bin"},
                                  cwd=tmp_path, unit="fondation-job-test-1", limits=limits)
 
 
@@ -78,3 +78,21 @@ def test_children_left_behind_by_a_finished_cli_are_killed(tmp_path):
     child = int(next(iter(cli.stdout_lines())))
     assert cli.wait().result == "success"
     assert not alive(child)
+
+
+def test_a_restarted_runner_kills_the_groups_an_earlier_one_left(tmp_path):
+    cli = start(STUBBORN_TREE, tmp_path)
+    child = int(next(iter(cli.stdout_lines())))
+    assert [p.name for p in (tmp_path / "records").iterdir()] == ["fondation-job-test-1.pgid"]
+    assert ProcessRunner(tmp_path / "records").cleanup_leftovers() == ["fondation-job-test-1"]
+    assert cli.wait().result == "signal"
+    assert not alive(cli.pid) and not alive(child)
+    assert not list((tmp_path / "records").iterdir())
+
+
+def test_a_stale_record_of_a_recycled_pid_kills_nothing(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "fondation-job-old-1.pgid").write_text(f"{os.getpid()} 1\n")  # our pid, another start time
+    assert ProcessRunner(records).cleanup_leftovers() == []
+    assert not list(records.iterdir())

@@ -348,8 +348,6 @@ def test_a_crashed_runs_workspace_is_removed_when_the_agent_starts_again(repo, q
     eventually(lambda: workspaces(restarted) == ["not-a-workspace", "otherjob-1"], timeout=15)
 
 
-@pytest.mark.xfail(strict=True, reason="sandbox = process cannot find a killed agent's CLI again: it lives on "
-                   "(under systemd the service's cgroup goes with the agent; the scope runner stops leftover units)")
 def test_a_killed_agents_cli_is_stopped_when_the_agent_starts_again(repo, queue, agents, tmp_path):
     job_id = queue.enqueue(repo, prompt="hang,pid-file")
     crashed = agents("crashed", cli_env=cli_env(tmp_path, "crashed"))

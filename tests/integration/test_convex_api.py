@@ -422,11 +422,6 @@ def test_a_server_that_never_answers_times_out_without_a_retry() -> None:
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a connection dropped after the request was sent is a requests.ConnectionError and is retried, "
-    "so a mutation the server received may run again (see the report on convex_api._call_with_retries)",
-)
 def test_a_connection_dropped_after_the_request_was_sent_is_not_retried() -> None:
     listener = socket.create_server(("127.0.0.1", 0), backlog=16)
     received: list[bytes] = []
