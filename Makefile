@@ -28,7 +28,7 @@ test-python: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check fondation_agent tests examples bench localconvex
+	$(BIN)/ruff check fondation_agent tests examples bench localconvex vm
 	npx tsc --noEmit -p .
 
 # The local Convex backend on 127.0.0.1:3210 (state kept in .demo/backend.json).

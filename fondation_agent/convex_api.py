@@ -79,8 +79,8 @@ class ConvexHttp:
     """One keep-alive session to a Convex deployment, with a timeout on every call.
 
     Retries, with jittered exponential backoff, only what cannot have run twice or is safe to
-    repeat: failures to connect, queries whose connection broke, and 5xx answers. A read timeout is not retried, since the
-    mutation may have been applied; it surfaces as ConvexUnavailable.
+    repeat: failures to connect, queries whose connection broke, and 5xx answers. A read timeout
+    is not retried, since the mutation may have been applied; it surfaces as ConvexUnavailable.
     """
 
     def __init__(
