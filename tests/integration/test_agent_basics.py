@@ -30,7 +30,8 @@ def test_a_job_runs_to_completion_with_progress_and_documents(repo, queue, agent
     assert status == 200 and health["status"] == "ok"
     lines = [e for e in agent.log_events() if e.get("job_id") == job_id]
     assert any(e["event"].startswith("[PROGRESS] Step 6/6") for e in lines), "CLI output relayed with the job id"
-    assert not list((agent.directory / "workspaces").iterdir()), "workspace removed"
+    workspaces = [e for e in (agent.directory / "workspaces").iterdir() if not e.name.startswith(".")]
+    assert not workspaces, "workspace removed"
 
 
 def test_a_crashing_cli_is_retried_then_fails_with_the_stderr_tail(repo, queue, agents):

@@ -107,7 +107,8 @@ def running_cli(queue, agent, job_id: str, timeout: float = 60) -> int:
 
 def workspaces(agent) -> list[str]:
     root = Path(agent.settings["temp_dir"])
-    return sorted(entry.name for entry in root.iterdir()) if root.exists() else []
+    # Dot-entries are the agent's bookkeeping (process-group records), not workspaces.
+    return sorted(e.name for e in root.iterdir() if not e.name.startswith(".")) if root.exists() else []
 
 
 def events(agent, **fields) -> list[dict]:

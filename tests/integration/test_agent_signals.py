@@ -76,7 +76,8 @@ def running_cli(queue, job_id: str, agent, count: int = 1, timeout: float = 60) 
 
 def workspaces(agent) -> list[str]:
     root = Path(agent.settings["temp_dir"])
-    return sorted(entry.name for entry in root.iterdir()) if root.exists() else []
+    # Dot-entries are the agent's bookkeeping (process-group records), not workspaces.
+    return sorted(e.name for e in root.iterdir() if not e.name.startswith(".")) if root.exists() else []
 
 
 def events(agent, **fields) -> list[dict]:
