@@ -7,65 +7,23 @@ show as zombies, which count as dead here.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import TERMINAL, eventually
+from tests.integration.agent_processes import (
+    ACTIVE,
+    alive,
+    cli_env,
+    cli_pids,
+    job_processes,
+    workspaces,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
-ACTIVE = ("running", "cloning", "analyzing", "gathering")
-
-
-# ---- helpers (kept local: tests/integration/test_agent_resilience.py has its own copies) --------------
-
-
-def cli_env(tmp_path: Path, name: str = "agent", **extra: str) -> dict[str, str]:
-    return {"FAKE_CLI_STATE": str(tmp_path / name / "cli-state"), "FAKE_CLI_TAG": name, **extra}
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def cli_pids(agent, job_id: str) -> list[int]:
-    pids = []
-    for suffix in (".pid", ".children"):
-        path = agent.state / f"{job_id}{suffix}"
-        if path.exists():
-            pids += [int(line) for line in path.read_text().split()]
-    return pids
-
-
-def job_processes(tmp_path: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(tmp_path) in cmdline and "/workspaces/" in cmdline and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_stray_processes(tmp_path: Path):
-    yield
-    for pid in job_processes(tmp_path):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def running_cli(queue, job_id: str, agent, count: int = 1, timeout: float = 60) -> list[int]:
@@ -74,10 +32,6 @@ def running_cli(queue, job_id: str, agent, count: int = 1, timeout: float = 60) 
     return eventually(lambda: len(cli_pids(agent, job_id)) >= count and cli_pids(agent, job_id))
 
 
-def workspaces(agent) -> list[str]:
-    root = Path(agent.settings["temp_dir"])
-    # Dot-entries are the agent's bookkeeping (process-group records), not workspaces.
-    return sorted(e.name for e in root.iterdir() if not e.name.startswith(".")) if root.exists() else []
 
 
 def events(agent, **fields) -> list[dict]:
