@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import tomli_w
 
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
@@ -114,18 +115,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    raise TypeError(value)
-
-
 def backend() -> LocalConvex:
     """An in-memory localconvex (no state file: we measure the agent, not snapshot writes)."""
     return LocalConvex(token=TOKEN, env={"FONDATION_ACCEPT_ANY_REPOSITORY_URL": "1"})
@@ -153,7 +142,7 @@ class BenchAgent:
             **settings,
         }
         self.config_path = self.directory / "agent.toml"
-        self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in self.settings.items()))
+        self.config_path.write_text(tomli_w.dumps(self.settings))
         self.log_path = self.directory / "agent.log"
         self.proc: subprocess.Popen | None = None
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import tomli_w
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLI = REPO_ROOT / "tests" / "fixtures" / "fake_cli.py"
@@ -22,20 +23,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
-    raise TypeError(value)
 
 
 class Agent:
@@ -76,7 +63,7 @@ class Agent:
 
     def write_config(self, **changes: Any) -> None:
         self.settings.update(changes)
-        self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in self.settings.items()))
+        self.config_path.write_text(tomli_w.dumps(self.settings))
 
     def start(self, env: dict[str, str] | None = None) -> Agent:
         environment = {key: value for key, value in os.environ.items() if not key.startswith(("CONVEX", "FONDATION"))}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections.abc import Callable
 from typing import Any
+
+import tomli_w
 
 from fondation_agent.convex_api import ConvexHttp
 from vm.qemu import VirtualMachine
@@ -19,20 +20,6 @@ GUEST_REPO = "/srv/repos/demo"
 REPO_URL = f"file://{GUEST_REPO}"
 TERMINAL = ("completed", "failed", "canceled")
 ACTIVE = ("running", "cloning", "analyzing", "gathering")
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
-    raise TypeError(value)
 
 
 def summary(job: dict) -> str:
@@ -85,7 +72,7 @@ class GuestAgent:
     # -- config ---------------------------------------------------------------------------------
 
     def config_text(self) -> str:
-        return "".join(f"{key} = {toml_value(value)}\n" for key, value in self.settings.items())
+        return tomli_w.dumps(self.settings)
 
     def write_config(self, **changes: Any) -> None:
         self.settings.update(changes)
