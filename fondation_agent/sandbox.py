@@ -49,7 +49,13 @@ class Outcome:
         return f"the CLI exited with status {self.exit_code}"
 
 
-class _StderrTail(threading.Thread):
+def pipe_lines(pipe) -> Iterator[str]:
+    """Decoded lines of a CLI's stdout (over-long lines are cut); ends when the pipe closes."""
+    for raw in iter(lambda: pipe.readline(MAX_LINE_BYTES), b""):
+        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+class StderrTail(threading.Thread):
     """Drains a pipe, keeping only its last bytes (for error messages), so the child never blocks."""
 
     def __init__(self, pipe):
@@ -93,7 +99,7 @@ class ProcessCli:
         )
         self._record = record
         record.write_text(f"{self._process.pid} {_start_time(self._process.pid)}\n")
-        self._stderr = _StderrTail(self._process.stderr)
+        self._stderr = StderrTail(self._process.stderr)
         self._stderr.start()
 
     @property
@@ -101,9 +107,7 @@ class ProcessCli:
         return self._process.pid
 
     def stdout_lines(self) -> Iterator[str]:
-        """Decoded stdout lines (over-long lines are cut); ends when the pipe closes."""
-        for raw in iter(lambda: self._process.stdout.readline(MAX_LINE_BYTES), b""):
-            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        return pipe_lines(self._process.stdout)
 
     def stop(self) -> None:
         """Stops the whole tree without blocking the caller (cancel, lease lost, shutdown)."""

@@ -58,7 +58,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fondation_agent.sandbox import MAX_LINE_BYTES, Limits, Outcome, _StderrTail
+from fondation_agent.sandbox import Limits, Outcome, StderrTail, pipe_lines
 
 # The root-owned wrapper that sudoers allows (packaging/debian/job-helper): it execs this module.
 HELPER = ("/usr/libexec/fondation-agent/job-helper",)
@@ -140,7 +140,7 @@ class ScopeCli:
             env=runner.sudo_environment(),
             start_new_session=True,
         )
-        self._stderr = _StderrTail(self._process.stderr)
+        self._stderr = StderrTail(self._process.stderr)
         self._stderr.start()
         try:  # small (the allowlist), so it fits the pipe; a helper that died early just misses it
             self._process.stdin.write(json.dumps(dict(env)).encode("utf-8"))
@@ -156,8 +156,7 @@ class ScopeCli:
         return self._process.pid
 
     def stdout_lines(self) -> Iterator[str]:
-        for raw in iter(lambda: self._process.stdout.readline(MAX_LINE_BYTES), b""):
-            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        return pipe_lines(self._process.stdout)
 
     def stop(self) -> None:
         """Stops the scope (the whole tree) without blocking the caller; idempotent."""
