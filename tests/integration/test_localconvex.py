@@ -399,12 +399,6 @@ def test_port_in_use_is_a_clear_error(backend: LocalConvex) -> None:
 # ---------------------------------------------------------------------------- the real convex/ functions
 
 
-def real_functions_ready() -> bool:
-    jobs = REPO_ROOT / "convex" / "jobs.ts"
-    return jobs.exists() and "export const enqueue" in jobs.read_text()
-
-
-@pytest.mark.skipif(not real_functions_ready(), reason="convex/jobs.ts has no enqueue yet")
 def test_real_functions_keep_job_ids_across_a_crash(tmp_path: Path) -> None:
     token = "test-worker-token"
     server = LocalConvex(state_file=tmp_path / "state.json", token=token).start()
