@@ -25,6 +25,7 @@ DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {rep
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
 SANDBOXES = ("process", "systemd-scope")
 CREDENTIAL_NAME = "worker-token"
+DEFAULT_TOKEN_PATH = Path("/etc/fondation-agent") / CREDENTIAL_NAME
 
 
 class ConfigError(Exception):
@@ -95,7 +96,7 @@ def _token_path(configured: str) -> Path:
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials:
         return Path(credentials) / CREDENTIAL_NAME
-    return Path("/etc/fondation-agent") / CREDENTIAL_NAME
+    return DEFAULT_TOKEN_PATH
 
 
 def read_worker_token(configured: str) -> str:

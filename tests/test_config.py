@@ -293,13 +293,18 @@ def test_a_missing_or_empty_token_file_names_worker_token_file(
     assert blank.value.problems == [f"worker_token_file: {empty} is empty"]
 
 
-def test_without_credentials_the_token_is_read_from_etc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_credentials_the_token_is_read_from_etc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import fondation_agent.config as config_module
+
+    assert Path("/etc/fondation-agent/worker-token") == config_module.DEFAULT_TOKEN_PATH
+    # This machine may hold a real token there: point the default elsewhere to test the lookup.
+    monkeypatch.setattr(config_module, "DEFAULT_TOKEN_PATH", tmp_path / "etc-worker-token")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     config = load_config(None, {"CONVEX_URL": URL})
-    if Path("/etc/fondation-agent/worker-token").exists():
-        pytest.skip("this machine has a real worker token")
-    with pytest.raises(ConfigError, match=r"^worker_token_file: cannot read /etc/fondation-agent/worker-token: "):
+    with pytest.raises(ConfigError, match=r"^worker_token_file: cannot read .*/etc-worker-token: "):
         config.worker_token()
+    write(tmp_path, "from-etc\n", "etc-worker-token")
+    assert config.worker_token() == "from-etc"
 
 
 # ------------------------------------------------------------------------------------------ check-config
