@@ -49,6 +49,19 @@ class Outcome:
         return f"the CLI exited with status {self.exit_code}"
 
 
+def classify(code: int, *, stopped: bool, timed_out: bool, oom_killed: bool = False) -> str:
+    """An Outcome.result from how the CLI ended: what we did to it first, then what the kernel did."""
+    if stopped:
+        return "stopped"
+    if timed_out:
+        return "timeout"
+    if code == 0:
+        return "success"
+    if oom_killed:
+        return "oom-kill"
+    return "signal" if code < 0 else "exit-code"
+
+
 def pipe_lines(pipe) -> Iterator[str]:
     """Decoded lines of a CLI's stdout (over-long lines are cut); ends when the pipe closes."""
     for raw in iter(lambda: pipe.readline(MAX_LINE_BYTES), b""):
@@ -129,15 +142,7 @@ class ProcessCli:
         self._stderr.join(timeout=5)
         self._process.stdout.close()
         code = self._process.returncode
-        if self._stopped:
-            result = "stopped"
-        elif self._timed_out:
-            result = "timeout"
-        elif code == 0:
-            result = "success"
-        else:
-            result = "signal" if code < 0 else "exit-code"
-        return Outcome(result, code, self._stderr.text())
+        return Outcome(classify(code, stopped=self._stopped, timed_out=self._timed_out), code, self._stderr.text())
 
     def _terminate_group(self) -> None:
         with self._terminating:

@@ -58,7 +58,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fondation_agent.sandbox import Limits, Outcome, StderrTail, pipe_lines
+from fondation_agent.sandbox import Limits, Outcome, StderrTail, classify, pipe_lines
 
 # The root-owned wrapper that sudoers allows (packaging/debian/job-helper): it execs this module.
 HELPER = ("/usr/libexec/fondation-agent/job-helper",)
@@ -181,16 +181,12 @@ class ScopeCli:
         tail, oom_kills = split_oom_marker(self._stderr.text())
         code = self._process.returncode
         systemd_result = report.get("result", "")
-        if self._stopped:
-            result = "stopped"
-        elif self._timed_out or systemd_result == "timeout":
-            result = "timeout"
-        elif code != 0 and (systemd_result == "oom-kill" or oom_kills > 0):
-            result = "oom-kill"
-        elif code == 0:
-            result = "success"
-        else:
-            result = "signal" if code < 0 else "exit-code"
+        result = classify(
+            code,
+            stopped=self._stopped,
+            timed_out=self._timed_out or systemd_result == "timeout",
+            oom_killed=systemd_result == "oom-kill" or oom_kills > 0,
+        )
         return Outcome(result, code, tail)
 
     def _stop_until_gone(self) -> None:

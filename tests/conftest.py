@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +39,19 @@ def make_git_repo(path: Path, files: dict[str, str] | None = None) -> Path:
     git("add", "-A", cwd=path)
     git("commit", "-q", "-m", "initial", cwd=path)
     return path
+
+
+@pytest.fixture
+def short_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for AF_UNIX sockets: their paths are limited to 107 bytes, tmp_path can be longer."""
+    if len(str(tmp_path)) < 80:
+        yield tmp_path
+        return
+    short = Path(tempfile.mkdtemp(prefix="fa-sock-", dir="/tmp"))
+    try:
+        yield short
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -41,19 +39,6 @@ def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for handler in list(root.handlers):
         if isinstance(handler, logs._StdlibHandler):
             root.removeHandler(handler)
-
-
-@pytest.fixture
-def short_dir(tmp_path: Path) -> Iterator[Path]:
-    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be longer.
-    if len(str(tmp_path)) < 80:
-        yield tmp_path
-        return
-    short = Path(tempfile.mkdtemp(prefix="fa-logs-", dir="/tmp"))
-    try:
-        yield short
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture

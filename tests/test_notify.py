@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,33 +15,20 @@ from fondation_agent.notify import Notifier, parse_watchdog_interval, unset_noti
 pytestmark = pytest.mark.timeout(30)
 
 
-def _short_dir(tmp_path: Path) -> Iterator[Path]:
-    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be longer.
-    if len(str(tmp_path)) < 80:
-        yield tmp_path
-        return
-    short = Path(tempfile.mkdtemp(prefix="fa-notify-", dir="/tmp"))
-    try:
-        yield short
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
-
-
 @pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+def systemd(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """A bound datagram socket, announced in NOTIFY_SOCKET; yields it for reading."""
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         monkeypatch.delenv(name, raising=False)
-    for directory in _short_dir(tmp_path):
-        path = directory / "notify.sock"
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        server.bind(str(path))
-        server.settimeout(5)
-        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-        try:
-            yield server
-        finally:
-            server.close()
+    path = short_dir / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def received(server: socket.socket) -> str:
