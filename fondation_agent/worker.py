@@ -92,9 +92,8 @@ class Worker:
         loop_age = now - self.last_tick
         convex_age = now - self.last_convex_ok if self.last_convex_ok else None
         loop_alive = loop_age < max(10.0, 3 * LOOP_TICK)
-        convex_ok = (
-            self.convex_reachable is True and convex_age is not None and convex_age < self.config.health_max_silence
-        )
+        # Silence, not the last call's outcome: one dropped keep-alive connection is no outage.
+        convex_ok = convex_age is not None and convex_age < self.config.health_max_silence
         with self.jobs_lock:
             running = sorted(self.jobs)
         body = {

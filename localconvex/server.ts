@@ -455,6 +455,11 @@ async function main() {
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
 
+  // Node closes idle keep-alive connections after 5 s; a client reusing one at that moment sees its
+  // mutation cut off after sending. Hosted deployments keep connections far longer: so do we.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+
   server.on("error", (e) => {
     console.error(`localconvex: cannot listen on ${opts.host}:${opts.port}: ${e.message}`);
     process.exit(1);
