@@ -19,7 +19,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: install test-convex test-python
+test: install lint test-convex test-python
 
 test-convex: node_modules/.installed
 	npx vitest run

@@ -8,6 +8,12 @@ const TOKEN = "test-worker-token";
 const LEASE = 30_000;
 const REPO = "https://github.com/acme/widgets";
 
+// worker:fail's answer when the caller holds the lease, as these tests do: lease_lost would be a bug.
+function held<T extends object>(answer: T | { readonly ok: false; readonly reason: "lease_lost" }): T {
+  if ("reason" in answer) throw new Error(`unexpected ${answer.reason}`);
+  return answer;
+}
+
 beforeEach(() => {
   vi.useFakeTimers();
   process.env.FONDATION_WORKER_TOKEN = TOKEN;
@@ -145,9 +151,9 @@ describe("claim", () => {
     const { enqueue, claim, t } = setup();
     const jobId = await enqueue();
     const c = (await claim())!;
-    const failed = await t.mutation(api.worker.fail, {
+    const failed = held(await t.mutation(api.worker.fail, {
       workerToken: TOKEN, jobId, leaseToken: c.leaseToken, error: "boom", errorKind: "crashed", retryable: true,
-    });
+    }));
     expect(failed.willRetry).toBe(true);
     const wait = failed.availableAt! - Date.now();
     expect(wait).toBeGreaterThanOrEqual(0);
@@ -282,6 +288,15 @@ describe("a stale worker (its lease expired and another worker claimed the job)"
     expect(await job(jobId)).toEqual(before);
   });
 
+  test("a repeated complete (its first answer lost) succeeds for the attempt that completed, and only for it", async () => {
+    const { t, jobId, stale, fresh, job } = await takenOver();
+    expect(await t.mutation(api.worker.complete, args(jobId, fresh))).toEqual({ ok: true });
+    const completed = await job(jobId);
+    expect(await t.mutation(api.worker.complete, args(jobId, fresh))).toEqual({ ok: true });
+    expect(await t.mutation(api.worker.complete, args(jobId, stale))).toEqual({ ok: false, reason: "lease_lost" });
+    expect(await job(jobId)).toEqual(completed);
+  });
+
   test("a made-up token is refused too", async () => {
     const { t, jobId, job, before } = await takenOver();
     expect(await t.mutation(api.worker.complete, args(jobId, "1-deadbeef"))).toEqual({ ok: false, reason: "lease_lost" });
@@ -304,7 +319,7 @@ describe("fail", () => {
     const ceilings = [5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 600_000, 600_000];
     let leaseToken = s.c.leaseToken;
     for (const ceiling of ceilings) {
-      const result = await s.fail(true, leaseToken);
+      const result = held(await s.fail(true, leaseToken));
       expect(result.willRetry).toBe(true);
       const wait = result.availableAt! - Date.now();
       expect(wait).toBeGreaterThanOrEqual(0);
@@ -313,7 +328,7 @@ describe("fail", () => {
       vi.advanceTimersByTime(wait);
       leaseToken = (await s.claim())!.leaseToken;
     }
-    const last = await s.fail(true, leaseToken);
+    const last = held(await s.fail(true, leaseToken));
     expect(last.willRetry).toBe(false);
     expect(await s.job(s.jobId)).toMatchObject({ status: "failed", attempts: 10 });
   });
@@ -322,7 +337,7 @@ describe("fail", () => {
     const waits = new Set<number>();
     for (let i = 0; i < 8; i++) {
       const s = await claimed();
-      waits.add((await s.fail(true)).availableAt! - Date.now());
+      waits.add(held(await s.fail(true)).availableAt! - Date.now());
     }
     expect(waits.size).toBeGreaterThan(1);
   });
@@ -410,7 +425,7 @@ describe("cancel", () => {
     const jobId = await enqueue();
     const c = (await claim())!;
     await t.mutation(api.jobs.cancel, { jobId });
-    const result = await t.mutation(api.worker.fail, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, error: "killed", errorKind: "crashed", retryable: true });
+    const result = held(await t.mutation(api.worker.fail, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, error: "killed", errorKind: "crashed", retryable: true }));
     expect(result.willRetry).toBe(false);
     expect(await job(jobId)).toMatchObject({ status: "canceled" });
   });
@@ -423,7 +438,7 @@ describe("docs", () => {
     const first = (await claim())!;
     await t.mutation(api.worker.saveDocs, { workerToken: TOKEN, jobId, leaseToken: first.leaseToken, docs: [someDoc("a", 1), someDoc("b", 2)] });
     expect(await t.query(api.docs.byJob, { jobId })).toEqual([]); // staged, not visible
-    const failed = await t.mutation(api.worker.fail, { workerToken: TOKEN, jobId, leaseToken: first.leaseToken, error: "x", errorKind: "crashed", retryable: true });
+    const failed = held(await t.mutation(api.worker.fail, { workerToken: TOKEN, jobId, leaseToken: first.leaseToken, error: "x", errorKind: "crashed", retryable: true }));
     vi.advanceTimersByTime(failed.availableAt! - Date.now());
     await settle();
     const second = (await claim())!;

@@ -247,7 +247,11 @@ export const complete = mutation({
   handler: async (ctx, { workerToken, jobId, leaseToken, summary }) => {
     requireWorker(workerToken);
     const job = await leasedJob(ctx, jobId, leaseToken);
-    if (job === null) return LEASE_LOST;
+    if (job === null) {
+      // A repeated call whose first answer was lost (a read timeout): it did complete the job.
+      const done = await ctx.db.get(ctx.db.normalizeId("jobs", jobId)!);
+      return done?.status === "completed" && done.docsLeaseToken === leaseToken ? { ok: true } : LEASE_LOST;
+    }
     const now = Date.now();
     // Other attempts' docs were discarded when those attempts ended; from now on the job's docs
     // are exactly this attempt's.
