@@ -28,7 +28,7 @@ import pytest
 
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
-from tests.system.guest import CONFIG, GUEST_LIB, GUEST_REPO, TOKEN_FILE, UNIT, GuestAgent, Queue
+from tests.system.guest import CONFIG, GUEST_LIB, GUEST_REPO, JOB_USER, TOKEN_FILE, UNIT, GuestAgent, Queue
 from vm.qemu import GUEST_HOST_ADDRESS, VirtualMachine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,6 @@ HERE = Path(__file__).resolve().parent
 TOKEN = f"vm-worker-token-{secrets.token_hex(16)}"
 # What the .deb is built from: a package older than any of these is rebuilt.
 DEB_SOURCES = ("fondation_agent", "packaging", "systemd", "pyproject.toml", "examples/course-cli", "Makefile")
-JOB_USER = "fondation-job"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ CONFIG = "/etc/fondation-agent/agent.toml"
 TOKEN_FILE = "/etc/fondation-agent/worker-token"
 GUEST_LIB = "/usr/local/lib/fondation-test"
 GUEST_REPO = "/srv/repos/demo"
+JOB_USER = "fondation-job"
 REPO_URL = f"file://{GUEST_REPO}"
 TERMINAL = ("completed", "failed", "canceled")
 ACTIVE = ("running", "cloning", "analyzing", "gathering")
@@ -26,6 +27,23 @@ def summary(job: dict) -> str:
     """A job's outcome in one line, for assertion messages (pytest cuts long dicts)."""
     return (f"job {job.get('_id')}: {job.get('status')} after {job.get('attempts')} attempt(s), "
             f"errorKind={job.get('errorKind')!r}, error={job.get('error')!r}, progress={job.get('progress')!r}")
+
+
+JOB_SCOPES = f"systemctl --user -M {JOB_USER}@ list-units --all --plain --no-legend 'fondation-job-*'"
+
+
+def job_scopes(vm: VirtualMachine) -> str:
+    """The job user's fondation-job-* units still loaded (there should be none between jobs)."""
+    return vm.ssh(JOB_SCOPES, check=False).stdout.strip()
+
+
+def wait_no_job_scopes(vm: VirtualMachine, timeout: float = 30) -> None:
+    vm.wait_for(JOB_SCOPES, lambda out: out.strip() == "", timeout=timeout)
+
+
+def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
+    """Nothing of any job is left running (the user manager and its session bus stay, as they should)."""
+    vm.wait_for(f"pgrep -a -u {JOB_USER} -f {GUEST_LIB} || true", lambda out: out.strip() == "", timeout=timeout)
 
 
 class Queue:

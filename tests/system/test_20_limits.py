@@ -8,16 +8,9 @@ import time
 
 import pytest
 
-from tests.system.guest import ACTIVE, GUEST_LIB, GuestAgent, Queue, summary
+from tests.system.guest import ACTIVE, GuestAgent, Queue, job_scopes, summary, wait_no_job_processes
 
 pytestmark = pytest.mark.system
-JOB_USER = "fondation-job"
-
-
-def job_scopes(agent: GuestAgent) -> str:
-    """The job user's fondation-job-* units still loaded (there should be none between jobs)."""
-    return agent.vm.ssh(f"systemctl --user -M {JOB_USER}@ list-units --all --plain --no-legend 'fondation-job-*'",
-                        check=False).stdout.strip()
 
 
 def assert_agent_unharmed(agent: GuestAgent, before: dict[str, str]) -> None:
@@ -26,10 +19,8 @@ def assert_agent_unharmed(agent: GuestAgent, before: dict[str, str]) -> None:
     assert after["MainPID"] == before["MainPID"], (before, after)
     assert after["NRestarts"] == before["NRestarts"], (before, after)
     assert agent.vm.ssh("systemctl is-system-running", check=False).stdout.strip() == "running"
-    assert job_scopes(agent) == ""
-    # Nothing of the job is left running (the user manager and its session bus stay, as they should).
-    assert agent.vm.wait_for(f"pgrep -a -u {JOB_USER} -f {GUEST_LIB} || true", lambda out: out.strip() == "",
-                             timeout=30) == ""
+    assert job_scopes(agent.vm) == ""
+    wait_no_job_processes(agent.vm)
 
 
 def test_a_job_past_memory_max_fails_as_oom(agent: GuestAgent, queue: Queue) -> None:

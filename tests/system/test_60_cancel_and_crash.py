@@ -1,0 +1,62 @@
+"""Cancel, and an agent killed mid-job, on the real systemd: a job's scope goes whole, whatever its processes do."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.system.guest import (
+    UNIT,
+    GuestAgent,
+    Queue,
+    job_scopes,
+    summary,
+    wait_no_job_processes,
+    wait_no_job_scopes,
+)
+
+pytestmark = pytest.mark.system
+
+
+def running_step(queue: Queue, job_id: str) -> None:
+    queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep"), timeout=180)
+
+
+def test_cancel_stops_a_scope_whose_processes_ignore_sigterm(agent: GuestAgent, queue: Queue) -> None:
+    before = agent.show()
+    job_id = queue.enqueue("ignore-term", maxAttempts=1)
+    running_step(queue, job_id)
+    assert f"fondation-job-{job_id}-1" in job_scopes(agent.vm)
+
+    queue.client.mutation("jobs:cancel", {"jobId": job_id})
+    job = queue.wait_finished(job_id, timeout=90)
+    assert job["status"] == "canceled", summary(job)
+    wait_no_job_scopes(agent.vm)
+    wait_no_job_processes(agent.vm)
+    assert agent.show()["MainPID"] == before["MainPID"]
+
+
+def test_a_killed_agent_is_restarted_and_stops_the_scope_it_orphaned(agent: GuestAgent, queue: Queue) -> None:
+    vm = agent.vm
+    restarts = int(agent.show()["NRestarts"])
+    # A CLI that writes nothing more: a writing one would die of SIGPIPE with the agent, ending its scope.
+    job_id = queue.enqueue("hang", maxAttempts=1)
+    running_step(queue, job_id)
+    orphan = f"fondation-job-{job_id}-1"
+    assert orphan in job_scopes(vm)
+    cursor = agent.cursor()
+
+    # The scope lives in the job user's manager, not in the service's cgroup: SIGKILL to the agent
+    # leaves it running, and only the restarted agent can stop it.
+    vm.ssh(f"systemctl kill --kill-whom=main --signal=SIGKILL {UNIT}")
+    vm.wait_for(f"systemctl show {UNIT} -p NRestarts --value",
+                lambda out: out.strip().isdigit() and int(out) > restarts, timeout=120)
+    state = agent.wait_active(timeout=180)
+    assert int(state["NRestarts"]) == restarts + 1, state
+    agent.wait_journal("stopped leftover jobs", after=cursor, timeout=120)
+    assert orphan not in job_scopes(vm)
+    wait_no_job_processes(vm)
+
+    # Its lease ran out with its only attempt: the queue fails the job, saying why.
+    job = queue.wait_finished(job_id, timeout=300)
+    assert job["status"] == "failed" and job["errorKind"] == "lease_expired", summary(job)
+    wait_no_job_scopes(vm)
