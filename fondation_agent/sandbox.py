@@ -15,12 +15,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 STDERR_TAIL_BYTES = 8192
 MAX_LINE_BYTES = 64 * 1024
+# How long wait() gives SIGKILLed processes to be gone (the kernel needs milliseconds).
+GROUP_EXIT_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,18 @@ class StderrTail(threading.Thread):
         return self.tail.decode("utf-8", errors="replace").strip()
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot: with the pid, it names one process."""
+def _stat_fields(stat: Path) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, …; None once the process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the pid, it names one process."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return fields[19] if fields else None
 
 
 class ProcessCli:
@@ -138,6 +145,8 @@ class ProcessCli:
             self._terminate_group()
             self._process.wait()
         self._kill_group()  # children left behind by a CLI that exited
+        # SIGKILL is delivered asynchronously: "gone" means no member still running.
+        _wait_until(lambda: not self._group_alive(), GROUP_EXIT_WAIT_S)
         self._record.unlink(missing_ok=True)
         self._stderr.join(timeout=5)
         self._process.stdout.close()
@@ -147,9 +156,7 @@ class ProcessCli:
     def _terminate_group(self) -> None:
         with self._terminating:
             self._signal_group(signal.SIGTERM)
-            grace_ends = time.monotonic() + self.limits.kill_grace
-            while time.monotonic() < grace_ends and self._group_alive():
-                time.sleep(0.05)
+            _wait_until(lambda: not self._group_alive(), self.limits.kill_grace)
             self._kill_group()
 
     def _kill_group(self) -> None:
@@ -160,13 +167,23 @@ class ProcessCli:
             os.killpg(self._process.pid, signum)
 
     def _group_alive(self) -> bool:
-        if self._process.poll() is None:
+        return self._process.poll() is None or _group_has_running_member(self._process.pid)
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    ends = time.monotonic() + seconds
+    while not condition() and time.monotonic() < ends:
+        time.sleep(0.02)
+
+
+def _group_has_running_member(pgid: int) -> bool:
+    """Whether a process of the group is still running. Zombies do not count (killpg(pgid, 0) would:
+    an orphan's zombie lingers until whoever adopted it reaps it)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(stat)
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
             return True
-        try:
-            os.killpg(self._process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+    return False
 
 
 class ProcessRunner:
