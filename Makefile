@@ -43,9 +43,13 @@ demo: install
 bench: install
 	$(BIN)/python -m bench
 
-# The Debian package (dh-virtualenv; on Debian 12): dist/fondation-agent_<version>_amd64.deb (docs/operations.md).
-deb:
+# The Debian package (dh-virtualenv; on Debian 12): dist/fondation-agent_<version>_amd64.deb (docs/operations.md),
+# rebuilt only when its sources changed.
+DEB_STAMP := dist/.deb-built
+deb: $(DEB_STAMP)
+$(DEB_STAMP): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli -type f -not -name '*.pyc')
 	packaging/build-deb.sh
+	touch $@
 
 # The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,
 # booted by qemu (KVM when it works, else TCG). Needs root. The base image is built once (~3 min)
@@ -59,3 +63,22 @@ system-test: install
 
 clean:
 	rm -rf .demo build dist *.egg-info
+
+# The Ansible role (ansible/, docs/ansible.md): lint, and its Molecule scenario on the VM tier's image —
+# the .deb deployed by site.yml to a qemu guest, then real jobs end to end. Needs root; ~15 min on TCG.
+ANSIBLE_VENV := ansible/.venv
+.PHONY: ansible-lint molecule
+$(ANSIBLE_VENV)/.installed: ansible/requirements.txt
+	$(PYTHON) -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install --quiet --upgrade pip
+	$(ANSIBLE_VENV)/bin/pip install --quiet -r ansible/requirements.txt
+	touch $@
+
+ansible-lint: $(ANSIBLE_VENV)/.installed
+	cd ansible && PATH="$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH" ansible-lint
+
+molecule: ansible-lint install deb
+	$(BIN)/python vm/qemu.py build
+	cd ansible && PATH="$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH" \
+		FONDATION_AGENT_DEB="$$(ls -t $(CURDIR)/dist/fondation-agent_*_amd64.deb | head -n1)" \
+		timeout -k 30 3600 molecule test

@@ -592,7 +592,11 @@ def _main(argv: list[str] | None = None) -> int:
 
     vm = VirtualMachine(workdir=args.workdir, accel=args.accel, memory_mb=args.memory, cpus=args.cpus,
                         detached=args.detach)
-    vm.start()
+    try:
+        vm.start()
+    except BaseException:
+        vm.kill()  # a boot that failed or was interrupted must not leave a detached qemu behind
+        raise
     info = vm.describe()
     (vm.workdir / "vm.json").write_text(json.dumps(info, indent=2) + "\n")
     if args.json:
