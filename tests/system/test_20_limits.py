@@ -66,13 +66,16 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     assert job["status"] == "failed", summary(job)
     assert job["errorKind"] != "oom", summary(job)
     assert "contained" in job["error"], summary(job)
+    # The kernel charges a fork by adding to pids.current, then takes the charge back if that went
+    # past pids.max: a read can catch one such passing charge per CPU forking at that instant.
+    ceiling = tasks_max + agent.vm.cpus
     assert peaks, "never saw the job's scope"
-    assert max(peaks) <= tasks_max, peaks
+    assert max(peaks) <= ceiling, peaks
     assert max(latencies) < 30, latencies
     report = agent.journal(f"JOB_ID={job_id}")
     match = re.search(r"fork bomb report: peak pids.current (\d+), pids.max (\d+), (\d+) processes saw fork", report)
     assert match, report
-    assert int(match.group(2)) == tasks_max and int(match.group(1)) <= tasks_max, match.group()
+    assert int(match.group(2)) == tasks_max and int(match.group(1)) <= ceiling, match.group()
     assert int(match.group(3)) > 0, match.group()  # the limit was really hit
     assert_agent_unharmed(agent, before)
 
