@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-convex test-python lint backend demo bench clean deb
+.PHONY: install test test-convex test-python lint backend demo bench clean deb print-deb
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -45,16 +45,18 @@ bench: install
 
 # The Debian package (dh-virtualenv; on Debian 12): dist/fondation-agent_<version>_amd64.deb (docs/operations.md),
 # rebuilt only when its sources changed.
-DEB_STAMP := dist/.deb-built
-deb: $(DEB_STAMP)
-$(DEB_STAMP): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli -type f -not -name '*.pyc')
+VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+DEB := dist/fondation-agent_$(VERSION)_amd64.deb
+deb: $(DEB)
+print-deb:
+	@echo $(DEB)
+$(DEB): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli -type f -not -name '*.pyc')
 	packaging/build-deb.sh
-	touch $@
 
 # The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,
 # booted by qemu (KVM when it works, else TCG). Needs root. The base image is built once (~3 min)
 # and cached in $FONDATION_VM_CACHE (default /var/cache/fondation-agent-vm); the .deb is built by
-# `make deb` unless dist/ holds one newer than the sources ($FONDATION_AGENT_DEB names another).
+# `make deb` when its sources changed ($FONDATION_AGENT_DEB names another).
 SYSTEM_TEST_ARGS ?=
 .PHONY: system-test
 system-test: install
@@ -80,5 +82,5 @@ ansible-lint: $(ANSIBLE_VENV)/.installed
 molecule: ansible-lint install deb
 	$(BIN)/python vm/qemu.py build
 	cd ansible && PATH="$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH" \
-		FONDATION_AGENT_DEB="$$(ls -t $(CURDIR)/dist/fondation-agent_*_amd64.deb | head -n1)" \
+		FONDATION_AGENT_DEB="$(CURDIR)/$(DEB)" \
 		timeout -k 30 3600 molecule test

@@ -2,8 +2,8 @@
 
 - `vm`: the guest (vm/qemu.py), booted once from an overlay of the cached image; powered off at the end.
 - `localconvex`: a localconvex on the host's 127.0.0.1, which the guest reaches as 10.0.2.2.
-- `deb`: dist/fondation-agent_<version>_amd64.deb, built with `make deb` unless one newer than the
-  sources is there ($FONDATION_AGENT_DEB names another).
+- `deb`: dist/fondation-agent_<version>_amd64.deb from `make deb`, which rebuilds it only when its
+  sources changed ($FONDATION_AGENT_DEB names another).
 - `agent`: the .deb installed in the guest with apt (offline: the image holds every Depends), the
   test CLIs, a git repository to clone, the token and a config with `sandbox = "systemd-scope"`, and
   fondation-agent.service started.
@@ -34,8 +34,6 @@ from vm.qemu import GUEST_HOST_ADDRESS, VirtualMachine
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TOKEN = f"vm-worker-token-{secrets.token_hex(16)}"
-# What the .deb is built from: a package older than any of these is rebuilt.
-DEB_SOURCES = ("fondation_agent", "packaging", "systemd", "pyproject.toml", "examples/course-cli", "Makefile")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -83,37 +81,19 @@ def queue(localconvex: LocalConvex) -> Iterator[Queue]:
     client.close()
 
 
-def _newest_source_mtime() -> float:
-    newest = 0.0
-    for name in DEB_SOURCES:
-        path = REPO_ROOT / name
-        paths = [path] if path.is_file() else path.rglob("*")
-        for item in paths:
-            if not item.is_file() or "__pycache__" in item.parts:
-                continue
-            newest = max(newest, item.stat().st_mtime)
-    return newest
-
-
 @pytest.fixture(scope="session")
 def deb() -> Path:
     if os.environ.get("FONDATION_AGENT_DEB"):
         return Path(os.environ["FONDATION_AGENT_DEB"]).resolve()
-    dist = REPO_ROOT / "dist"
-
-    def newest() -> Path | None:
-        found = sorted(dist.glob("fondation-agent_*_amd64.deb"), key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
-
-    package = newest()
-    if package is None or package.stat().st_mtime < _newest_source_mtime():
-        _log("building the package: make deb")
-        done = subprocess.run(["make", "deb"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            pytest.fail(f"make deb failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        package = newest()
-    if package is None:
-        pytest.fail("make deb made no dist/fondation-agent_*_amd64.deb")
+    # make knows the package's sources: it rebuilds only when one changed, and prints the path.
+    _log("make deb (builds the package if its sources changed)")
+    done = subprocess.run(["make", "--no-print-directory", "deb", "print-deb"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        pytest.fail(f"make deb failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    package = REPO_ROOT / done.stdout.strip().splitlines()[-1]
+    if not package.is_file():
+        pytest.fail(f"make deb made no {package}")
     return package
 
 
