@@ -51,7 +51,7 @@ deb: $(DEB)
 print-deb:
 	@echo $(DEB)
 $(DEB): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli -type f -not -name '*.pyc')
-	packaging/build-deb.sh
+	packaging/build-deb.sh $(VERSION)
 
 # The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,
 # booted by qemu (KVM when it works, else TCG). Needs root. The base image is built once (~3 min)

@@ -8,12 +8,12 @@
 #
 # The source tree is staged under build/deb/ with packaging/debian/ as debian/ and the unit files of
 # systemd/ as debian/fondation-agent{,@}.service (so dh_installsystemd writes the maintainer-script
-# snippets for them); debian/changelog is generated from pyproject.toml's version.
+# snippets for them); debian/changelog is generated from the version make passes (pyproject.toml's).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-VERSION=$(/usr/bin/python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+VERSION=${1:?usage: packaging/build-deb.sh VERSION, as make deb passes it from pyproject.toml}
 BUILD="$ROOT/build/deb"
 SRC="$BUILD/fondation-agent-$VERSION"
 
