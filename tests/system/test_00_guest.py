@@ -47,7 +47,7 @@ def test_a_memory_limited_scope_is_oom_killed(vm: VirtualMachine) -> None:
 
 
 def test_guest_reaches_the_hosts_loopback_and_nothing_else(vm: VirtualMachine, localconvex: LocalConvex) -> None:
-    body = json.dumps({"path": "jobs:stats", "args": {}, "format": "json"})
+    body = json.dumps({"path": "operator:stats", "args": {}, "format": "json"})
     out = vm.ssh(
         f"curl -sS -m 20 -H 'Content-Type: application/json' -d '{body}' "
         f"http://{GUEST_HOST_ADDRESS}:{localconvex.port}/api/query"
