@@ -261,10 +261,10 @@ def make_git_repo(path: Path) -> Path:
 
 
 class Producer:
-    """What the UI does: enqueue jobs and read them back."""
+    """What the operator does (operator:*, with the backend's admin key): enqueue jobs and read them back."""
 
-    def __init__(self, url: str):
-        self.client = ConvexHttp(url, read_timeout=30, retries=2)
+    def __init__(self, server: LocalConvex):
+        self.client = ConvexHttp(server.url, read_timeout=30, retries=2, admin_key=server.admin_key)
 
     def close(self) -> None:
         self.client.close()

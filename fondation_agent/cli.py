@@ -25,7 +25,8 @@ STATUSES = ("pending", "running", "cloning", "analyzing", "gathering", "complete
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fondation-agent", description=__doc__)
+    # No abbreviations: `--admin-key KEY` must not pass for --admin-key-file.
+    parser = argparse.ArgumentParser(prog="fondation-agent", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the worker until stopped")
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
 
     def queue_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text)
+        command = commands.add_parser(name, help=help_text, allow_abbrev=False)
         command.add_argument("--url", default=None, help="Convex deployment URL (default: $CONVEX_URL)")
         command.add_argument(
             "--admin-key-file", type=Path, default=None,

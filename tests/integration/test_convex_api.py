@@ -214,9 +214,12 @@ def test_a_backend_without_a_worker_token_refuses_every_worker() -> None:
         ("worker:claim", {"workerId": "w", "leaseMs": 10}, "leaseMs must be a whole number from 1000 to 3600000, not 10"),  # noqa: E501
         ("worker:claim", {"workerId": "w", "leaseMs": 1500.5}, "leaseMs must be a whole number from 1000 to 3600000"),
         ("worker:claim", {"workerId": "", "leaseMs": 5000}, "workerId must not be empty"),
-        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "dedupKey": "k" * 201}, "dedupKey is too long"),
-        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "maxAttempts": 0}, "maxAttempts must be a whole"),
-        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "x" * 20_001}, "prompt is too long (20001 characters"),
+        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "dedupKey": "k" * 201},
+         "dedupKey is too long"),
+        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "maxAttempts": 0},
+         "maxAttempts must be a whole"),
+        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "x" * 20_001},
+         "prompt is too long (20001 characters"),
         ("operator:cancel", {"jobId": "not-an-id"}, '"not-an-id" is not a job id'),
         ("operator:list", {"limit": 0}, "limit must be a whole number from 1 to 200, not 0"),
     ],
@@ -494,7 +497,8 @@ def test_5xx_answers_are_retried_until_success() -> None:
     assert len(server.requests) == 3
     assert all((r["url"], r["path"]) == ("/api/mutation", "operator:enqueue") for r in server.requests)
     assert [r["args"] for r in server.requests] == [{"repositoryUrl": REPOSITORY, "prompt": "p"}] * 3
-    assert [(path, outcome) for path, _, outcome in observed] == [("operator:enqueue", "ok")], "one observation per call"
+    assert [(path, outcome) for path, _, outcome in observed] == [("operator:enqueue", "ok")], \
+        "one observation per call"
 
 
 def test_5xx_answers_give_up_after_the_configured_retries() -> None:
@@ -551,7 +555,8 @@ def test_values_round_trip_as_convex_values(convex: ConvexHttp, api: WorkerApi) 
 
 def test_the_observer_sees_every_call_with_its_outcome(backend: LocalConvex) -> None:
     observed: list[tuple[str, float, str]] = []
-    client = ConvexHttp(backend.url, retries=0, observer=lambda *event: observed.append(event), admin_key=backend.admin_key)
+    client = ConvexHttp(backend.url, retries=0, observer=lambda *event: observed.append(event),
+                        admin_key=backend.admin_key)
     api = WorkerApi(client, TOKEN, "w")
     try:
         enqueue(client)

@@ -47,7 +47,7 @@ def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
 
 
 class Queue:
-    """The producer's side, on the host, against the host's localconvex."""
+    """The operator's side (operator:*, with the admin key), on the host, against the host's localconvex."""
 
     def __init__(self, client: ConvexHttp):
         self.client = client
