@@ -1,13 +1,13 @@
 // The web UI's functions, for signed-in users only: a job belongs to the identity that queued it,
 // and a user sees and acts on their own jobs only.
 import { v } from "convex/values";
-import { jobStatus } from "../queue/component/validators";
+import { jobRequest, jobStatus } from "../queue/component/validators";
 import { mutation, query } from "./_generated/server";
 import { maxUnfinishedJobsPerUser, requireUser } from "./access";
-import { enqueueArgs, queue } from "./queue";
+import { queue } from "./queue";
 
 export const enqueue = mutation({
-  args: enqueueArgs,
+  args: jobRequest,
   handler: async (ctx, args) =>
     await queue.enqueue(ctx, { ...args, ...(await requireUser(ctx)), maxUnfinished: maxUnfinishedJobsPerUser() }),
 });

@@ -2,12 +2,12 @@
 // them (`npx convex run operator:list`, or `Authorization: Convex <admin key>` over HTTP, which
 // the `fondation-agent enqueue | jobs | job | cancel` commands send).
 import { v } from "convex/values";
-import { jobStatus } from "../queue/component/validators";
+import { jobRequest, jobStatus } from "../queue/component/validators";
 import { internalMutation, internalQuery } from "./_generated/server";
-import { enqueueArgs, queue } from "./queue";
+import { queue } from "./queue";
 
 export const enqueue = internalMutation({
-  args: enqueueArgs,
+  args: jobRequest,
   handler: async (ctx, args) => await queue.enqueue(ctx, args),
 });
 

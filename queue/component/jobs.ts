@@ -22,7 +22,7 @@ import {
   requireLength,
   requireRepositoryUrl,
 } from "./lib";
-import { jobStatus, onCompleteArg } from "./validators";
+import { jobRequest, jobStatus, onCompleteArg } from "./validators";
 
 /** The job, if it exists and (when acting for a user) is theirs; another user's job does not exist for them. */
 export async function visibleJob(ctx: QueryCtx, jobId: string, userId: string | undefined): Promise<Doc<"jobs"> | null> {
@@ -65,11 +65,7 @@ async function unfinishedWithDedupKey(ctx: MutationCtx, userId: string | undefin
 
 export const enqueue = mutation({
   args: {
-    repositoryUrl: v.string(),
-    branch: v.optional(v.string()),
-    prompt: v.string(),
-    dedupKey: v.optional(v.string()),
-    maxAttempts: v.optional(v.number()),
+    ...jobRequest,
     userId: v.optional(v.string()),
     repositoryId: v.optional(v.string()),
     // At most this many unfinished jobs for `userId` (the host app's per-user limit).

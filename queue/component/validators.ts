@@ -34,5 +34,14 @@ export const workerArgs = {
   canceled: leased,
 };
 
+/** What is asked of a job: the arguments a host app's own enqueue functions take. */
+export const jobRequest = {
+  repositoryUrl: v.string(),
+  branch: v.optional(v.string()),
+  prompt: v.string(),
+  dedupKey: v.optional(v.string()),
+  maxAttempts: v.optional(v.number()),
+};
+
 /** What a host app gives at enqueue time to hear about the job's completion. */
 export const onCompleteArg = v.object({ handle: v.string(), context: v.optional(v.any()) });
