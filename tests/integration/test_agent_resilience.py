@@ -44,7 +44,8 @@ EXPECTED_SLUGS = ["index", "01_first", "02_second"]
 def stored_docs(backend, job_id: str) -> list[dict]:
     """Every doc row of a job in the backend's state file, including other attempts' staged ones."""
     state = json.loads(Path(backend.state_file).read_text())
-    return [doc for doc in state["tables"].get("docs", []) if doc["jobId"] == job_id]
+    tables = state["components"]["fondationQueue"]["tables"]  # the queue component's database
+    return [doc for doc in tables.get("docs", []) if doc["jobId"] == job_id]
 
 
 def assert_docs_written_once_by(queue, backend, job_id: str, tag: str) -> None:

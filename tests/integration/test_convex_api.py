@@ -246,7 +246,7 @@ def test_unknown_jobs_raise_not_found(convex: ConvexHttp, api: WorkerApi) -> Non
         convex.mutation("operator:retry", {"jobId": missing})
     with pytest.raises(NotFound):
         api.heartbeat(Claim(job={"_id": missing}, lease_token="1-x", attempt=1), 5_000)
-    assert convex.query("operator:get", {"jobId": missing}) is None, "jobs:get answers null rather than refusing"
+    assert convex.query("operator:get", {"jobId": missing}) is None, "operator:get answers null rather than refusing"
 
 
 def test_conflicts_raise_conflict(convex: ConvexHttp, api: WorkerApi) -> None:
