@@ -35,6 +35,7 @@ lint: install
 backend: node_modules/.installed
 	@mkdir -p .demo
 	@test -n "$$FONDATION_WORKER_TOKEN" || echo "note: FONDATION_WORKER_TOKEN is unset, so every worker call is refused"
+	@test -n "$$CONVEX_ADMIN_KEY" || echo "note: CONVEX_ADMIN_KEY is unset, so operator:* (the fondation-agent queue commands) cannot be reached"
 	npx tsx localconvex/server.ts --address 127.0.0.1:3210 --state .demo/backend.json
 
 demo: install

@@ -272,6 +272,7 @@ class Job:
                 timeout=self.config.clone_timeout,
                 max_bytes=self.config.clone_max_bytes,
                 token=self.git_token,
+                token_owners=self.config.git_token_owners,
                 should_stop=lambda: self.stop_reason is not None,
             )
         except CloneAborted:
