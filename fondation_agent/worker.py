@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
-from fondation_agent.convex_api import ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
+from fondation_agent.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.job import RELEASED, Job
 from fondation_agent.logs import configure_logging, get_logger
 from fondation_agent.metrics import Metrics, MetricsServer
@@ -244,7 +244,7 @@ class Worker:
         now = time.time()
         try:
             depth = self.api.queue_depth(now)
-        except (ConvexUnavailable, FunctionError) as error:
+        except ConvexApiError as error:
             # The gauges keep their last values; an outage has its own metrics and alert.
             self.log.warning("cannot read the queue's depth", error=str(error))
             return
