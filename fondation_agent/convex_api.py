@@ -218,6 +218,10 @@ class WorkerApi:
             return None
         return Claim(job=result["job"], lease_token=result["leaseToken"], attempt=int(result["attempt"]))
 
+    def queue_depth(self, now: float) -> dict[str, Any]:
+        """Due pending jobs, the oldest one's due time (ms) and active jobs, as of Unix time `now`."""
+        return self.http.query("worker:queueDepth", {"workerToken": self._worker_token, "now": int(now * 1000)})
+
     def heartbeat(self, claim: Claim, lease_ms: int, **report: Any) -> bool:
         """Renews the lease; returns whether a cancel was requested."""
         report = {key: value for key, value in report.items() if value is not None}

@@ -4,6 +4,7 @@
 import {
   createFunctionHandle,
   mutationGeneric,
+  queryGeneric,
   type FunctionReference,
   type GenericDataModel,
   type GenericMutationCtx,
@@ -82,7 +83,7 @@ export class FondationQueue {
    * `worker:claim`, `worker:heartbeat`, …: public mutations that the component answers after
    * checking the worker token itself.
    *
-   *   export const { claim, heartbeat, saveDocs, complete, fail, release, canceled } = queue.workerApi();
+   *   export const { claim, heartbeat, saveDocs, complete, fail, release, canceled, queueDepth } = queue.workerApi();
    */
   workerApi() {
     const worker = this.component.worker;
@@ -94,6 +95,7 @@ export class FondationQueue {
       fail: mutationGeneric({ args: workerArgs.fail, handler: (ctx, args) => ctx.runMutation(worker.fail, args) }),
       release: mutationGeneric({ args: workerArgs.release, handler: (ctx, args) => ctx.runMutation(worker.release, args) }),
       canceled: mutationGeneric({ args: workerArgs.canceled, handler: (ctx, args) => ctx.runMutation(worker.canceled, args) }),
+      queueDepth: queryGeneric({ args: workerArgs.queueDepth, handler: (ctx, args) => ctx.runQuery(worker.queueDepth, args) }),
     };
   }
 }

@@ -32,6 +32,8 @@ export const workerArgs = {
   fail: { ...leased, error: v.string(), errorKind: v.string(), retryable: v.boolean() },
   release: { ...leased, reason: v.string() },
   canceled: leased,
+  // `now` is the caller's clock (ms): a query must not read the time.
+  queueDepth: { workerToken: v.string(), now: v.number() },
 };
 
 /** What is asked of a job: the arguments a host app's own enqueue functions take. */

@@ -5,7 +5,7 @@ import type { FunctionHandle } from "convex/server";
 import { v } from "convex/values";
 import { internal } from "./_generated/api";
 import type { Doc, Id } from "./_generated/dataModel";
-import { internalMutation, mutation, type MutationCtx } from "./_generated/server";
+import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
 import {
   ACTIVE_STATUSES,
   MAX_BYTES_PER_CALL,
@@ -30,6 +30,8 @@ const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
 // Stalled jobs past their attempts are failed during a claim; bound that work per call.
 const MAX_CANDIDATES_PER_CLAIM = 20;
 const PURGE_PAGE = 32;
+// worker:queueDepth reads at most this many jobs per status; past it, the answer says "capped".
+const DEPTH_COUNT_CAP = 100;
 
 /** The lease is ours only if the token is the current one and has not run out. */
 async function leasedJob(ctx: MutationCtx, jobId: string, leaseToken: string) {
@@ -354,5 +356,39 @@ export const canceled = mutation({
       finishedAt: now,
     });
     return { ok: true };
+  },
+});
+
+/**
+ * How deep the queue is, for the agents' metrics: pending jobs that are due at `now` (the caller's
+ * clock: a query must not read the time), when the longest-waiting one became due, and active jobs.
+ * Reads at most DEPTH_COUNT_CAP + 1 jobs per status through the status indexes; `capped` says a
+ * count is "at least".
+ */
+export const queueDepth = query({
+  args: workerArgs.queueDepth,
+  handler: async (ctx, { workerToken, now }) => {
+    requireWorker(workerToken);
+    const due = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_availableAt", (q) => q.eq("status", "pending").lte("availableAt", now))
+      .take(DEPTH_COUNT_CAP + 1);
+    let capped = due.length > DEPTH_COUNT_CAP;
+    let active = 0;
+    for (const status of ACTIVE_STATUSES) {
+      const page = await ctx.db
+        .query("jobs")
+        .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status))
+        .take(DEPTH_COUNT_CAP + 1);
+      active += Math.min(page.length, DEPTH_COUNT_CAP);
+      capped ||= page.length > DEPTH_COUNT_CAP;
+    }
+    return {
+      pending: Math.min(due.length, DEPTH_COUNT_CAP),
+      // by_status_availableAt is ordered by availableAt: the first due job has waited longest.
+      oldestPendingAvailableAt: due.length > 0 ? due[0].availableAt : null,
+      active,
+      capped,
+    };
   },
 });
