@@ -23,6 +23,12 @@ export const MAX_DOC_CONTENT_BYTES = 1_000_000;
 export const MAX_DOCS_PER_CALL = 100;
 export const MAX_BYTES_PER_CALL = 4 * 1024 * 1024;
 export const MAX_DOCS_PER_JOB = 1_000;
+export const MAX_TITLE_LENGTH = 500;
+export const MAX_KIND_LENGTH = 50;
+// currentStep and totalSteps of a heartbeat.
+export const MAX_STEP = 1_000;
+// A document's slug: what the UI puts in its URLs.
+export const SLUG_PATTERN = /^[a-z0-9][a-z0-9._-]{0,199}$/;
 
 export type ErrorCode = "unauthorized" | "invalid_argument" | "not_found" | "conflict";
 

@@ -13,7 +13,10 @@ import {
   MAX_DOCS_PER_JOB,
   MAX_ERROR_LENGTH,
   MAX_LEASE_MS,
+  MAX_KIND_LENGTH,
   MAX_PROGRESS_LENGTH,
+  MAX_STEP,
+  MAX_TITLE_LENGTH,
   MIN_LEASE_MS,
   backoffMs,
   isActive,
@@ -22,6 +25,7 @@ import {
   requireInteger,
   requireLength,
   requireWorker,
+  SLUG_PATTERN,
 } from "./lib";
 
 const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
@@ -180,8 +184,8 @@ export const heartbeat = mutation({
     requireWorker(workerToken);
     requireLeaseMs(leaseMs);
     if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
-    if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, 1000);
-    if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, 1000);
+    if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, MAX_STEP);
+    if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, MAX_STEP);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     const now = Date.now();
@@ -201,9 +205,9 @@ export const saveDocs = mutation({
     const encoder = new TextEncoder();
     let callBytes = 0;
     for (const { title, slug, kind, chapterIndex, content } of docs) {
-      requireLength("title", title, 500);
-      requireLength("kind", kind, 50);
-      if (!/^[a-z0-9][a-z0-9._-]{0,199}$/.test(slug)) {
+      requireLength("title", title, MAX_TITLE_LENGTH);
+      requireLength("kind", kind, MAX_KIND_LENGTH);
+      if (!SLUG_PATTERN.test(slug)) {
         refuse("invalid_argument", `slug ${JSON.stringify(slug)} must be 1-200 of a-z 0-9 . _ - (lower case)`);
       }
       requireInteger("chapterIndex", chapterIndex, 0, MAX_DOCS_PER_JOB);
