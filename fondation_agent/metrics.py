@@ -56,6 +56,10 @@ class Metrics:
                                "Unix time of the last claim call that Convex answered.", registry=r)
         self.draining = Gauge(f"{PREFIX}_draining", "1 while the agent drains before stopping.", registry=r)
         self.cli_lines = Counter(f"{PREFIX}_cli_output_lines", "Lines the CLI printed on stdout.", registry=r)
+        self.host_paused = Gauge(f"{PREFIX}_host_paused",
+                                 "1 while claiming is paused after repeated host-side failures.", registry=r)
+        self.host_failures = Counter(f"{PREFIX}_host_failures", "Attempts released for a host-side failure, by kind.",
+                                     ["kind"], registry=r)
 
     def observe_convex_call(self, function: str, seconds: float, outcome: str) -> None:
         self.convex_calls.labels(function, outcome).inc()

@@ -14,6 +14,7 @@ followed, so nothing outside the output directory is ever read. A document Conve
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -138,7 +139,8 @@ def _front_matter(relative: str, text: str) -> tuple[dict[str, Any], str]:
     return meta, text[match.end() :]
 
 
-def _markdown(relative: str, data: bytes, position: int) -> Document:
+def _markdown(relative: str, data: bytes) -> Document:
+    """The document of a Markdown file; chapterIndex -1 when neither front matter nor name gives one."""
     meta, body = _front_matter(relative, data.decode("utf-8", errors="replace"))
     folder, _, name = relative.rpartition("/")
     stem = name.removesuffix(".md")
@@ -148,13 +150,13 @@ def _markdown(relative: str, data: bytes, position: int) -> Document:
     default_slug = stem.removeprefix("reviewed_") if folder in DIRECTORY_KINDS else relative.removesuffix(".md")
     slug = meta.get("slug", default_slug.replace("/", "-"))
     kind = meta.get("kind", DIRECTORY_KINDS.get(folder, "chapter"))
-    chapter_index = meta.get("chapterIndex", int(number[1] or number[2]) if number else position)
+    chapter_index = meta.get("chapterIndex", int(number[1] or number[2]) if number else -1)
     if not isinstance(title, str) or not isinstance(kind, str) or not isinstance(slug, str):
         raise InvalidOutput(f"{relative}: title, slug and kind must be strings")
     if kind not in KINDS:
         raise InvalidOutput(f"{relative}: kind {clean_text(kind, 50)!r} is not one of {', '.join(KINDS)}")
     if isinstance(chapter_index, bool) or not isinstance(chapter_index, int) or not (
-        0 <= chapter_index <= q.MAX_DOCS_PER_JOB
+        0 <= chapter_index <= q.MAX_DOCS_PER_JOB or (chapter_index == -1 and "chapterIndex" not in meta)
     ):
         raise InvalidOutput(
             f"{relative}: chapterIndex must be a whole number from 0 to {q.MAX_DOCS_PER_JOB}, "
@@ -167,6 +169,18 @@ def _markdown(relative: str, data: bytes, position: int) -> Document:
 def _yaml_document(relative: str, data: bytes) -> Document:
     step, title = YAML_FILES[relative]
     return Document(title, slugify(relative.removesuffix(".yaml")), "yaml", step, data.decode("utf-8", "replace"))
+
+
+def _numbered(documents: list[tuple[str, Document]]) -> list[tuple[str, Document]]:
+    """Files without a number come after the numbered ones, in file order."""
+    following = max((document.chapter_index for _, document in documents), default=-1) + 1
+    numbered = []
+    for relative, document in documents:
+        if document.chapter_index == -1:
+            document = dataclasses.replace(document, chapter_index=min(following, q.MAX_DOCS_PER_JOB))
+            following += 1
+        numbered.append((relative, document))
+    return numbered
 
 
 def _chapters(documents: list[tuple[str, Document]]) -> list[Document]:
@@ -243,8 +257,8 @@ def collect_documents(directories: list[Path], limits: Limits) -> list[Document]
     if len(files) > max_docs:
         raise InvalidOutput(f"the CLI wrote {len(files)} documents; at most {max_docs} (max_docs)")
     yaml_documents = {relative: _yaml_document(relative, data) for relative, data in files if relative in YAML_FILES}
-    markdown = [(relative, _markdown(relative, data, position))
-                for position, (relative, data) in enumerate(files) if relative not in YAML_FILES]
+    markdown = _numbered([(relative, _markdown(relative, data))
+                          for relative, data in files if relative not in YAML_FILES])
     chapters = _chapters(markdown)
     documents = [*yaml_documents.values(), *chapters, *(d for _, d in markdown if d.kind != "chapter")]
     if not any(document.kind == "toc" for document in documents):

@@ -18,7 +18,7 @@ import yaml
 # ANSI/VT sequences (CSI, OSC, other ESC pairs), then what is left of C0/C1 controls and the
 # Unicode characters that reorder or split lines on display.
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|\x9b[0-?]*[ -/]*[@-~]")
-_WHITESPACE = re.compile(r"[\t\n\r\v\f\u2028\u2029]+")
+_WHITESPACE = re.compile(r"[ \t]*[\t\n\r\v\f\u2028\u2029][\s\u2028\u2029]*")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 MAX_YAML_BYTES = 1024 * 1024
 
