@@ -270,7 +270,7 @@ def collect_documents(directories: list[Path], limits: Limits) -> list[Document]
     duplicates = sorted({slug for slug in slugs if slugs.count(slug) > 1})
     if duplicates:
         raise InvalidOutput(f"two documents share the slug {duplicates[0]!r}")
-    return sorted(documents, key=lambda document: (KINDS.index(document.kind), document.chapter_index, document.slug))
+    return sorted(documents, key=lambda document: (document.chapter_index, KINDS.index(document.kind), document.slug))
 
 
 def chunks(documents: list[Document]) -> Iterator[list[dict[str, Any]]]:

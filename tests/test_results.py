@@ -48,17 +48,16 @@ def test_the_real_layout_becomes_the_platforms_kinds(tmp_path):
     docs = collect_documents([tmp_path], LIMITS)
     assert summary(docs) == [
         ("chapter", 0, "chapter_0_queue", "Queue (raw)"),  # not reviewed: the raw chapter stays
+        ("toc", 0, "toc", "Table of contents"),
         ("chapter", 1, "chapter_1_worker", "Worker"),  # the reviewed chapter replaces the raw one
         ("tutorial", 1, "tutorial_1_worker", "Try the worker"),
-        ("toc", 0, "toc", "Table of contents"),
         ("yaml", 1, "step1_abstractions", "Abstractions"),
         ("yaml", 2, "step2_relationships", "Relationships"),
         ("yaml", 3, "step3_order", "Chapter order"),
     ]
-    assert docs[1].content == "# Worker\nreviewed\n"
-    toc = next(d for d in docs if d.kind == "toc")
-    assert toc.content == "# Table of contents\n\n1. Worker — Takes jobs.\n2. Queue — Jobs wait here.\n"
-    assert docs[-3].content == ABSTRACTIONS, "YAML documents are stored as written"
+    assert docs[2].content == "# Worker\nreviewed\n"
+    assert docs[1].content == "# Table of contents\n\n1. Worker — Takes jobs.\n2. Queue — Jobs wait here.\n"
+    assert docs[4].content == ABSTRACTIONS, "YAML documents are stored as written"
 
 
 def test_without_an_order_the_toc_lists_the_chapters(tmp_path):
@@ -78,19 +77,19 @@ def test_front_matter_and_defaults(tmp_path):
     write(tmp_path / "image.png", "not markdown")
     docs = collect_documents([tmp_path], LIMITS)
     assert summary(docs) == [
+        ("toc", 0, "index", "The course"),  # the CLI's own toc: none is built
         ("chapter", 2, "02_second", "Second chapter"),
         ("chapter", 3, "intro", "Intro"),  # no number: after the numbered files, in file order
         ("chapter", 4, "notes", "notes"),
-        ("toc", 0, "index", "The course"),  # the CLI's own toc: none is built
     ]
-    assert docs[-1].content == "# Ignored\n", "front matter is not part of the stored content"
+    assert docs[0].content == "# Ignored\n", "front matter is not part of the stored content"
 
 
 def test_the_first_directory_with_documents_wins(tmp_path):
     empty, fallback = tmp_path / "output", tmp_path / "repo" / ".claude-tutorial-output"
     empty.mkdir()
     write(fallback / "01_a.md", "# A\n")
-    assert [d.slug for d in collect_documents([empty, fallback], LIMITS)] == ["01_a", "toc"]
+    assert [d.slug for d in collect_documents([empty, fallback], LIMITS)] == ["toc", "01_a"]
     with pytest.raises(InvalidOutput, match="wrote no documents"):
         collect_documents([empty, tmp_path / "missing"], LIMITS)
 
@@ -103,7 +102,7 @@ def test_symlinks_are_never_followed(tmp_path):
     (out / "step1_abstractions.yaml").symlink_to(secret)
     (out / "linked-dir").symlink_to(secret.parent)
     docs = collect_documents([out], LIMITS)
-    assert [d.slug for d in docs] == ["01_real", "toc"]
+    assert [d.slug for d in docs] == ["toc", "01_real"]
     linked_output = tmp_path / "linked-output"
     linked_output.symlink_to(secret.parent)
     with pytest.raises(InvalidOutput, match="cannot be opened safely"):
@@ -114,13 +113,13 @@ def test_fifos_and_devices_are_skipped_without_blocking(tmp_path):
     write(tmp_path / "01_a.md", "# A\n")
     os.mkfifo(tmp_path / "02_fifo.md")
     os.mkfifo(tmp_path / "step3_order.yaml")
-    assert [d.slug for d in collect_documents([tmp_path], LIMITS)] == ["01_a", "toc"]
+    assert [d.slug for d in collect_documents([tmp_path], LIMITS)] == ["toc", "01_a"]
 
 
 def test_subdirectories_are_read_to_a_bounded_depth(tmp_path):
     write(tmp_path / "part1" / "01_a.md", "# A\n")
     write(tmp_path / "a" / "b" / "c" / "d" / "e" / "deep.md", "# too deep\n")
-    assert [d.slug for d in collect_documents([tmp_path], LIMITS)] == ["part1-01_a", "toc"]
+    assert [d.slug for d in collect_documents([tmp_path], LIMITS)] == ["toc", "part1-01_a"]
 
 
 @pytest.mark.parametrize(
