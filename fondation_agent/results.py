@@ -42,6 +42,7 @@ MAX_FRONT_MATTER_BYTES = 16 * 1024
 # `chapter_3_name.md`, `reviewed_chapter_3_name.md`, `tutorial_3_name.md` (the real CLI), `03_name.md`.
 _NUMBERED = re.compile(r"^(?:reviewed_)?(?:chapter|tutorial)_(\d{1,4})(?:_|$)|^(\d{1,4})[-_. ]")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|])")  # `\_` in a heading reads `_`
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -146,7 +147,7 @@ def _markdown(relative: str, data: bytes) -> Document:
     stem = name.removesuffix(".md")
     number = _NUMBERED.match(stem)
     heading = _HEADING.search(body)
-    title = meta.get("title", heading[1] if heading else stem)
+    title = meta.get("title", _MARKDOWN_ESCAPE.sub(r"\1", heading[1]) if heading else stem)
     default_slug = stem.removeprefix("reviewed_") if folder in DIRECTORY_KINDS else relative.removesuffix(".md")
     slug = meta.get("slug", default_slug.replace("/", "-"))
     kind = meta.get("kind", DIRECTORY_KINDS.get(folder, "chapter"))
