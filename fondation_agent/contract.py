@@ -17,14 +17,9 @@ INHERITED_VARIABLES = ("HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # The six steps of a full run, as the real CLI names them in the platform's UI.
-STEPS = (
-    "Extracting abstractions",
-    "Analyzing relationships",
-    "Determining order",
-    "Generating chapters",
-    "Reviewing chapters",
-    "Creating tutorials",
-)
+# (The stand-in CLIs, separate programs, name them too.)
+STEPS = ("Extracting abstractions", "Analyzing relationships", "Determining order",
+         "Generating chapters", "Reviewing chapters", "Creating tutorials")
 # The forms the CLI prints progress in (docs/cli-contract.md): the real CLI's non-TTY form
 # `[FONDATION_STEP_N/M] text` (inside its JSON log line's `msg`), its TTY form `[N/M] Phase: text`,
 # and the older `[PROGRESS] Step N/M: text` / `Step N/M: text`.

@@ -14,20 +14,13 @@ import pytest
 import yaml
 
 from fondation_agent.cli_output import read_cli_line
+from fondation_agent.contract import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "examples" / "course-cli" / "cli.mjs"
 NODE = shutil.which("node") or "node"  # required: a missing node fails these tests, never skips them
 GIT = shutil.which("git") or "git"
 
-STEPS = [
-    "Extracting abstractions",
-    "Analyzing relationships",
-    "Determining order",
-    "Generating chapters",
-    "Reviewing chapters",
-    "Creating tutorials",
-]
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -13,10 +13,6 @@ from tests.integration.test_agent_systemd_protocol import NotifySocket
 
 pytestmark = pytest.mark.timeout(180)
 
-STEP_TEXTS = ["Extracting abstractions", "Analyzing relationships", "Determining order", "Generating chapters",
-              "Reviewing chapters", "Creating tutorials"]
-
-
 def walk_the_steps(queue, agent, job_id: str) -> list[dict]:
     """Lets the fake CLI go one step at a time, once the job shows that step; every sample taken on
     the way is returned (so tests can check currentStep never went back)."""
