@@ -33,6 +33,7 @@ from fondation_agent.repo import (
 from fondation_agent.results import InvalidOutput, chunks, collect_documents, total_bytes
 from fondation_agent.results import Limits as ResultLimits
 from fondation_agent.sandbox import Limits, Outcome
+from fondation_agent.untrusted import clean_text
 from fondation_agent.workspace import Workspace, is_safe_job_id
 
 # Why a job stops before its end.
@@ -356,8 +357,8 @@ class Job:
     def _cli_failure(self, outcome: Outcome) -> JobFailure:
         """The failure of a CLI that did not succeed, its message from stderr or, when that says
         nothing, from its last error-level log line (the real CLI logs its failures on stdout)."""
-        said = outcome.stderr_tail or self._last_cli_error or ""
-        message = outcome.describe(self._limits()) + (f": {said[-1500:]}" if said else "")
+        said = clean_text(outcome.stderr_tail[-1500:], 1500) or self._last_cli_error or ""
+        message = outcome.describe(self._limits()) + (f": {said}" if said else "")
         if outcome.result != "exit-code":
             kind, retryable = CLI_FAILURES[outcome.result]
             return JobFailure(message, kind, retryable)

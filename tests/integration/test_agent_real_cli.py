@@ -206,3 +206,14 @@ def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
     done = subprocess.run([sys.executable, str(FAKE_CLI), str(hooked), str(tmp_path / "out"), "claude-config"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 4
+
+
+def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
+    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}", host_failure_threshold=1)
+    job_id = queue.enqueue(repo, prompt="succeed")
+    eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
+    assert agent.metric("fondation_agent_host_failures_total", 'kind="host_error"') == 1
+    job = queue.get(job_id)
+    assert (job["status"], job["attempts"]) == ("pending", 0), job
+    assert "host problem on agent (host_error): the CLI cannot be started" in job["progress"]
+    assert "cannot be started" in agent.health()[1]["reason"]
