@@ -32,8 +32,12 @@ _RATE_LIMITED = re.compile(
     r"|\b(?:429|529)\b",
     re.IGNORECASE,
 )
-# The CLI could not be started at all: the scope keeper's own message, or node missing its script.
-_CANNOT_START = re.compile(r"fondation-agent: cannot start |Cannot find module '/|ERR_MODULE_NOT_FOUND")
+# The CLI could not be started at all: the scope keeper's own message, node missing its script, the
+# job user's credentials file refused by the launcher, systemd refusing the job's scope.
+_CANNOT_START = re.compile(
+    r"fondation-agent: cannot start |Cannot find module '/|ERR_MODULE_NOT_FOUND"
+    r"|job\.env must be a file owned by the job user|Failed to start transient scope unit"
+)
 HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
 
 
