@@ -29,6 +29,8 @@ _PROGRESS_FORMS = (
     re.compile(r"^\s*(?:\[PROGRESS\]\s*)?Step\s+(\d{1,4})\s*/\s*(\d{1,4})\s*:\s*(.*?)\s*$"),
 )
 MAX_PROGRESS_TEXT = 200
+# The real CLI's output layout: its three YAML files, one per step (docs/cli-contract.md).
+ABSTRACTIONS, RELATIONSHIPS, ORDER = "step1_abstractions.yaml", "step2_relationships.yaml", "step3_order.yaml"
 # What came with the repository and must not reach the CLI: a shipped output directory could pass
 # for results; Claude Code would load `.claude/` (settings, hooks that run shell commands, agents,
 # commands) and `.mcp.json` (MCP servers it starts) as the project's own configuration.

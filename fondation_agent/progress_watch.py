@@ -15,10 +15,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from fondation_agent.contract import STEPS, Progress
+from fondation_agent.contract import ABSTRACTIONS, ORDER, RELATIONSHIPS, STEPS, Progress
 from fondation_agent.untrusted import UntrustedInput, load_yaml, open_directory, read_regular_file
 
-ABSTRACTIONS, RELATIONSHIPS, ORDER = "step1_abstractions.yaml", "step2_relationships.yaml", "step3_order.yaml"
 # The step each directory's files belong to, and the word for their progress.
 STEP_DIRECTORIES = (("tutorials", 6, "written"), ("reviewed-chapters", 5, "reviewed"), ("chapters", 4, "written"))
 MAX_ENTRIES = 10_000

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fondation_agent import queue_limits as q
-from fondation_agent.progress_watch import ABSTRACTIONS, ORDER, RELATIONSHIPS
+from fondation_agent.contract import ABSTRACTIONS, ORDER, RELATIONSHIPS
 from fondation_agent.untrusted import UntrustedInput, clean_text, load_yaml, open_directory, read_regular_file
 
 MAX_DEPTH = 4
