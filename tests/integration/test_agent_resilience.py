@@ -30,6 +30,7 @@ from tests.integration.agent_processes import (
     alive,
     cli_env,
     cli_pids,
+    cli_printed,
     job_processes,
     workspaces,
 )
@@ -59,9 +60,10 @@ def assert_docs_written_once_by(queue, backend, job_id: str, tag: str) -> None:
 
 
 def running_cli(queue, agent, job_id: str, timeout: float = 60) -> int:
-    """Waits until the job's CLI runs under `agent` and reported progress; returns the CLI's pid."""
+    """Waits until the job's CLI runs under `agent` and printed its first line; returns the CLI's pid."""
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep")
                    and job.get("leaseOwner") == agent.settings["worker_id"], timeout)
+    cli_printed(agent, job_id)
     return eventually(lambda: cli_pids(agent, job_id) and cli_pids(agent, job_id)[0])
 
 
