@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import eventually, make_git_repo
 from tests.integration.test_agent_systemd_protocol import NotifySocket
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)  # several agents and jobs each; generous on a loaded machine
 
 def walk_the_steps(queue, agent, job_id: str) -> list[dict]:
     """Lets the fake CLI go one step at a time, once the job shows that step; every sample taken on
