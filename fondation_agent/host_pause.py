@@ -25,6 +25,7 @@ class HostPause:
         self._pauses = 0  # pauses since a job last ended normally: the backoff's exponent
         self._until = 0.0
         self._reason = ""
+        self._resumes_at = 0.0  # wall clock, for people
 
     def host_failure(self, kind: str, message: str) -> float | None:
         """Records one; returns the pause in seconds if this one starts a pause."""
@@ -36,6 +37,7 @@ class HostPause:
             seconds = min(self.maximum, self.initial * 2**self._pauses)
             self._pauses += 1
             self._until = self._clock() + seconds
+            self._resumes_at = time.time() + seconds
             return seconds
 
     def job_ended_normally(self) -> None:
@@ -61,11 +63,10 @@ class HostPause:
 
     def describe(self) -> str:
         """`paused claiming until 15:42:07 UTC (…)`, or "" when not paused."""
-        remaining = self.paused_for()
-        if not remaining:
+        if not self.paused_for():
             return ""
         with self._lock:
-            until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + remaining))
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(self._resumes_at))
             return f"paused claiming until {until} ({self._reason})"
 
     @property
