@@ -218,7 +218,8 @@ class Worker:
             self._claim_into_free_slots()
         self._read_queue_depth()
         self._report()
-        can_claim = not self.draining and len(self.jobs) < self.config.concurrency
+        # A paused host has free slots but must not claim: sleeping until next_poll would spin.
+        can_claim = not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
         self._sleep(min(LOOP_TICK, max(0.0, self.next_poll - time.monotonic())) if can_claim else LOOP_TICK)
         return True
 
