@@ -267,8 +267,16 @@ class Worker:
         self.metrics.jobs_claimed.inc()
         if claim.attempt == 1 and claim.job.get("createdAt"):
             self.metrics.queue_wait.observe(max(0.0, time.time() - claim.job["createdAt"] / 1000))
-        job = Job(claim, config=self.config, api=self.api, runner=self.runner, metrics=self.metrics,
-                  log=self.log, claimed_at=claimed_at, git_token=self.git_token)
+        job = Job(
+            claim,
+            config=self.config,
+            api=self.api,
+            runner=self.runner,
+            metrics=self.metrics,
+            log=self.log,
+            claimed_at=claimed_at,
+            git_token=self.git_token,
+        )
         thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{claim.job_id}", daemon=True)
         with self.jobs_lock:
             self.jobs[claim.job_id] = (job, thread)
@@ -298,8 +306,9 @@ class Worker:
             self.metrics.host_failures.labels(failure.kind).inc()
             seconds = self.host_pause.host_failure(failure.kind, str(failure))
             if seconds:
-                self.log.error("host problems in a row: claiming paused", seconds=seconds,
-                               reason=self.host_pause.reason)
+                self.log.error(
+                    "host problems in a row: claiming paused", seconds=seconds, reason=self.host_pause.reason
+                )
         elif outcome in ("completed", "failed", "retrying"):
             self.host_pause.job_ended_normally()
 
@@ -334,7 +343,10 @@ class Worker:
             self.config = dataclasses.replace(fresh, **kept)
             pause = self.host_pause
             pause.threshold, pause.initial, pause.maximum = (
-                fresh.host_failure_threshold, fresh.host_pause_initial, fresh.host_pause_max)
+                fresh.host_failure_threshold,
+                fresh.host_pause_initial,
+                fresh.host_pause_max,
+            )
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)
         if self.host_pause.resume():  # the operator may have fixed the host: try again now
