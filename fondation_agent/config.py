@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from fondation_agent.netpolicy import PolicyError, parse_networks
+
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
-SANDBOXES = ("process", "systemd-scope")
+SANDBOXES = ("process", "systemd-service")
+# The mechanism's old name (a scope of a user manager) keeps working and means the same runner.
+SANDBOX_ALIASES = {"systemd-scope": "systemd-service"}
 CREDENTIAL_NAME = "worker-token"
 DEFAULT_TOKEN_PATH = Path("/etc/fondation-agent") / CREDENTIAL_NAME
 
@@ -63,7 +67,9 @@ class Config:
     cli_command: str = DEFAULT_CLI_COMMAND
     cli_env: Mapping[str, str] = field(default_factory=dict)
     sandbox: str = "process"
-    job_user: str = "fondation-job"
+    # Where jobs may connect (nftables by job uid, netpolicy.py): added to, and carved out of, the defaults.
+    job_network_allow: tuple[str, ...] = ()
+    job_network_deny: tuple[str, ...] = ()
     memory_max: str = "4G"
     cpu_quota: str = "200%"
     tasks_max: int = 512
@@ -190,7 +196,12 @@ def _validate(config: Config) -> list[str]:
         require("{repo}" in config.cli_command, "cli_command", "must contain {repo}")
     except ValueError as error:
         problems.append(f"cli_command: cannot be split into arguments: {error}")
-    require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)}")
+    require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)} (or systemd-scope)")
+    for key in ("job_network_allow", "job_network_deny"):
+        try:
+            parse_networks(getattr(config, key), key)
+        except PolicyError as error:
+            problems.append(str(error))
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
     require(config.log_format in ("json", "console"), "log_format", "must be json or console")
     for key in ("clone_max_bytes", "max_doc_bytes", "max_docs", "max_output_bytes"):
@@ -236,6 +247,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
                     problems.append(f"{key} (from ${env_name}): {error}")
                 break
     values.setdefault("worker_id", socket.gethostname())
+    if "sandbox" in values:
+        values["sandbox"] = SANDBOX_ALIASES.get(values["sandbox"], values["sandbox"])
     if problems:
         raise ConfigError(problems)
     config = Config(**values)
