@@ -4,7 +4,7 @@
 Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. Modes of its own:
   oom:MB          allocate (and touch) MB MiB, 10 MiB at a time; if it survives, write a course anyway
   forkbomb:S      every process forks as fast as it can for S seconds; the first one then reports what
-                  it saw (its scope's pids.max, how many forks failed) and exits 1
+                  it saw (its unit's pids.max, how many forks failed) and exits 1
   steal:PID       try to read the worker token every way a job user could (PID = the agent's pid) and
                   write what each try got into the output documents
   relay:MARKER    print lines carrying MARKER on stdout (and stderr), then write a course
