@@ -141,7 +141,7 @@ def test_a_refused_request_fails_the_job_with_the_launchers_reason(setup) -> Non
 def test_without_a_launcher_the_agent_does_not_start(tmp_path: Path) -> None:
     workspaces = tmp_path / "workspaces"
     config = SimpleNamespace(worker_id="w1", temp_dir=str(workspaces))
-    with pytest.raises(ConfigError, match="cannot reach the job launcher .* fondation-job-launcher.socket"):
+    with pytest.raises(ConfigError, match=r"cannot reach the job launcher .* fondation-job-launcher\.socket"):
         SystemdServiceRunner(config, socket_path=str(tmp_path / "none.sock"), workspaces=workspaces)
     with pytest.raises(ConfigError, match="temp_dir: must be"):
         SystemdServiceRunner(SimpleNamespace(worker_id="w1", temp_dir="/srv/elsewhere"), workspaces=workspaces)

@@ -138,6 +138,7 @@ def _install_test_files(vm: VirtualMachine) -> None:
     vm.ssh(f"install -d -m 0755 {GUEST_LIB}")
     vm.scp_to(REPO_ROOT / "tests" / "fixtures" / "fake_cli.py", f"{GUEST_LIB}/fake_cli.py")
     vm.scp_to(HERE / "guest_cli.py", f"{GUEST_LIB}/guest_cli.py")
+    vm.scp_to(HERE / "guest_listener.py", f"{GUEST_LIB}/guest_listener.py")
     vm.ssh(f"chmod 0755 {GUEST_LIB}/*.py")
     # The repository the jobs clone (allow_local_repositories): a real git history, inside the guest.
     vm.ssh(
