@@ -109,8 +109,8 @@ class ServiceCli:
         finally:
             os.close(out_write)  # only the job holds them now: their end (EOF) is the job's end
             os.close(err_write)
-        if self._channel is not None:
-            started = self._read_answer(REQUEST_TIMEOUT_S)
+        if self._channel is not None:  # the launcher may first wait for a job user, then chown the clone
+            started = self._read_answer(max(REQUEST_TIMEOUT_S, self._deadline - time.monotonic()))
             if started.get("event") != "started":
                 self._refusal = started.get("error") or "the job launcher did not start the job"
 

@@ -163,14 +163,15 @@ def parse_run(request: Mapping[str, Any], *, workspaces: Path = WORKSPACES, agen
     )
 
 
-def check_workspace(value: Any, *, workspaces: Path, agent_uid: int) -> Path:
-    """`workspaces/<jobId>-<attempt>`, a real directory of the agent's with its repo/, output/, home/."""
+def check_workspace(value: Any, *, workspaces: Path, agent_uid: int, parts: bool = True) -> Path:
+    """`workspaces/<jobId>-<attempt>`, a real directory of the agent's (with its repo/, output/, home/,
+    still the agent's: a job is about to get them)."""
     if not isinstance(value, str) or not value.startswith("/"):
         raise LauncherError("workspace: must be an absolute path")
     path = Path(value)
     if path.parent != workspaces or not WORKSPACE_NAME.match(path.name):
         raise LauncherError(f"workspace: must be {workspaces}/<jobId>-<attempt>, got {value!r}")
-    for entry in (workspaces, path, *(path / part for part in WORKSPACE_PARTS)):
+    for entry in (workspaces, path, *(path / part for part in WORKSPACE_PARTS if parts)):
         try:
             info = entry.lstat()
         except OSError as error:
@@ -192,8 +193,6 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
     """Everything the job's unit is: the sandbox (fixed here) and the limits (from the request)."""
     home = run.workspace / "home"
     return [
-        f"Description={run.description}",
-        f"Slice={SLICE}",
         f"User={user}",
         f"Group={user}",
         f"WorkingDirectory={run.repo}",
@@ -249,7 +248,8 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
 
 
 def systemd_run_command(run: RunRequest, user: str) -> list[str]:
-    command = ["systemd-run", "--system", "--pipe", "--wait", "--quiet", "--service-type=exec", f"--unit={run.unit}"]
+    command = ["systemd-run", "--system", "--pipe", "--wait", "--quiet", "--service-type=exec", f"--unit={run.unit}",
+               f"--description={run.description}", f"--slice={SLICE}"]
     for prop in job_properties(run, user):
         command += ["-p", prop]
     for name, value in sorted(run.env.items()):
@@ -466,7 +466,7 @@ def _leftovers(connection: Connection, request: Mapping[str, Any], agent: pwd.st
     with contextlib.suppress(OSError):
         for entry in sorted(WORKSPACES.iterdir()):
             with contextlib.suppress(OSError, LauncherError):
-                check_workspace(str(entry), workspaces=WORKSPACES, agent_uid=agent.pw_uid)
+                check_workspace(str(entry), workspaces=WORKSPACES, agent_uid=agent.pw_uid, parts=False)
                 if worker_tag((entry / OWNER_FILE).read_text(encoding="utf-8").strip()) == tag:
                     hand_back(entry, agent)
                     freed.append(entry.name)

@@ -87,7 +87,9 @@ def policy_from_configs(paths: Sequence[Path]) -> tuple[list[Network], list[Netw
 
 
 def _elements(networks: Iterable[Network], version: int) -> str:
-    return ", ".join(str(network) for network in networks if network.version == version)
+    """One family's prefixes, overlaps merged (nft refuses overlapping intervals in a set)."""
+    return ", ".join(str(network) for network in ipaddress.collapse_addresses(
+        network for network in networks if network.version == version))
 
 
 def ruleset(uids: Iterable[int], allow: Sequence[Network], deny: Sequence[Network],

@@ -114,11 +114,13 @@ def test_the_unit_is_the_launchers_sandbox_with_only_the_requests_limits(tmp_pat
                    "SystemCallFilter=@system-service", "UMask=0007", "MemorySwapMax=0", "MemoryMax=4G",
                    "CPUQuota=200%", "TasksMax=512", "RuntimeMaxSec=3600000ms", "TimeoutStopSec=10000ms",
                    f"TemporaryFileSystem={launcher.STATE_DIR}", f"BindPaths={run.workspace}",
-                   f"EnvironmentFile=-{launcher.JOB_CREDENTIALS}", "Slice=fondation-jobs.slice",
+                   f"EnvironmentFile=-{launcher.JOB_CREDENTIALS}",
                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
         assert wanted in properties, wanted
     command = systemd_run_command(run, "fondation-job-3")
     assert command[:4] == ["systemd-run", "--system", "--pipe", "--wait"]
+    assert "--slice=fondation-jobs.slice" in command
+    assert f"--description={run.description}" in command
     tail = command[command.index("--") + 1:]
     assert tail[-1] == "costs $$5 and 100%"  # systemd turns $$ back into $
     assert "-E" in command and "CLAUDE_OUTPUT_DIR=" + f"{run.workspace}/output" in command

@@ -10,7 +10,8 @@ from fondation_agent.netpolicy import PolicyError, parse_networks, policy_from_c
 
 
 def test_rules_allow_dns_then_the_allow_list_then_refuse_the_private_ranges_and_the_host(tmp_path: Path) -> None:
-    text = ruleset([1002, 1001], parse_networks(["10.77.0.2"], "a"), parse_networks(["203.0.113.0/24"], "d"),
+    text = ruleset([1002, 1001], parse_networks(["10.77.0.2"], "a"),
+                   parse_networks(["203.0.113.0/24", "10.1.0.0/16"], "d"),  # overlaps merge
                    parse_networks(["169.254.169.254", "fe80::1"], "r"))
     assert text.startswith("table inet fondation_jobs\ndelete table inet fondation_jobs\n")
     assert "elements = { 1001, 1002 }" in text
@@ -20,8 +21,8 @@ def test_rules_allow_dns_then_the_allow_list_then_refuse_the_private_ranges_and_
     assert lines[1] == "ip6 daddr { fe80::1/128 } meta l4proto { tcp, udp } th dport 53 accept"
     assert lines[2] == "ip daddr { 10.77.0.2/32 } accept"
     assert lines[3].startswith("ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, "
-                               "172.16.0.0/12, 192.168.0.0/16, 203.0.113.0/24 } counter reject")
-    assert lines[4].startswith("ip6 daddr { ::1/128, fe80::/10, fc00::/7 } counter reject")
+                               "172.16.0.0/12, 192.168.0.0/16, 203.0.113.0/24 } counter reject"), lines[3]
+    assert lines[4].startswith("ip6 daddr { ::1/128, fc00::/7, fe80::/10 } counter reject")
     assert lines[5].startswith("fib daddr type local counter reject")
 
 
