@@ -214,6 +214,7 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
+        "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev",  # PrivateDevices= keeps the host's /dev/shm
         "PrivateIPC=yes",
         f"TemporaryFileSystem={STATE_DIR}",
         f"BindPaths={run.workspace}",
@@ -242,7 +243,8 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         "SystemCallFilter=@system-service",
         "SystemCallFilter=~@privileged",
         "SystemCallErrorNumber=EPERM",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        # AF_NETLINK: Node's os.networkInterfaces() (read-only without CAP_NET_ADMIN).
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         # Network: the kernel's rules for the pool's uids (netpolicy.py), set before any job.
     ]
 

@@ -115,7 +115,8 @@ def test_the_unit_is_the_launchers_sandbox_with_only_the_requests_limits(tmp_pat
                    "CPUQuota=200%", "TasksMax=512", "RuntimeMaxSec=3600000ms", "TimeoutStopSec=10000ms",
                    f"TemporaryFileSystem={launcher.STATE_DIR}", f"BindPaths={run.workspace}",
                    f"EnvironmentFile=-{launcher.JOB_CREDENTIALS}",
-                   "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
+                   "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+                   "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev"):
         assert wanted in properties, wanted
     command = systemd_run_command(run, "fondation-job-3")
     assert command[:4] == ["systemd-run", "--system", "--pipe", "--wait"]

@@ -99,6 +99,7 @@ def _try(label: str, action) -> str:
         return f"## {label}\nDENIED {type(error).__name__}: {error}\n"
     if isinstance(got, bytes):
         got = got.decode("utf-8", errors="replace")
+    got = str(got)
     return f"## {label}\nGOT {len(got)} characters:\n{got[:20000]}\n"
 
 
@@ -269,9 +270,8 @@ def hostile(repo: str, output: Path) -> int:
         ("allowed address", lambda: _connect("10.77.0.2", 80)),
         ("dns to the resolver", lambda: _udp("169.254.169.254", 53)),
         ("metadata udp", lambda: _udp("169.254.169.254", 123)),
-        ("leave files", lambda: [path.write_text("left behind\n") for path in LEFT_BEHIND] and "written"),
-        ("poison home", lambda: (Path.home() / ".gitconfig").write_text(f"[core]\n\tfsmonitor = touch /tmp/{MARK}\n")
-         or "written"),
+        ("leave files", lambda: [path.write_text("left behind\n") for path in LEFT_BEHIND]),
+        ("poison home", lambda: (Path.home() / ".gitconfig").write_text(f"[core]\n\tfsmonitor = touch /tmp/{MARK}\n")),
         ("daemon", _daemon),
     ]
     report = "".join(_try(label, action) for label, action in tries)
