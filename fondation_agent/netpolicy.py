@@ -108,15 +108,13 @@ def ruleset(uids: Iterable[int], allow: Sequence[Network], deny: Sequence[Networ
             rules.append(f"{match} {{ {refused} }} counter reject with icmpx type admin-prohibited")
     rules.append("fib daddr type local counter reject with icmpx type admin-prohibited")
     members = ", ".join(str(uid) for uid in sorted(set(uids)))
-    elements = f"\n        elements = {{ {members} }}" if members else ""
+    jump = f"\n        meta skuid {{ {members} }} jump job" if members else ""  # no job users: nothing to match
     body = "\n".join(f"        {rule}" for rule in rules)
     # "table; delete table; table {…}": one transaction that replaces ours and touches no other table.
     return (
         f"table {family} {name}\ndelete table {family} {name}\n"
         f"table {family} {name} {{\n"
-        f"    set job_uids {{\n        type uid{elements}\n    }}\n"
-        f"    chain output {{\n        type filter hook output priority filter; policy accept;\n"
-        f"        meta skuid @job_uids jump job\n    }}\n"
+        f"    chain output {{\n        type filter hook output priority filter; policy accept;{jump}\n    }}\n"
         f"    chain job {{\n{body}\n    }}\n}}\n"
     )
 

@@ -14,8 +14,7 @@ def test_rules_allow_dns_then_the_allow_list_then_refuse_the_private_ranges_and_
                    parse_networks(["203.0.113.0/24", "10.1.0.0/16"], "d"),  # overlaps merge
                    parse_networks(["169.254.169.254", "fe80::1"], "r"))
     assert text.startswith("table inet fondation_jobs\ndelete table inet fondation_jobs\n")
-    assert "elements = { 1001, 1002 }" in text
-    assert "meta skuid @job_uids jump job" in text
+    assert "meta skuid { 1001, 1002 } jump job" in text
     lines = [line.strip() for line in text.split("chain job {", 1)[1].splitlines() if line.strip() not in ("", "}")]
     assert lines[0] == "ip daddr { 169.254.169.254/32 } meta l4proto { tcp, udp } th dport 53 accept"
     assert lines[1] == "ip6 daddr { fe80::1/128 } meta l4proto { tcp, udp } th dport 53 accept"
@@ -26,9 +25,8 @@ def test_rules_allow_dns_then_the_allow_list_then_refuse_the_private_ranges_and_
     assert lines[5].startswith("fib daddr type local counter reject")
 
 
-def test_no_job_users_means_an_empty_set() -> None:
-    text = ruleset([], [], [], [])
-    assert "type uid\n" in text and "elements" not in text
+def test_no_job_users_means_no_packet_enters_the_job_chain() -> None:
+    assert "jump" not in ruleset([], [], [], [])
 
 
 def test_resolvers_come_from_resolv_conf(tmp_path: Path) -> None:
