@@ -55,6 +55,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 MAX_ARGS = 4096
 CLI_OOM_SCORE_ADJ = 500  # the CLI, not the agent or the host's services, goes first when memory runs out
 SYSTEMCTL_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 30.0
 
 _MEMORY = re.compile(r"^(?:[0-9]{1,15}(?:\.[0-9]{1,6})?[KMGT]?|[0-9]{1,3}(?:\.[0-9]{1,6})?%|infinity)$")
 _CPU_QUOTA = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,3})?%$")
@@ -262,9 +263,9 @@ def systemd_run_command(run: RunRequest, user: str) -> list[str]:
 # ---- the host: systemd, users, files -------------------------------------------------------------
 
 
-def systemctl(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+def systemctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", "--system", "--no-pager", *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=check)
+                          capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False)
 
 
 def show_unit(unit: str) -> dict[str, str]:
@@ -408,24 +409,26 @@ def _run(connection: Connection, request: Mapping[str, Any], fds: list[int], age
     if not network_rules_loaded():
         raise LauncherError("the job network rules are not loaded (systemctl start fondation-job-network)", EX_CONFIG)
     with free_pool_user() as user:
-        for part in WORKSPACE_PARTS:
-            give(run.workspace / part, user.pw_uid, user.pw_gid)
-        systemctl("reset-failed", f"{run.unit}.service")  # a failed earlier try of the same attempt
         try:
-            process = subprocess.Popen(systemd_run_command(run, user.pw_name), stdin=subprocess.DEVNULL,
-                                       stdout=fds[0], stderr=fds[1], close_fds=True)
-        finally:
-            for fd in fds:
-                os.close(fd)  # only the job may hold the agent's pipes: their end is the job's end
-        connection.send(event="started", unit=f"{run.unit}.service", user=user.pw_name)
-        process.wait()
-        state = show_unit(run.unit)
-        if state.get("ActiveState") in ACTIVE_STATES:
-            systemctl("stop", f"{run.unit}.service")
-        if state.get("LoadState") == "loaded":
-            systemctl("reset-failed", f"{run.unit}.service")
-        stop_processes_of(user.pw_uid)
-        handed_back = hand_back(run.workspace, agent)
+            for part in WORKSPACE_PARTS:
+                give(run.workspace / part, user.pw_uid, user.pw_gid)
+            systemctl("reset-failed", f"{run.unit}.service")  # a failed earlier try of the same attempt
+            try:
+                process = subprocess.Popen(systemd_run_command(run, user.pw_name), stdin=subprocess.DEVNULL,
+                                           stdout=fds[0], stderr=fds[1], close_fds=True)
+            finally:
+                for fd in fds:
+                    os.close(fd)  # only the job may hold the agent's pipes: their end is the job's end
+            connection.send(event="started", unit=f"{run.unit}.service", user=user.pw_name)
+            process.wait()
+            state = show_unit(run.unit)
+            if state.get("ActiveState") in ACTIVE_STATES:
+                systemctl("stop", f"{run.unit}.service")
+            if state.get("LoadState") == "loaded":
+                systemctl("reset-failed", f"{run.unit}.service")
+        finally:  # whatever failed, the workspace goes back to the agent with nothing of the job running
+            stop_processes_of(user.pw_uid)
+            handed_back = hand_back(run.workspace, agent)
     connection.send(event="finished", **finished_report(state, process.returncode), handed_back=handed_back)
 
 
@@ -481,7 +484,9 @@ def serve(sock: socket.socket, agent_user: str = AGENT_USER) -> int:
         agent = pwd.getpwnam(agent_user)
         if connection.peer_uid() != agent.pw_uid:
             raise LauncherError(f"only {agent_user} may start jobs", EX_NOPERM)
+        sock.settimeout(REQUEST_TIMEOUT_S)  # the request comes at once; the job's end may take hours
         request, fds = connection.receive()
+        sock.settimeout(None)
         operation = request.get("op")
         if operation != "run":
             for fd in fds:
