@@ -2,7 +2,7 @@
 transient system service, started by the root job launcher (launcher.py) under a user of the job pool.
 
 The agent runs with NoNewPrivileges and no capabilities: it cannot start units itself. For each CLI
-it makes two pipes, connects to /run/fondation-job-launcher.sock and sends one `run` request (the
+it makes two pipes, connects to /run/fondation-jobs-launcher.sock and sends one `run` request (the
 argv, the allowlisted environment, the workspace, the limits) with the pipes' write ends; it keeps
 the read ends. The launcher answers `started`, and `finished` (systemd's Result and the exit status)
 once the unit is gone and the workspace is the agent's again. Stopping is a `stop` request; the
@@ -196,7 +196,7 @@ class SystemdServiceRunner:
         try:
             self._stopped_at_start: list[str] | None = self._leftovers()
         except LauncherUnavailable as error:
-            raise ConfigError([f"sandbox: {error} (is fondation-job-launcher.socket enabled?)"]) from None
+            raise ConfigError([f"sandbox: {error} (is fondation-jobs-launcher.socket enabled?)"]) from None
 
     def cleanup_leftovers(self) -> list[str]:
         """Stops and resets every unit an earlier run of this worker left; the launcher hands back its workspaces."""

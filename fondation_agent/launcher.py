@@ -1,8 +1,8 @@
 """The job launcher: the one root process of fondation-agent. It starts each job as a hardened transient
 system service under a free user of the job-user pool, and nothing else.
 
-systemd runs one instance per connection (fondation-job-launcher.socket, Accept=yes:
-/run/fondation-job-launcher.sock, root:fondation 0660); `fondation-job-launcher@.service` execs
+systemd runs one instance per connection (fondation-jobs-launcher.socket, Accept=yes:
+/run/fondation-jobs-launcher.sock, root:fondation 0660); `fondation-jobs-launcher@.service` execs
 `python3 -I -m fondation_agent.launcher` with the connection on fd 0. Only the agent's uid may talk
 to it (SO_PEERCRED, checked before anything is read). One request per connection, a JSON line:
 
@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SOCKET_PATH = "/run/fondation-job-launcher.sock"
+SOCKET_PATH = "/run/fondation-jobs-launcher.sock"
 AGENT_USER = "fondation"
 STATE_DIR = Path("/var/lib/fondation-agent")
 WORKSPACES = STATE_DIR / "workspaces"  # the only place a job's workspace may be (config.temp_dir)
 WORKSPACE_PARTS = ("repo", "output", "home")  # given to the job; the rest stays the agent's
 JOB_CREDENTIALS = "/etc/fondation-agent/job.env"
-LOCK_DIR = Path("/run/fondation-job-launcher")
+LOCK_DIR = Path("/run/fondation-jobs-launcher")
 SLICE = "fondation-jobs.slice"
 NFT_TABLE = ("inet", "fondation_jobs")  # netpolicy.py; no job starts without it
 POOL_USER = re.compile(r"^fondation-job-[0-9]{1,3}$")
@@ -407,7 +407,7 @@ def _run(connection: Connection, request: Mapping[str, Any], fds: list[int], age
     if len(fds) != 2 or not all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds):
         raise LauncherError("run: expects the CLI's stdout and stderr pipes")
     if not network_rules_loaded():
-        raise LauncherError("the job network rules are not loaded (systemctl start fondation-job-network)", EX_CONFIG)
+        raise LauncherError("the job network rules are not loaded (systemctl start fondation-jobs-network)", EX_CONFIG)
     with free_pool_user() as user:
         try:
             for part in WORKSPACE_PARTS:
@@ -501,8 +501,8 @@ def serve(sock: socket.socket, agent_user: str = AGENT_USER) -> int:
             raise LauncherError(f"unknown op {operation!r}")
     except (LauncherError, OSError, subprocess.SubprocessError, KeyError) as error:
         status = error.status if isinstance(error, LauncherError) else EX_UNAVAILABLE
-        print(f"fondation-job-launcher: refused: {error}", file=sys.stderr, flush=True)
-        connection.send(error=f"fondation-job-launcher: {error}", status=status)
+        print(f"fondation-jobs-launcher: refused: {error}", file=sys.stderr, flush=True)
+        connection.send(error=f"fondation-jobs-launcher: {error}", status=status)
         return status
     return 0
 

@@ -1,6 +1,6 @@
 """The jobs' network policy, enforced by the kernel: an nftables table matching the job users' uids.
 
-`python3 -I -m fondation_agent.netpolicy apply` (fondation-job-network.service, root, before the
+`python3 -I -m fondation_agent.netpolicy apply` (fondation-jobs-network.service, root, before the
 launcher and the agents) reads job_network_allow / job_network_deny from the workers' configuration
 files, the resolvers from /etc/resolv.conf and the pool's uids, and replaces the table
 `inet fondation_jobs` in one transaction. Packets sent by a job user's socket then pass, in order:
@@ -131,14 +131,14 @@ def main(argv: Sequence[str]) -> int:
     try:
         rules = host_ruleset()
     except PolicyError as error:
-        print(f"fondation-job-network: {error}", file=sys.stderr)
+        print(f"fondation-jobs-network: {error}", file=sys.stderr)
         return 78
     if argv[0] == "print":
         print(rules, end="")
         return 0
     done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False)
     if done.returncode != 0:
-        print(f"fondation-job-network: nft refused the rules: {done.stderr.strip()}", file=sys.stderr)
+        print(f"fondation-jobs-network: nft refused the rules: {done.stderr.strip()}", file=sys.stderr)
         return 1
     return 0
 

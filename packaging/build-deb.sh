@@ -38,10 +38,10 @@ cp -r packaging/files "$SRC/packaging/files"
 cp -r packaging/debian "$SRC/debian"
 cp systemd/fondation-agent.service "$SRC/debian/fondation-agent.service"
 cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent@.service"
-cp systemd/fondation-job-network.service "$SRC/debian/fondation-agent.fondation-job-network.service"
-cp systemd/fondation-job-launcher.socket "$SRC/debian/fondation-agent.fondation-job-launcher.socket"
+cp systemd/fondation-jobs-network.service "$SRC/debian/fondation-agent.fondation-jobs-network.service"
+cp systemd/fondation-jobs-launcher.socket "$SRC/debian/fondation-agent.fondation-jobs-launcher.socket"
 # dh_installsystemd enables and starts the socket; the connection template and the slice need neither.
-cp systemd/fondation-job-launcher@.service systemd/fondation-jobs.slice "$SRC/packaging/files/"
+cp systemd/fondation-jobs-launcher@.service systemd/fondation-jobs.slice "$SRC/packaging/files/"
 
 # The changelog's date: SOURCE_DATE_EPOCH, else the last commit's, else now.
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then

@@ -60,7 +60,7 @@ class StandInLauncher(threading.Thread):
                 except LauncherError as error:
                     for fd in fds:  # as the real launcher's exit would
                         os.close(fd)
-                    connection.send(error=f"fondation-job-launcher: {error}", status=error.status)
+                    connection.send(error=f"fondation-jobs-launcher: {error}", status=error.status)
                     return
                 process = subprocess.Popen(job.argv, stdout=fds[0], stderr=fds[1], env=dict(job.env), cwd=job.repo)
                 for fd in fds:
@@ -135,13 +135,13 @@ def test_a_refused_request_fails_the_job_with_the_launchers_reason(setup) -> Non
     assert list(cli.stdout_lines()) == []
     outcome = cli.wait()
     assert outcome.result == "exit-code"
-    assert "fondation-job-launcher: argv: the command must be a name on PATH" in outcome.stderr_tail
+    assert "fondation-jobs-launcher: argv: the command must be a name on PATH" in outcome.stderr_tail
 
 
 def test_without_a_launcher_the_agent_does_not_start(tmp_path: Path) -> None:
     workspaces = tmp_path / "workspaces"
     config = SimpleNamespace(worker_id="w1", temp_dir=str(workspaces))
-    with pytest.raises(ConfigError, match=r"cannot reach the job launcher .* fondation-job-launcher\.socket"):
+    with pytest.raises(ConfigError, match=r"cannot reach the job launcher .* fondation-jobs-launcher\.socket"):
         SystemdServiceRunner(config, socket_path=str(tmp_path / "none.sock"), workspaces=workspaces)
     with pytest.raises(ConfigError, match="temp_dir: must be"):
         SystemdServiceRunner(SimpleNamespace(worker_id="w1", temp_dir="/srv/elsewhere"), workspaces=workspaces)

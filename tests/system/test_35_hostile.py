@@ -63,10 +63,10 @@ def hostile_host(agent: GuestAgent) -> Iterator[GuestAgent]:
     vm.ssh("cp /etc/resolv.conf /root/resolv.conf.saved && echo 'nameserver 169.254.169.254' > /etc/resolv.conf")
     vm.put(JOB_ENV, f"ANTHROPIC_API_KEY={CLAUDE_KEY}\n", mode="0600", owner="root:root")
     agent.reload(concurrency=2, job_network_allow=["10.77.0.2"])
-    vm.ssh("systemctl reload fondation-job-network")
+    vm.ssh("systemctl reload fondation-jobs-network")
     yield agent
     agent.reload(concurrency=1, job_network_allow=[])
-    vm.ssh(f"cp /root/resolv.conf.saved /etc/resolv.conf; systemctl reload fondation-job-network; rm -f {JOB_ENV}; "
+    vm.ssh(f"cp /root/resolv.conf.saved /etc/resolv.conf; systemctl reload fondation-jobs-network; rm -f {JOB_ENV}; "
            "systemctl stop fondation-test-listener; ip link del fj-test", check=False)
 
 
@@ -75,10 +75,11 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     """The hostile job and its victim, concurrently; their reports; the unit scores seen meanwhile."""
     agent = hostile_host
     vm = agent.vm
+    # Running means the CLI's first progress line arrived ("analyzing" alone is set before its unit starts).
     hostile_id = queue.enqueue("hostile", maxAttempts=1)
-    queue.wait_for(hostile_id, lambda job: job["status"] == "analyzing", timeout=180)
+    queue.wait_for(hostile_id, running, timeout=180)
     victim_id = queue.enqueue("await", maxAttempts=1)
-    queue.wait_for(victim_id, lambda job: job["status"] == "analyzing", timeout=180)
+    queue.wait_for(victim_id, running, timeout=180)
     scores = {"job": exposure(agent, f"fondation-job-{hostile_id}-1.service"),
               "agent": exposure(agent, "fondation-agent.service")}
     units = job_units(vm)
@@ -89,6 +90,10 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     report = "\n".join(doc["content"] for doc in queue.docs(hostile_id))
     return {"hostile": hostile, "victim": victim, "report": sections(report), "raw": report, "scores": scores,
             "units": units, "victim_docs": queue.docs(victim_id)}
+
+
+def running(job: dict) -> bool:
+    return job["status"] == "analyzing" and bool(job.get("currentStep"))
 
 
 def denied(run: dict, label: str) -> None:

@@ -51,8 +51,8 @@ def test_remove_stops_the_service_and_purge_removes_what_the_package_created(age
     wait_no_job_processes(vm)
 
     apt(agent, "purge fondation-agent")
-    for path in ("/etc/fondation-agent", "/var/lib/fondation-agent", "/run/fondation-job-launcher",
-                 "/run/fondation-job-launcher.sock", f"/usr/lib/systemd/system/{UNIT}"):
+    for path in ("/etc/fondation-agent", "/var/lib/fondation-agent", "/run/fondation-jobs-launcher",
+                 "/run/fondation-jobs-launcher.sock", f"/usr/lib/systemd/system/{UNIT}"):
         assert not exists(agent, path), f"{path} survived the purge"
     assert "fondation-agent" not in vm.ssh("dpkg -l", check=False).stdout
     # Debian policy: system users stay (files they own may remain anywhere); docs/operations.md says so.
