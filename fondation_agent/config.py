@@ -32,6 +32,10 @@ CREDENTIAL_NAME = "worker-token"
 DEFAULT_TOKEN_PATH = Path("/etc/fondation-agent") / CREDENTIAL_NAME
 
 
+# Keys of earlier versions that mean nothing any more: accepted (a kept conffile still has them), ignored.
+OBSOLETE_KEYS = ("job_user",)  # the single job user, replaced by the pool fondation-job-<n>
+
+
 class ConfigError(Exception):
     """Every problem found, one line each, naming the key."""
 
@@ -231,6 +235,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         except tomllib.TOMLDecodeError as error:
             raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
         for key, raw in document.items():
+            if key in OBSOLETE_KEYS:
+                continue
             if key not in _FIELDS:
                 problems.append(f"{key}: unknown key")
                 continue

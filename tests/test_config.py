@@ -355,3 +355,9 @@ def test_check_config_of_a_missing_or_broken_file(tmp_path: Path) -> None:
     broken = check_config(write(tmp_path, "[unclosed\n"))
     assert broken.returncode == 2
     assert len(broken.stderr.splitlines()) == 1 and "not valid TOML" in broken.stderr
+
+
+def test_an_obsolete_key_of_a_kept_conffile_is_ignored(tmp_path: Path) -> None:
+    kept = f'convex_url = "{URL}"\nsandbox = "systemd-scope"\njob_user = "fondation-job"\n'  # 0.1.0's agent.toml
+    config = load_config(write(tmp_path, kept), {})
+    assert config.sandbox == "systemd-service"
