@@ -66,6 +66,7 @@ class Config:
     allow_local_repositories: bool = False  # demos and tests only: file:// URLs and local paths
     clone_timeout: float = 300.0
     clone_max_bytes: int = 1024**3
+    clone_max_files: int = 100_000
     git_token_file: str = ""
     # The CLI and its sandbox
     cli_command: str = DEFAULT_CLI_COMMAND
@@ -208,7 +209,7 @@ def _validate(config: Config) -> list[str]:
             problems.append(str(error))
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
     require(config.log_format in ("json", "console"), "log_format", "must be json or console")
-    for key in ("clone_max_bytes", "max_doc_bytes", "max_docs", "max_output_bytes"):
+    for key in ("clone_max_bytes", "clone_max_files", "max_doc_bytes", "max_docs", "max_output_bytes"):
         require(getattr(config, key) > 0, key, "must be more than 0")
     if config.metrics_address:
         host, _, port = config.metrics_address.rpartition(":")

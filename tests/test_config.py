@@ -129,6 +129,7 @@ EVERY_KEY = {
     "allow_local_repositories": ("yes", True),
     "clone_timeout": ("120", 120.0),
     "clone_max_bytes": ("1048576", 1048576),
+    "clone_max_files": ("5000", 5000),
     "git_token_file": ("/run/git-token", "/run/git-token"),
     "cli_command": ("/usr/bin/cli {repo} --prompt={prompt}", "/usr/bin/cli {repo} --prompt={prompt}"),
     "sandbox": ("systemd-scope", "systemd-service"),
