@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fondation_agent import results
 from fondation_agent.results import (
     CHUNK_MAX_BYTES,
     Document,
@@ -81,7 +82,7 @@ def test_subdirectories_are_read_to_a_bounded_depth(tmp_path):
     [
         ({"01_big.md": "x" * 10_001}, "01_big.md is 10001 bytes; a document may be at most 10000 bytes"),
         ({f"{i:02}_d.md": "x" * 9_000 for i in range(6)}, "more than 50000 bytes of Markdown"),
-        ({f"{i:02}_d.md": "x" for i in range(21)}, "wrote 21 documents; at most 20"),
+        ({f"{i:02}_d.md": "x" for i in range(21)}, "wrote more than 20 documents"),
         ({"01_a.md": "---\ntitle: [unclosed\n---\n"}, "front matter is not valid YAML"),
         ({"01_a.md": "---\n- a list\n---\n"}, "front matter must be a mapping"),
         ({"01_a.md": "---\nchapterIndex: -1\n---\n"}, "chapterIndex must be a whole number"),
@@ -112,3 +113,15 @@ def test_a_shipped_output_directory_or_link_is_removed(tmp_path):
     assert remove_shipped_output(tmp_path)
     assert not (tmp_path / ".claude-tutorial-output").is_symlink()
     assert not remove_shipped_output(tmp_path)
+
+
+def test_reading_stops_one_past_max_docs(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    for i in range(200):
+        write(out / f"{i:03}_d.md", "x")
+    reads = []
+    real = results._read_regular_file
+    monkeypatch.setattr(results, "_read_regular_file", lambda *args: reads.append(args) or real(*args))
+    with pytest.raises(InvalidOutput, match="more than 20 documents"):
+        collect_documents([out], LIMITS)
+    assert len(reads) == LIMITS.max_docs + 1
