@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-convex test-python lint backend demo bench clean deb print-deb
+.PHONY: install test test-convex test-python test-rules lint backend demo bench clean deb print-deb
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -19,13 +19,20 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: install lint test-convex test-python
+test: install lint test-rules test-convex test-python
 
 test-convex: node_modules/.installed
 	npx vitest run
 
 test-python: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The alert rules shipped in the package, and their unit tests (promtool: Debian's prometheus package).
+RULES := monitoring/prometheus
+test-rules:
+	@command -v promtool >/dev/null || { echo "make test-rules: no promtool; run: apt-get install --no-install-recommends prometheus" >&2; exit 2; }
+	promtool check rules $(RULES)/fondation-agent.rules.yml
+	cd $(RULES) && promtool test rules fondation-agent.rules.test.yml
 
 lint: install
 	$(BIN)/ruff check fondation_agent tests examples bench localconvex vm
@@ -35,6 +42,7 @@ lint: install
 backend: node_modules/.installed
 	@mkdir -p .demo
 	@test -n "$$FONDATION_WORKER_TOKEN" || echo "note: FONDATION_WORKER_TOKEN is unset, so every worker call is refused"
+	@test -n "$$CONVEX_ADMIN_KEY" || echo "note: CONVEX_ADMIN_KEY is unset, so operator:* (the fondation-agent queue commands) cannot be reached"
 	npx tsx localconvex/server.ts --address 127.0.0.1:3210 --state .demo/backend.json
 
 demo: install
@@ -50,7 +58,7 @@ DEB := dist/fondation-agent_$(VERSION)_amd64.deb
 deb: $(DEB)
 print-deb:
 	@echo $(DEB)
-$(DEB): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli -type f -not -name '*.pyc')
+$(DEB): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli monitoring -type f -not -name '*.pyc')
 	packaging/build-deb.sh $(VERSION)
 
 # The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,

@@ -261,22 +261,22 @@ def make_git_repo(path: Path) -> Path:
 
 
 class Producer:
-    """What the UI does: enqueue jobs and read them back."""
+    """What the operator does (operator:*, with the backend's admin key): enqueue jobs and read them back."""
 
-    def __init__(self, url: str):
-        self.client = ConvexHttp(url, read_timeout=30, retries=2)
+    def __init__(self, server: LocalConvex):
+        self.client = ConvexHttp(server.url, read_timeout=30, retries=2, admin_key=server.admin_key)
 
     def close(self) -> None:
         self.client.close()
 
     def enqueue(self, repository: Path, prompt: str) -> str:
-        return self.client.mutation("jobs:enqueue", {"repositoryUrl": str(repository), "prompt": prompt})
+        return self.client.mutation("operator:enqueue", {"repositoryUrl": str(repository), "prompt": prompt})
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self.client.query("jobs:get", {"jobId": job_id})
+        return self.client.query("operator:get", {"jobId": job_id})
 
     def docs(self, job_id: str) -> list[dict[str, Any]]:
-        return self.client.query("docs:byJob", {"jobId": job_id})
+        return self.client.query("operator:docs", {"jobId": job_id})
 
     def wait_all_finished(self, job_ids: Iterable[str], timeout: float, poll: float = 0.25) -> dict[str, dict]:
         """Until every job is completed, failed or canceled (or `timeout`); returns the final rows."""

@@ -50,7 +50,7 @@ def run_configuration(
         # Agents started at random moments within one poll interval: independent phases, as on real hosts.
         with agents_running(agents, stagger=interval * JITTER[1]):
             time.sleep(interval * JITTER[1])  # every agent past its start-up poll
-            producer = Producer(server.url)
+            producer = Producer(server)
             load_before = load()
             job_ids = []
             started = time.monotonic()

@@ -49,7 +49,7 @@ def measure(directory: Path, repo: Path, *, jobs: int, agents: int, concurrency:
         fleet = [BenchAgent(directory / name, server.url, f"{name}-{i}", concurrency=concurrency)
                  for i in range(agents)]
         with agents_running(fleet):
-            producer = Producer(server.url)
+            producer = Producer(server)
             load_before = load()
             started = time.monotonic()
             job_ids = [producer.enqueue(repo, "instant") for _ in range(jobs)]

@@ -31,7 +31,7 @@ def run(directory: Path, repo: Path, *, count: int, size: int, repeats: int) -> 
     with backend() as server:
         agent = BenchAgent(directory / "upload", server.url, "upload")
         with agents_running([agent]):
-            producer = Producer(server.url)
+            producer = Producer(server)
             load_before = load()
             before = agent.metrics()
             for _ in range(repeats):

@@ -1,19 +1,10 @@
-// The documents (course chapters) of a completed job.
+// A signed-in user's documents: those of their own completed jobs.
 import { v } from "convex/values";
 import { query } from "./_generated/server";
-import { MAX_DOCS_PER_JOB } from "./lib";
+import { requireUser } from "./access";
+import { queue } from "./queue";
 
 export const byJob = query({
   args: { jobId: v.string() },
-  handler: async (ctx, { jobId }) => {
-    const id = ctx.db.normalizeId("jobs", jobId);
-    const job = id === null ? null : await ctx.db.get(id);
-    const leaseToken = job?.docsLeaseToken;
-    if (!job || leaseToken === undefined) return [];
-    const docs = await ctx.db
-      .query("docs")
-      .withIndex("by_job_lease_chapter", (q) => q.eq("jobId", job._id).eq("leaseToken", leaseToken))
-      .take(MAX_DOCS_PER_JOB);
-    return docs.map(({ leaseToken: _leaseToken, ...rest }) => rest);
-  },
+  handler: async (ctx, { jobId }) => await queue.docs(ctx, jobId, await requireUser(ctx)),
 });

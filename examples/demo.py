@@ -55,7 +55,7 @@ def follow(client: ConvexHttp, job_id: str, timeout: float = 300) -> dict:
     last = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.query("jobs:get", {"jobId": job_id})
+        job = client.query("operator:get", {"jobId": job_id})
         shown = (job["status"], job.get("progress"))
         if shown != last:
             print(f"  job {job['status']:<10} {job.get('progress', '')}", flush=True)
@@ -77,9 +77,10 @@ def main() -> int:
         agent = None
         try:
             print(f"localconvex ready at {backend.url}")
-            client = ConvexHttp(backend.url)
+            # The operator's client (localconvex's generated admin key): it queues and follows the job.
+            client = ConvexHttp(backend.url, admin_key=backend.admin_key)
             job_id = client.mutation(
-                "jobs:enqueue",
+                "operator:enqueue",
                 {"repositoryUrl": str(ROOT), "prompt": "A tour of fondation-agent for new contributors."},
             )
             print(f"queued job {job_id} for {ROOT}")
@@ -100,7 +101,7 @@ def main() -> int:
             print(f"job {job_id}: {job['status']} after {int(job['attempts'])} attempt(s)")
             if job.get("error"):
                 print(f"error [{job.get('errorKind')}]: {job['error']}")
-            docs = client.query("docs:byJob", {"jobId": job_id})
+            docs = client.query("operator:docs", {"jobId": job_id})
             print(f"{len(docs)} documents:")
             for doc in docs:
                 print(f"  {int(doc['chapterIndex']):>3}  {doc['title']}")

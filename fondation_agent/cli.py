@@ -1,4 +1,9 @@
-"""The `fondation-agent` command: run the worker, check a config, and talk to the queue."""
+"""The `fondation-agent` command: run the worker, check a config, and talk to the queue.
+
+The queue commands are the operator's: they call the app's internal `operator:*` functions with
+the deployment's admin key, read from $CONVEX_ADMIN_KEY or --admin-key-file (never an argument,
+which every local user could read in the process list).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ STATUSES = ("pending", "running", "cloning", "analyzing", "gathering", "complete
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fondation-agent", description=__doc__)
+    # No abbreviations: `--admin-key KEY` must not pass for --admin-key-file.
+    parser = argparse.ArgumentParser(prog="fondation-agent", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the worker until stopped")
@@ -30,8 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
 
     def queue_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text)
+        command = commands.add_parser(name, help=help_text, allow_abbrev=False)
         command.add_argument("--url", default=None, help="Convex deployment URL (default: $CONVEX_URL)")
+        command.add_argument(
+            "--admin-key-file", type=Path, default=None,
+            help="file holding the deployment's admin key (default: $CONVEX_ADMIN_KEY)",
+        )
         return command
 
     enqueue = queue_command("enqueue", "queue a job; prints its id")
@@ -89,14 +99,27 @@ def _client(args: argparse.Namespace) -> ConvexHttp:
     url = args.url or os.environ.get("CONVEX_URL")
     if not url:
         raise ConfigError(["convex_url: set CONVEX_URL or pass --url"])
-    return ConvexHttp(url, read_timeout=30)
+    return ConvexHttp(url, read_timeout=30, admin_key=_admin_key(args.admin_key_file))
+
+
+def _admin_key(path: Path | None) -> str:
+    if path is not None:
+        try:
+            key = path.read_text().strip()
+        except OSError as error:
+            raise ConfigError([f"admin key: cannot read {path}: {error.strerror}"]) from error
+    else:
+        key = os.environ.get("CONVEX_ADMIN_KEY", "").strip()
+    if not key:
+        raise ConfigError(["admin key: set CONVEX_ADMIN_KEY or pass --admin-key-file (the deployment's admin key)"])
+    return key
 
 
 def _enqueue(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"repositoryUrl": args.repo, "prompt": args.prompt}
     optional = {"branch": args.branch, "dedupKey": args.dedup_key, "maxAttempts": args.max_attempts}
     request.update({key: value for key, value in optional.items() if value is not None})
-    print(_client(args).mutation("jobs:enqueue", request))
+    print(_client(args).mutation("operator:enqueue", request))
     return 0
 
 
@@ -120,7 +143,7 @@ def _jobs(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"limit": args.limit}
     if args.status:
         request["status"] = args.status
-    jobs = _client(args).query("jobs:list", request)
+    jobs = _client(args).query("operator:list", request)
     if args.json:
         print(json.dumps(jobs, indent=2))
         return 0
@@ -144,11 +167,11 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _job(args: argparse.Namespace) -> int:
     client = _client(args)
-    job = client.query("jobs:get", {"jobId": args.job_id})
+    job = client.query("operator:get", {"jobId": args.job_id})
     if job is None:
         print(f"fondation-agent: no job {args.job_id}", file=sys.stderr)
         return 1
-    docs = client.query("docs:byJob", {"jobId": args.job_id})
+    docs = client.query("operator:docs", {"jobId": args.job_id})
     if args.json:
         print(json.dumps({"job": job, "docs": docs}, indent=2))
         return 0
@@ -174,7 +197,7 @@ def _job(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    result = _client(args).mutation("jobs:cancel", {"jobId": args.job_id})
+    result = _client(args).mutation("operator:cancel", {"jobId": args.job_id})
     print(f"{args.job_id}: {result['status'].replace('_', ' ')}")
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shlex
 import socket
 import tomllib
@@ -68,6 +69,8 @@ class Config:
     clone_max_bytes: int = 1024**3
     clone_max_files: int = 100_000
     git_token_file: str = ""
+    # Whose repositories get the token ("OWNER" on github.com, or "HOST/OWNER"); all others clone anonymously.
+    git_token_owners: tuple[str, ...] = ()
     # The CLI and its sandbox
     cli_command: str = DEFAULT_CLI_COMMAND
     cli_env: Mapping[str, str] = field(default_factory=dict)
@@ -165,6 +168,9 @@ def _coerce(name: str, raw: Any, from_env: bool) -> Any:
     return raw
 
 
+_TOKEN_OWNER_RE = re.compile(r"(?:[a-z0-9.-]+/)?[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def _validate(config: Config) -> list[str]:
     problems = []
 
@@ -195,6 +201,12 @@ def _validate(config: Config) -> list[str]:
         "allowed_hosts",
         "must name at least one host",
     )
+    for owner in config.git_token_owners:
+        require(
+            bool(_TOKEN_OWNER_RE.fullmatch(owner)),
+            "git_token_owners",
+            f"{owner!r} must be OWNER (on github.com) or HOST/OWNER",
+        )
     try:
         argv = config.cli_argv_template
         require(bool(argv), "cli_command", "must not be empty")

@@ -81,6 +81,10 @@ class ConvexHttp:
     Retries, with jittered exponential backoff, only what cannot have run twice or is safe to
     repeat: failures to connect, queries whose connection broke, and 5xx answers. A read timeout
     is not retried, since the mutation may have been applied; it surfaces as ConvexUnavailable.
+
+    `admin_key` (the deployment's admin key: reaches internal functions such as operator:*) or
+    `auth_token` (a user's JWT, for ctx.auth) is sent as Convex's Authorization header; it is
+    never part of an error message.
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class ConvexHttp:
         retries: int = 2,
         retry_base_delay: float = 0.25,
         observer: CallObserver | None = None,
+        admin_key: str | None = None,
+        auth_token: str | None = None,
     ):
         self.url = url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
@@ -100,6 +106,12 @@ class ConvexHttp:
         self.observer = observer
         self.session = requests.Session()
         self.session.headers["Convex-Client"] = f"fondation-agent-{__version__}"
+        if admin_key is not None and auth_token is not None:
+            raise ValueError("give admin_key or auth_token, not both")
+        if admin_key is not None:
+            self.session.headers["Authorization"] = f"Convex {admin_key}"
+        elif auth_token is not None:
+            self.session.headers["Authorization"] = f"Bearer {auth_token}"
 
     def close(self) -> None:
         self.session.close()
@@ -155,6 +167,8 @@ class ConvexHttp:
             body = response.json()
         except ValueError as error:
             raise ConvexApiError(f"{path}: HTTP {response.status_code}, not JSON: {response.text[:200]}") from error
+        if response.status_code in (401, 403):
+            raise Unauthorized(f"{path}: HTTP {response.status_code}: {body.get('message', body)}", body)
         if response.status_code != 200:
             raise FunctionError(f"{path}: HTTP {response.status_code}: {body.get('message', body)}")
         if body.get("status") == "success":
@@ -203,6 +217,10 @@ class WorkerApi:
         if result is None:
             return None
         return Claim(job=result["job"], lease_token=result["leaseToken"], attempt=int(result["attempt"]))
+
+    def queue_depth(self, now: float) -> dict[str, Any]:
+        """Due pending jobs, the oldest one's due time (ms) and active jobs, as of Unix time `now`."""
+        return self.http.query("worker:queueDepth", {"workerToken": self._worker_token, "now": int(now * 1000)})
 
     def heartbeat(self, claim: Claim, lease_ms: int, **report: Any) -> bool:
         """Renews the lease; returns whether a cancel was requested."""

@@ -60,6 +60,29 @@ class Metrics:
                                "Unix time of the last claim call that Convex answered.", registry=r)
         self.draining = Gauge(f"{PREFIX}_draining", "1 while the agent drains before stopping.", registry=r)
         self.cli_lines = Counter(f"{PREFIX}_cli_output_lines", "Lines the CLI printed on stdout.", registry=r)
+        # Set by the pause after repeated host-side failures (Claude authentication, billing); 0 until then.
+        self.paused = Gauge(f"{PREFIX}_paused", "1 while the agent stops claiming after repeated host-side failures.",
+                            registry=r)
+        self.service_restarts = Gauge(f"{PREFIX}_service_restarts",
+                                      "systemd's automatic restarts of this agent's unit (NRestarts) at start-up.",
+                                      registry=r)
+        # The queue as a whole (worker:queueDepth), the same on every agent; read every QUEUE_DEPTH_INTERVAL.
+        self.queue_pending = Gauge(f"{PREFIX}_queue_pending", "Pending jobs that are due (waiting for a slot).",
+                                   registry=r)
+        self.queue_oldest_pending_age = Gauge(f"{PREFIX}_queue_oldest_pending_age_seconds",
+                                              "How long the longest-waiting due job has waited.", registry=r)
+        self.queue_active = Gauge(f"{PREFIX}_queue_active", "Jobs being worked on, by all agents.", registry=r)
+        self.queue_capped = Gauge(f"{PREFIX}_queue_counts_capped",
+                                  "1 when a queue count stopped at Convex's read bound (it is at least that).",
+                                  registry=r)
+
+    def set_queue_depth(self, depth: dict, now: float) -> None:
+        """worker:queueDepth's answer; `now` is the Unix time the query was asked for."""
+        self.queue_pending.set(depth["pending"])
+        self.queue_active.set(depth["active"])
+        self.queue_capped.set(1 if depth["capped"] else 0)
+        since = depth["oldestPendingAvailableAt"]
+        self.queue_oldest_pending_age.set(0 if since is None else max(0.0, now - since / 1000))
 
     def observe_convex_call(self, function: str, seconds: float, outcome: str) -> None:
         self.convex_calls.labels(function, outcome).inc()

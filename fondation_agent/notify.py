@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import time
 from collections.abc import Mapping, MutableMapping
 
@@ -111,6 +112,24 @@ def unset_notify_environment(environ: MutableMapping[str, str]) -> None:
     """Remove NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID so children never inherit them."""
     for name in NOTIFY_ENVIRONMENT:
         environ.pop(name, None)
+
+
+def systemd_restarts(proc_cgroup: str = "/proc/self/cgroup") -> int | None:
+    """NRestarts of the service this process runs in: systemd's automatic restarts (watchdog, crash)
+    since the unit was last started by hand. None outside a service or when systemd does not say."""
+    try:
+        with open(proc_cgroup, encoding="utf-8") as handle:
+            unit = handle.read().strip().rpartition("/")[2]
+    except OSError:
+        return None
+    if not unit.endswith(".service"):
+        return None
+    try:
+        shown = subprocess.run(["systemctl", "show", "--property=NRestarts", "--value", unit],
+                               capture_output=True, text=True, timeout=10, check=True)
+        return int(shown.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def _one_line(text: str) -> str:

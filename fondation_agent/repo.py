@@ -262,16 +262,21 @@ def clone_repository(
     max_bytes: int,
     max_files: int = DEFAULT_MAX_FILES,
     token: str | None = None,
+    token_owners: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
 ) -> str:
     """Shallow single-branch clone into dest (must not exist or be empty); returns the commit sha.
 
+    `token` is sent only for repositories of `token_owners` (see token_applies); anything else is
+    cloned anonymously, so a job queued for someone else's private repository cannot borrow it.
     On any failure dest is removed. Raises CloneFailed, CloneAborted or RepositoryRefused.
     """
     _assert_checked(source)
     dest = Path(dest).absolute()  # git runs with cwd=dest.parent
     _check_dest(dest)
-    secrets = _secrets(token)
+    secrets = _secrets(token)  # a malformed token is refused whatever the repository
+    if not token_applies(source, token_owners):
+        token = None
     if should_stop():
         raise CloneAborted(f"clone of {source.display} stopped before it started")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +302,19 @@ def clone_repository(
         shutil.rmtree(home, ignore_errors=True)
         if not ok:
             shutil.rmtree(dest, ignore_errors=True)
+
+
+def token_applies(source: RepositorySource, owners: Sequence[str]) -> bool:
+    """Whether the repository's owner (its URL's first path segment) is one of `owners`.
+
+    Entries are "HOST/OWNER", or "OWNER" for github.com; compared without case, as hosts and
+    GitHub's owner names are.
+    """
+    if not source.host:
+        return False
+    owner = source.url.removeprefix(f"https://{source.host}/").split("/", 1)[0]
+    wanted = {entry.lower() if "/" in entry else f"github.com/{entry.lower()}" for entry in owners}
+    return f"{source.host}/{owner}".lower() in wanted
 
 
 def _check_dest(dest: Path) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
-from fondation_agent.convex_api import ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
+from fondation_agent.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.job import RELEASED, Job
 from fondation_agent.logs import configure_logging, get_logger
 from fondation_agent.metrics import Metrics, MetricsServer
-from fondation_agent.notify import Notifier
+from fondation_agent.notify import Notifier, systemd_restarts
 from fondation_agent.sandbox import ProcessRunner
 from fondation_agent.workspace import remove_leftover_workspaces
 
@@ -35,6 +35,8 @@ from fondation_agent.workspace import remove_leftover_workspaces
 RESTART_ONLY = ("convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox")
 MAX_UNREACHABLE_BACKOFF = 30.0
 LOOP_TICK = 1.0
+# Every agent exports the queue's depth; reading it more often would only load Convex.
+QUEUE_DEPTH_INTERVAL = 30.0
 # Tests (and the VM tier) can make the main loop hang to prove the watchdog restarts the agent.
 HANG_SWITCH_ENV = "FONDATION_AGENT_TEST_HANG_FILE"
 
@@ -69,6 +71,7 @@ class Worker:
         self.reload_requested = False
         self.drain_deadline = 0.0
         self.next_poll = 0.0
+        self.next_depth_read = 0.0
         self.unreachable_streak = 0
         self.last_tick = time.monotonic()
         self.last_convex_ok = 0.0
@@ -171,6 +174,9 @@ class Worker:
         removed = remove_leftover_workspaces(Path(config.temp_dir), config.worker_id)
         if removed:
             self.log.info("removed leftover workspaces", workspaces=removed)
+        restarts = systemd_restarts()
+        if restarts is not None:
+            self.metrics.service_restarts.set(restarts)
         if config.sandbox == "process":
             self.log.warning("sandbox = process isolates nothing: jobs run as this user, can read its files and "
                              "secrets, reach every address, and have no memory, CPU or task limits")
@@ -201,6 +207,7 @@ class Worker:
                 return False
         else:
             self._claim_into_free_slots()
+        self._read_queue_depth()
         self._report()
         can_claim = not self.draining and len(self.jobs) < self.config.concurrency
         self._sleep(min(LOOP_TICK, max(0.0, self.next_poll - time.monotonic())) if can_claim else LOOP_TICK)
@@ -230,6 +237,19 @@ class Worker:
         self.next_poll = time.monotonic() + random.uniform(delay / 2, delay)  # noqa: S311
         if self.unreachable_streak == 1 or self.unreachable_streak % 10 == 0:
             self.log.warning("cannot claim jobs", error=str(error), failures=self.unreachable_streak)
+
+    def _read_queue_depth(self) -> None:
+        if time.monotonic() < self.next_depth_read:
+            return
+        self.next_depth_read = time.monotonic() + QUEUE_DEPTH_INTERVAL
+        now = time.time()
+        try:
+            depth = self.api.queue_depth(now)
+        except ConvexApiError as error:
+            # The gauges keep their last values; an outage has its own metrics and alert.
+            self.log.warning("cannot read the queue's depth", error=str(error))
+            return
+        self.metrics.set_queue_depth(depth, now)
 
     def _start_job(self, claim, claimed_at: float) -> None:
         self.metrics.jobs_claimed.inc()

@@ -1,9 +1,12 @@
 """Start and stop a localconvex server (localconvex/server.ts) for tests.
 
     with LocalConvex(state_file=tmp_path / "state.json") as backend:
-        ConvexHttpClient(backend.url).mutation("jobs:enqueue", {...})
+        ConvexHttp(backend.url, admin_key=backend.admin_key).mutation("operator:enqueue", {...})
+        ConvexHttp(backend.url, auth_token=identity_token("alice")).query("jobs:list", {})
         backend.kill()    # SIGKILL: only acknowledged mutations survive
         backend.start()   # same port, state restored from the file
+
+Each server gets an admin key (generated unless given) in its environment as CONVEX_ADMIN_KEY.
 
 The server's stdout/stderr go to files in `log_dir` (never to an unread pipe, which
 would block the server once full); `stderr_text()` returns what it logged. Log
@@ -13,9 +16,12 @@ directories are removed when Python exits, unless LOCALCONVEX_KEEP_LOGS is set.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER = REPO_ROOT / "localconvex" / "server.ts"
 READY = re.compile(r"^localconvex ready on (http://127\.0\.0\.1:(\d+))$", re.MULTILINE)
 
+TEST_ISSUER = "https://localconvex.test"
 _running: set[LocalConvex] = set()
 _log_dirs: list[Path] = []
 
@@ -40,6 +47,14 @@ def _clean_up() -> None:
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
+def identity_token(subject: str, **claims: str) -> str:
+    """An unsigned JWT whose claims localconvex takes as the caller's identity (it verifies nothing)."""
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'iss': TEST_ISSUER, 'sub': subject, **claims})}."
+
+
 class LocalConvex:
     def __init__(
         self,
@@ -50,9 +65,12 @@ class LocalConvex:
         functions_dir: Path | None = None,
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        admin_key: str | None = None,
     ) -> None:
         self.state_file = state_file
         self.token = token
+        # None: a new random key; "": none (then no admin key is accepted).
+        self.admin_key = secrets.token_hex(32) if admin_key is None else admin_key
         self.port = port
         self.functions_dir = functions_dir
         self.extra_env = env or {}
@@ -87,6 +105,7 @@ class LocalConvex:
         env.pop("FONDATION_WORKER_TOKEN", None)
         if self.token is not None:
             env["FONDATION_WORKER_TOKEN"] = self.token
+        env["CONVEX_ADMIN_KEY"] = self.admin_key  # the environment, not argv: ps shows argv to everyone
         stdout_path, stderr_path = self.log_dir / "stdout.log", self.log_dir / "stderr.log"
         with open(stdout_path, "wb") as out, open(stderr_path, "ab") as err:
             self.proc = subprocess.Popen(

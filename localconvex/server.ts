@@ -3,19 +3,22 @@
  *
  * It is NOT a second implementation of the queue: it serves Convex's HTTP API
  * (POST /api/query, /api/mutation, /api/action) and routes every call into the real
- * functions in convex/, executed by convex-test's in-memory engine. All queue
- * semantics live in convex/; this file only does HTTP, function lookup and
- * (optionally) snapshots of the database to a file.
+ * functions in convex/ and the components its convex.config.ts installs, executed
+ * by convex-test's in-memory engine. All queue semantics live in the queue
+ * component; this file only does HTTP, who-is-calling (the admin key, an
+ * unverified test identity), function lookup and (optionally) snapshots of the
+ * database to a file.
  *
  *   tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { convexTest } from "convex-test";
-import { defineSchema, defineTable, makeFunctionReference, type SchemaDefinition } from "convex/server";
+import { defineSchema, defineTable, makeFunctionReference, type SchemaDefinition, type UserIdentity } from "convex/server";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
 
 const USAGE = "usage: tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]";
@@ -29,7 +32,13 @@ const FIRST_ID_COUNTER = 10000;
 type Kind = "query" | "mutation" | "action";
 type Tester = ReturnType<typeof convexTest>;
 type Doc = Record<string, any>;
-type Snapshot = { version: 1; nextIdCounter: number; tables: Record<string, Doc[]>; scheduled: Doc[] };
+/** One component's database ("" is the app's). */
+type Part = { nextIdCounter: number; tables: Record<string, Doc[]>; scheduled: Doc[] };
+type Snapshot = { version: 2; components: Record<string, Part> };
+/** A database to snapshot: its component path and its tables. */
+type Store = { path: string; tables: string[] };
+/** Who calls: nobody in particular, the holder of the admin key, or a (test) user identity. */
+type Caller = { admin: boolean; identity?: Partial<UserIdentity> };
 
 class Fatal extends Error {}
 
@@ -92,14 +101,50 @@ function loadModules(dir: string) {
   return { glob, byModule };
 }
 
+/** schema.ts's default export, plus the table only localconvex adds (see restore()). */
+async function loadSchema(dir: string, byModule: Map<string, () => Promise<any>>) {
+  const load = byModule.get("schema");
+  const real: SchemaDefinition<any, boolean> | undefined = load && (await load()).default;
+  if (!real?.tables) throw new Fatal(`${dir} has no schema.ts whose default export is made by defineSchema`);
+  const schema = defineSchema({ ...real.tables, [GAPS_TABLE]: defineTable({}) }, { schemaValidation: real.schemaValidation });
+  return { schema, tables: Object.keys(real.tables) };
+}
+
+/**
+ * The components the app's convex.config.ts installs, as Convex's bundler finds them: each
+ * definition it imports (a relative `.../convex.config` module) is loaded first and given its
+ * folder, which app.use() needs and only the Convex runtime supplies; then the app's definition
+ * says under which names they are installed. Components see the server's one environment (the
+ * env values app.use binds are not applied).
+ */
+async function loadComponents(dir: string) {
+  const config = ["convex.config.ts", "convex.config.js"].map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
+  if (config === undefined) return [];
+  const text = fs.readFileSync(config, "utf8");
+  for (const [, specifier] of text.matchAll(/from\s+["'](\.{1,2}\/[^"']*convex\.config(?:\.[jt]s)?)["']/g)) {
+    const resolved = path.resolve(dir, specifier).replace(/\.js$/, "");
+    const file = [".ts", ".js", ""].map((ext) => `${resolved.replace(/\.ts$/, "")}${ext}`).find((f) => fs.existsSync(f) && fs.statSync(f).isFile());
+    if (file === undefined) throw new Fatal(`${config} imports ${specifier}, which does not exist`);
+    const definition = (await import(pathToFileURL(file).href)).default;
+    definition.componentDefinitionPath = path.dirname(file);
+    definition.defaultName = definition._name;
+  }
+  const app = (await import(pathToFileURL(config).href)).default;
+  return (app._childComponents as [string, { componentDefinitionPath: string }][]).map(([name, definition]) => ({
+    name,
+    dir: definition.componentDefinitionPath,
+  }));
+}
+
 const KIND_NAMES: Record<Kind, string> = { query: "Query", mutation: "Mutation", action: "Action" };
 
 /**
  * Checks what real Convex checks before running a function: it exists, is public
- * (internal functions get the same answer as missing ones) and has the kind the
- * endpoint asks for. Returns the canonical path, or an error message.
+ * (internal functions get the same answer as missing ones, unless the caller has the
+ * admin key) and has the kind the endpoint asks for. Returns the canonical path, or an
+ * error message.
  */
-async function resolveFunction(byModule: Map<string, () => Promise<any>>, kind: Kind, udfPath: string) {
+async function resolveFunction(byModule: Map<string, () => Promise<any>>, kind: Kind, udfPath: string, admin: boolean) {
   const parts = udfPath.split(":");
   const modulePath = parts[0].replace(/\.js$/, "");
   const canonical = `${modulePath}:${parts[1] ?? "default"}`;
@@ -107,7 +152,7 @@ async function resolveFunction(byModule: Map<string, () => Promise<any>>, kind: 
   const load = byModule.get(modulePath);
   if (parts.length > 2 || !load || modulePath.startsWith("_generated/") || modulePath === "schema") return missing;
   const fn = (await load())[parts[1] ?? "default"];
-  if (!fn || fn.isPublic !== true) return missing;
+  if (!fn || !(fn.isPublic === true || (admin && fn.isInternal === true))) return missing;
   const defined = fn.isQuery ? "Query" : fn.isMutation ? "Mutation" : fn.isAction ? "Action" : null;
   if (defined === null) return missing;
   if (defined !== KIND_NAMES[kind]) return { error: `Trying to execute ${canonical} as ${KIND_NAMES[kind]}, but it is defined as ${defined}.` };
@@ -119,50 +164,60 @@ async function resolveFunction(byModule: Map<string, () => Promise<any>>, kind: 
 const idCounter = (id: string) => Number(/^\d+/.exec(id)?.[0] ?? NaN);
 
 /**
- * All documents of the schema's tables, the scheduled functions that have not run
- * yet, and the id counter (probed by inserting and deleting a placeholder).
+ * Every component's documents, the scheduled functions that have not run yet, and its id
+ * counter (probed by inserting and deleting a placeholder). convex-test runs one transaction
+ * per component here (it cannot nest them), so a mutation may land between two of them: each
+ * part contains every mutation committed before dump() was called, which is what
+ * acknowledging needs; a restored state may show a later mutation in some components only.
  */
-async function dump(t: Tester, tables: string[]): Promise<Snapshot> {
+async function dump(t: Tester, stores: Store[]): Promise<Snapshot> {
   // Handed out through a closure, not as t.run's return value: that one would make a
   // JSON round trip of the whole database.
-  let snapshot: Snapshot | undefined;
-  await t.run(async (ctx: any) => {
-    const docs: Record<string, Doc[]> = {};
-    for (const table of tables) docs[table] = await ctx.db.query(table).collect();
-    const scheduled = (await ctx.db.system.query("_scheduled_functions").collect()).filter(
-      (job: any) => job.state.kind === "pending" || job.state.kind === "inProgress",
-    );
-    const probe = await ctx.db.insert(GAPS_TABLE, {});
-    await ctx.db.delete(probe);
-    snapshot = { version: 1, nextIdCounter: idCounter(probe) + 1, tables: docs, scheduled };
-  });
-  return snapshot!;
+  const components: Record<string, Part> = {};
+  for (const store of stores) {
+    await inComponent(t, store.path, async (ctx) => {
+      const tables: Record<string, Doc[]> = {};
+      for (const table of store.tables) tables[table] = await ctx.db.query(table).collect();
+      const scheduled = (await ctx.db.system.query("_scheduled_functions").collect()).filter(
+        (job: any) => job.state.kind === "pending" || job.state.kind === "inProgress",
+      );
+      const probe = await ctx.db.insert(GAPS_TABLE, {});
+      await ctx.db.delete(probe);
+      components[store.path] = { nextIdCounter: idCounter(probe) + 1, tables, scheduled };
+    });
+  }
+  return { version: 2, components };
+}
+
+/** Runs handler as a transaction of one component (convex-test keeps one database per component). */
+function inComponent(t: Tester, componentPath: string, handler: (ctx: any) => Promise<void>): Promise<unknown> {
+  return (t as any).runInComponent(componentPath, handler);
 }
 
 /**
- * Re-inserts the saved documents so that they get their old _ids back: convex-test
- * has no "insert with this id", but gives ids from a counter, so documents are
- * inserted in counter order and every counter value no saved document has (deleted
- * documents, rolled-back inserts, finished scheduled functions, dump probes) is
- * burnt by inserting and deleting a placeholder. Date.now is pinned during each
- * insert so _creationTime is kept too. Scheduled functions that had not finished
- * are scheduled again (at-least-once; they wait their original delay again).
+ * Re-inserts one component's saved documents so that they get their old _ids back:
+ * convex-test has no "insert with this id", but gives ids from a counter (one per
+ * component), so documents are inserted in counter order and every counter value no saved
+ * document has (deleted documents, rolled-back inserts, finished scheduled functions, dump
+ * probes) is burnt by inserting and deleting a placeholder. Date.now is pinned during each
+ * insert so _creationTime is kept too. Scheduled functions that had not finished are
+ * scheduled again (at-least-once; they wait their original delay again).
  */
-async function restore(t: Tester, snapshot: Snapshot) {
+async function restore(t: Tester, componentPath: string, part: Part) {
   const byCounter = new Map<number, { table: string; doc: Doc }>();
-  const entries = Object.entries(snapshot.tables).flatMap(([table, docs]) => docs.map((doc) => ({ table, doc })));
-  for (const doc of snapshot.scheduled) entries.push({ table: "_scheduled_functions", doc });
+  const entries = Object.entries(part.tables).flatMap(([table, docs]) => docs.map((doc) => ({ table, doc })));
+  for (const doc of part.scheduled) entries.push({ table: "_scheduled_functions", doc });
   for (const { table, doc } of entries) {
     const counter = idCounter(String(doc._id));
-    if (!(counter >= FIRST_ID_COUNTER && counter < snapshot.nextIdCounter) || byCounter.has(counter) || !String(doc._id).endsWith(table))
+    if (!(counter >= FIRST_ID_COUNTER && counter < part.nextIdCounter) || byCounter.has(counter) || !String(doc._id).endsWith(table))
       throw new Error(`bad or duplicate document id ${JSON.stringify(doc._id)} in table ${table}`);
     byCounter.set(counter, { table, doc });
   }
-  await t.run(async (ctx: any) => {
+  await inComponent(t, componentPath, async (ctx: any) => {
     const realNow = Date.now;
     let lastCreationTime = 0;
     try {
-      for (let counter = FIRST_ID_COUNTER; counter < snapshot.nextIdCounter; counter++) {
+      for (let counter = FIRST_ID_COUNTER; counter < part.nextIdCounter; counter++) {
         const saved = byCounter.get(counter);
         if (saved === undefined) {
           Date.now = () => lastCreationTime; // convex-test then uses lastCreationTime + 0.001
@@ -185,7 +240,7 @@ async function restore(t: Tester, snapshot: Snapshot) {
 }
 
 /** Reads the state file into t. Returns false when the file does not exist. */
-async function load(file: string, t: Tester): Promise<boolean> {
+async function load(file: string, t: Tester, stores: Store[]): Promise<boolean> {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
@@ -195,9 +250,14 @@ async function load(file: string, t: Tester): Promise<boolean> {
   }
   try {
     const snapshot = jsonToConvex(JSON.parse(text)) as Snapshot;
-    if (snapshot?.version !== 1 || typeof snapshot.nextIdCounter !== "number" || typeof snapshot.tables !== "object" || !Array.isArray(snapshot.scheduled))
-      throw new Error("not a localconvex state file (version 1)");
-    await restore(t, snapshot);
+    if (snapshot?.version !== 2 || typeof snapshot.components !== "object")
+      throw new Error("not a localconvex state file (version 2; files from before the queue became a component are version 1)");
+    for (const [componentPath, part] of Object.entries(snapshot.components)) {
+      if (!stores.some((store) => store.path === componentPath)) throw new Error(`no component ${JSON.stringify(componentPath)} in this app`);
+      if (typeof part?.nextIdCounter !== "number" || typeof part.tables !== "object" || !Array.isArray(part.scheduled))
+        throw new Error(`component ${JSON.stringify(componentPath)} is malformed`);
+      await restore(t, componentPath, part);
+    }
     return true;
   } catch (e: any) {
     throw new Fatal(`state file ${file} is corrupt or does not match the schema: ${e.message}`);
@@ -239,7 +299,7 @@ class Persister {
   private running = false;
   private waiters: { gen: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private timer: NodeJS.Timeout | undefined;
-  constructor(private file: string, private t: Tester, private tables: string[]) {}
+  constructor(private file: string, private t: Tester, private stores: Store[]) {}
 
   sync(): Promise<void> {
     const gen = ++this.requested;
@@ -255,11 +315,12 @@ class Persister {
       let error: unknown = null;
       try {
         // The dump is a transaction queued behind every mutation that committed before sync() was called.
-        const snapshot = await dump(this.t, this.tables);
+        const snapshot = await dump(this.t, this.stores);
         await writeAtomically(this.file, JSON.stringify(convexToJson(snapshot as Value)));
         clearTimeout(this.timer);
-        if (snapshot.scheduled.length > 0) {
-          const due = Math.min(...snapshot.scheduled.map((job) => job.scheduledTime));
+        const scheduled = Object.values(snapshot.components).flatMap((part) => part.scheduled);
+        if (scheduled.length > 0) {
+          const due = Math.min(...scheduled.map((job) => job.scheduledTime));
           const delay = Math.min(Math.max(due - Date.now(), 0) + 100, 2 ** 31 - 1);
           this.timer = setTimeout(() => void this.sync().catch(() => {}), delay).unref();
         }
@@ -273,6 +334,48 @@ class Persister {
       for (const w of ready) error === null ? w.resolve() : w.reject(error);
     }
     this.running = false;
+  }
+}
+
+// ---------------------------------------------------------------------------- who calls
+
+/** Compares in time that depends only on the lengths. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given), b = Buffer.from(expected);
+  return a.length === b.length && crypto.timingSafeEqual(a, b);
+}
+
+/**
+ * The Authorization header, as Convex reads it: `Convex <admin key>` may call internal
+ * functions (only when CONVEX_ADMIN_KEY is set, and only with that key); `Bearer <JWT>` makes
+ * the JWT's claims the caller's identity. The JWT is NOT verified: localconvex is a test
+ * double, and any caller may claim any identity.
+ */
+function identify(header: string | undefined, adminKey: string | null): Caller | Reply {
+  if (header === undefined) return { admin: false };
+  const [scheme, credential = ""] = header.split(/ (.*)/s, 2);
+  if (scheme === "Convex") {
+    if (adminKey !== null && sameSecret(credential, adminKey)) return { admin: true };
+    return { status: 401, body: { code: "BadAdminKey", message: "The provided admin key was invalid for this instance" } };
+  }
+  if (scheme === "Bearer") {
+    const claims = jwtClaims(credential);
+    if (claims === null || typeof claims.sub !== "string" || typeof claims.iss !== "string")
+      return { status: 401, body: { code: "InvalidAuthHeader", message: "the Bearer token is not a JWT with string sub and iss claims" } };
+    const { sub, iss, ...rest } = claims;
+    return { admin: false, identity: { ...(rest as Partial<UserIdentity>), subject: sub, issuer: iss } };
+  }
+  return { status: 401, body: { code: "InvalidAuthHeader", message: "the Authorization header must be `Bearer <JWT>` or `Convex <admin key>`" } };
+}
+
+function jwtClaims(token: string): Record<string, unknown> | null {
+  const parts = token.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const claims = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8"));
+    return typeof claims === "object" && claims !== null && !Array.isArray(claims) ? claims : null;
+  } catch {
+    return null;
   }
 }
 
@@ -334,29 +437,31 @@ async function main() {
   }
 
   const dir = opts.functionsDir;
-  if (!fs.existsSync(path.join(dir, "schema.ts")) && !fs.existsSync(path.join(dir, "schema.js")))
-    throw new Fatal(`no schema.ts in functions directory ${dir}`);
   const { glob, byModule } = loadModules(dir);
-  const realSchema: SchemaDefinition<any, boolean> = (await byModule.get("schema")!()).default;
-  if (!realSchema?.tables) throw new Fatal(`${dir}/schema.ts has no default export made by defineSchema`);
-  const tables = Object.keys(realSchema.tables);
-  const schema = defineSchema(
-    { ...realSchema.tables, [GAPS_TABLE]: defineTable({}) },
-    { schemaValidation: realSchema.schemaValidation },
-  );
-  const t = convexTest(schema, glob);
+  const app = await loadSchema(dir, byModule);
+  const t = convexTest(app.schema, glob);
+  const stores: Store[] = [{ path: "", tables: app.tables }];
+  for (const component of await loadComponents(dir)) {
+    const modules = loadModules(component.dir);
+    const { schema, tables } = await loadSchema(component.dir, modules.byModule);
+    t.registerComponent(component.name, schema, modules.glob);
+    stores.push({ path: component.name, tables });
+  }
+  const adminKey = process.env.CONVEX_ADMIN_KEY || null;
 
   let persister: Persister | null = null;
   if (opts.stateFile) {
-    const found = await load(opts.stateFile, t);
+    const found = await load(opts.stateFile, t, stores);
     console.error(found ? `localconvex: restored state from ${opts.stateFile}` : `localconvex: state file ${opts.stateFile} does not exist; starting empty`);
-    persister = new Persister(opts.stateFile, t, tables);
+    persister = new Persister(opts.stateFile, t, stores);
     await persister.sync().catch((e) => {
       throw new Fatal(`cannot write state file ${opts.stateFile}: ${e.message}`);
     });
   }
 
   async function call(kind: Kind, req: http.IncomingMessage): Promise<Reply> {
+    const caller = identify(req.headers.authorization, adminKey);
+    if ("status" in caller) return caller;
     const raw = await readBody(req);
     if (raw === null) return { status: 413, body: { code: "PayloadTooLarge", message: `request body over ${MAX_BODY_BYTES} bytes` } };
     let body: any;
@@ -380,17 +485,18 @@ async function main() {
 
     let found: { canonical?: string; error?: string };
     try {
-      found = await resolveFunction(byModule, kind, body.path);
+      found = await resolveFunction(byModule, kind, body.path, caller.admin);
     } catch (e) {
       return { status: 200, body: { status: "error", errorMessage: `Failed to load module for ${body.path}: ${(e as Error).message}`, logLines: [] } };
     }
     if (found.error) return { status: 200, body: { status: "error", errorMessage: found.error, logLines: [] } };
 
     const ref = makeFunctionReference<any>(found.canonical!) as any;
+    const as = caller.identity === undefined ? t : t.withIdentity(caller.identity);
     let reply: Reply;
     let wrote = false;
     try {
-      const value = await (kind === "query" ? t.query(ref, args) : kind === "mutation" ? t.mutation(ref, args) : t.action(ref, args));
+      const value = await (kind === "query" ? as.query(ref, args) : kind === "mutation" ? as.mutation(ref, args) : as.action(ref, args));
       reply = { status: 200, body: { status: "success", value: convexToJson((value ?? null) as Value), logLines: [] } };
       wrote = kind !== "query";
     } catch (e) {

@@ -29,12 +29,13 @@ if [ -n "$missing" ]; then
 fi
 
 rm -rf "$BUILD"
-mkdir -p "$SRC/examples/course-cli" "$SRC/docs" "$SRC/packaging" "$ROOT/dist"
+mkdir -p "$SRC/examples/course-cli" "$SRC/docs" "$SRC/packaging" "$SRC/monitoring" "$ROOT/dist"
 cp pyproject.toml README.md "$SRC/"
 tar --exclude=__pycache__ --exclude='*.pyc' -cf - fondation_agent | tar -xf - -C "$SRC"
 cp examples/course-cli/cli.mjs examples/course-cli/README.md "$SRC/examples/course-cli/"
 cp docs/operations.md docs/configuration.md docs/cli-contract.md docs/metrics.md docs/queue.md "$SRC/docs/"
 cp -r packaging/files "$SRC/packaging/files"
+cp -r monitoring/prometheus monitoring/grafana "$SRC/monitoring/"
 cp -r packaging/debian "$SRC/debian"
 cp systemd/fondation-agent.service "$SRC/debian/fondation-agent.service"
 cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent@.service"

@@ -72,7 +72,8 @@ def backend(tmp_path: Path) -> Iterator[LocalConvex]:
 
 @pytest.fixture
 def convex(backend: LocalConvex) -> Iterator[ConvexHttp]:
-    client = ConvexHttp(backend.url, read_timeout=10, retries=0)
+    """The operator's client: it carries the admin key, so it reaches operator:* as well as worker:*."""
+    client = ConvexHttp(backend.url, read_timeout=10, retries=0, admin_key=backend.admin_key)
     yield client
     client.close()
 
@@ -89,19 +90,19 @@ def eventually(check: Callable[[], Any], timeout: float = 10, interval: float = 
 
 
 class Queue:
-    """What a producer or the UI does with the queue, plus waiting helpers for tests."""
+    """What the operator does with the queue (operator:*, with the admin key), plus waiting helpers for tests."""
 
     def __init__(self, client: ConvexHttp):
         self.client = client
 
     def enqueue(self, repository: str | Path, prompt: str = "succeed", **extra: Any) -> str:
-        return self.client.mutation("jobs:enqueue", {"repositoryUrl": str(repository), "prompt": prompt, **extra})
+        return self.client.mutation("operator:enqueue", {"repositoryUrl": str(repository), "prompt": prompt, **extra})
 
     def get(self, job_id: str) -> dict:
-        return self.client.query("jobs:get", {"jobId": job_id})
+        return self.client.query("operator:get", {"jobId": job_id})
 
     def docs(self, job_id: str) -> list[dict]:
-        return self.client.query("docs:byJob", {"jobId": job_id})
+        return self.client.query("operator:docs", {"jobId": job_id})
 
     def wait_for(self, job_id: str, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout

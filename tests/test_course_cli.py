@@ -427,5 +427,8 @@ def test_runs_on_this_repository(tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = run_cli("analyze", ROOT, env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
     assert r.returncode == 0, r.stderr
-    course = read_course(out)
-    assert "examples/course-cli/cli.mjs" in chapter_paths(course)
+    paths = chapter_paths(read_course(out))
+    # Its chapters are the repository's own files, the most imported first chosen: which ones
+    # depends on the tree, so only the kinds of files it must have read are pinned down.
+    assert paths and all((ROOT / path).is_file() for path in paths), paths
+    assert {Path(path).suffix for path in paths} >= {".py", ".ts"}, paths

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.notify import Notifier, parse_watchdog_interval, unset_notify_environment
+from fondation_agent.notify import Notifier, parse_watchdog_interval, systemd_restarts, unset_notify_environment
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -180,3 +180,32 @@ def test_unset_notify_environment_leaves_the_rest() -> None:
     unset_notify_environment(environ)
     assert environ == {"PATH": "/bin"}
     unset_notify_environment(environ)  # idempotent
+
+
+def fake_systemctl(directory: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    """A `systemctl` first on PATH that records its arguments and runs `script`."""
+    bindir = directory / "bin"
+    bindir.mkdir()
+    program = bindir / "systemctl"
+    program.write_text(f'#!/bin/sh\necho "$@" > "{directory}/argv"\n{script}\n')
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return directory / "argv"
+
+
+def test_systemd_restarts_asks_systemd_about_the_unit_of_this_process(tmp_path: Path, monkeypatch) -> None:
+    argv = fake_systemctl(tmp_path, monkeypatch, "echo 3")
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("0::/system.slice/system-fondation\\x2dagent.slice/fondation-agent@2.service\n")
+    assert systemd_restarts(str(cgroup)) == 3
+    assert argv.read_text().split() == ["show", "--property=NRestarts", "--value", "fondation-agent@2.service"]
+
+
+def test_systemd_restarts_is_none_outside_a_service_or_when_systemd_does_not_answer(tmp_path: Path, monkeypatch):
+    fake_systemctl(tmp_path, monkeypatch, "echo 'Failed to connect to bus' >&2; exit 1")
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("0::/user.slice/user-1000.slice/session-2.scope\n")
+    assert systemd_restarts(str(cgroup)) is None
+    cgroup.write_text("0::/system.slice/fondation-agent.service\n")
+    assert systemd_restarts(str(cgroup)) is None
+    assert systemd_restarts(str(tmp_path / "missing")) is None

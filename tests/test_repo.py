@@ -27,6 +27,7 @@ from fondation_agent.repo import (
     RepositorySource,
     check_repository,
     clone_repository,
+    token_applies,
 )
 
 REAL_GIT = shutil.which("git")
@@ -495,7 +496,7 @@ def test_https_connection_refused_is_retryable(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     started = time.monotonic()
     with pytest.raises(CloneFailed) as caught:
-        clone_repository(source, dest, timeout=20, max_bytes=10**8, token=TOKEN)
+        clone_repository(source, dest, timeout=20, max_bytes=10**8, token=TOKEN, token_owners=["127.0.0.1/x"])
     assert time.monotonic() - started < 15
     assert (caught.value.kind, caught.value.retryable) == ("clone_failed", True)
     assert str(caught.value).startswith("git clone of https://127.0.0.1/x failed: ")
@@ -535,7 +536,7 @@ def test_token_goes_to_git_env_only_and_agent_env_is_not_inherited(
     monkeypatch.setattr(git.Git, "execute", spy)
     source = check_repository("https://github.com/owner/repo", None, allowed_hosts=HOSTS, allow_local=False)
     env_before = os.environ.copy()
-    sha = clone_repository(source, tmp_path / "dest", timeout=30, max_bytes=10**8, token=TOKEN)
+    sha = clone_repository(source, tmp_path / "dest", timeout=30, max_bytes=10**8, token=TOKEN, token_owners=["Owner"])
     assert sha == expected_sha
     assert len(spawned) == 1  # reading HEAD afterwards spawned no second git
     assert os.environ == env_before
@@ -574,6 +575,39 @@ def test_token_goes_to_git_env_only_and_agent_env_is_not_inherited(
         "PWD", "SHLVL", "_",  # added by the shim's own /bin/sh
     }  # fmt: skip
     assert set(env) <= allowed, set(env) - allowed
+
+
+@pytest.mark.parametrize("owners", [[], ["other"], ["owner-x"], ["gitlab.com/owner"], ["github.com/own"]])
+def test_a_repository_of_an_owner_not_listed_is_cloned_without_the_token(
+    origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owners: list[str]
+) -> None:
+    record = tmp_path / "env"
+    write_shim(
+        tmp_path / "shim",
+        f'env -0 > "{record}"\nfor last; do :; done\n'
+        f'GIT_ALLOW_PROTOCOL=file exec "{REAL_GIT}" clone -q --depth 1 -- "{origin.as_uri()}" "$last"\n',
+        monkeypatch,
+    )
+    source = check_repository("https://github.com/owner/repo", None, allowed_hosts=HOSTS, allow_local=False)
+    clone_repository(source, tmp_path / "dest", timeout=30, max_bytes=10**8, token=TOKEN, token_owners=owners)
+    env = read_nul_file(record)
+    assert not any(TOKEN_B64 in item or item.startswith(("GIT_CONFIG_COUNT", "GIT_CONFIG_KEY")) for item in env), env
+
+
+@pytest.mark.parametrize(
+    ("url", "owners", "applies"),
+    [
+        ("https://github.com/Acme/repo", ["acme"], True),
+        ("https://github.com/acme/repo", ["github.com/ACME"], True),
+        ("https://github.com/acme/repo", ["gitlab.example.com/acme"], False),
+        ("https://gitlab.example.com/acme/group/repo", ["gitlab.example.com/acme"], True),
+        ("https://gitlab.example.com/acme/repo", ["acme"], False),  # a bare owner means github.com
+        ("https://github.com/acmecorp/repo", ["acme"], False),
+    ],
+)
+def test_token_applies_to_the_listed_owners_only(url: str, owners: list[str], applies: bool) -> None:
+    source = check_repository(url, None, allowed_hosts=["github.com", "gitlab.example.com"], allow_local=False)
+    assert token_applies(source, owners) is applies
 
 
 def test_local_clone_gets_no_token_header(
@@ -684,7 +718,7 @@ def test_token_is_scrubbed_from_git_messages(tmp_path: Path, monkeypatch: pytest
     )
     source = check_repository("https://github.com/a/b", None, allowed_hosts=HOSTS, allow_local=False)
     with pytest.raises(CloneFailed) as caught:
-        clone_repository(source, tmp_path / "dest", timeout=30, max_bytes=10**8, token=TOKEN)
+        clone_repository(source, tmp_path / "dest", timeout=30, max_bytes=10**8, token=TOKEN, token_owners=["a"])
     message = str(caught.value)
     assert (caught.value.kind, caught.value.retryable) == ("repository_not_found", False)
     assert TOKEN not in message and TOKEN_B64 not in message

@@ -34,10 +34,13 @@ GUEST_PACKAGES=(
     util-linux e2fsprogs logrotate
     # what the agent, its .deb and the CLIs need at run time
     python3 python3-venv git nodejs nftables
-    # what a hostile job tries to use to outlive its end (tests/system/test_35_isolation.py)
+    # what a hostile job tries to use to outlive its end (tests/system/test_35_hostile.py)
     cron at
     # what Ansible needs on a managed host (the Molecule scenario reuses this image)
     python3-apt
+    # the Prometheus that Molecule's verify checks the role's targets and alert rules with (disabled
+    # below: it runs only where a test starts it)
+    prometheus
 )
 
 log() { printf '[build-image %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -108,6 +111,7 @@ in_root passwd -l root >/dev/null
 in_root systemctl enable systemd-networkd.service >/dev/null 2>&1
 in_root systemctl disable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 # Nothing periodic in the background of a test (apt has no network anyway).
+in_root systemctl disable prometheus.service >/dev/null 2>&1
 in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
     systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 

@@ -1,16 +1,22 @@
 /* eslint-disable */
 /** Generated `api` utility. */
 import type { ApiFromModules, FilterApi, FunctionReference } from "convex/server";
+import type { ComponentApi } from "../../queue/component/_generated/api.js";
+import type * as access from "../access.js";
 import type * as docs from "../docs.js";
 import type * as jobs from "../jobs.js";
-import type * as lib from "../lib.js";
+import type * as operator from "../operator.js";
+import type * as queue from "../queue.js";
 import type * as worker from "../worker.js";
 
 declare const fullApi: ApiFromModules<{
+  access: typeof access;
   docs: typeof docs;
   jobs: typeof jobs;
-  lib: typeof lib;
+  operator: typeof operator;
+  queue: typeof queue;
   worker: typeof worker;
 }>;
 export declare const api: FilterApi<typeof fullApi, FunctionReference<any, "public">>;
 export declare const internal: FilterApi<typeof fullApi, FunctionReference<any, "internal">>;
+export declare const components: { fondationQueue: ComponentApi };

@@ -11,7 +11,9 @@ import {
   GenericDatabaseReader,
   GenericDatabaseWriter,
 } from "convex/server";
+import type { EnvFromAppDefinition } from "convex/server";
 import type { DataModel } from "./dataModel.js";
+import type definition from "../convex.config.js";
 
 export declare const query: QueryBuilder<DataModel, "public">;
 export declare const internalQuery: QueryBuilder<DataModel, "internal">;
@@ -25,3 +27,6 @@ export type MutationCtx = GenericMutationCtx<DataModel>;
 export type ActionCtx = GenericActionCtx<DataModel>;
 export type DatabaseReader = GenericDatabaseReader<DataModel>;
 export type DatabaseWriter = GenericDatabaseWriter<DataModel>;
+type Env = EnvFromAppDefinition<typeof definition>;
+/** The app's env vars (declared in convex.config.ts: the deployment's environment variables). */
+export declare const env: Env;

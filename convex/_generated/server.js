@@ -17,3 +17,5 @@ export const internalMutation = internalMutationGeneric;
 export const action = actionGeneric;
 export const internalAction = internalActionGeneric;
 export const httpAction = httpActionGeneric;
+/** The app's env vars (declared in convex.config.ts: the deployment's environment variables). */
+export const env = globalThis.process.env;

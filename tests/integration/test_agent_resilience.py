@@ -44,7 +44,8 @@ EXPECTED_SLUGS = ["index", "01_first", "02_second"]
 def stored_docs(backend, job_id: str) -> list[dict]:
     """Every doc row of a job in the backend's state file, including other attempts' staged ones."""
     state = json.loads(Path(backend.state_file).read_text())
-    return [doc for doc in state["tables"].get("docs", []) if doc["jobId"] == job_id]
+    tables = state["components"]["fondationQueue"]["tables"]  # the queue component's database
+    return [doc for doc in tables.get("docs", []) if doc["jobId"] == job_id]
 
 
 def assert_docs_written_once_by(queue, backend, job_id: str, tag: str) -> None:
@@ -220,7 +221,7 @@ def test_fifty_mixed_jobs_end_terminal_and_leave_no_workspace_or_process(repo, q
     jobs = {queue.enqueue(repo, prompt=prompt, **extra): expected for prompt, extra, expected in plan}
     for job_id, expected in jobs.items():
         if expected == "cancel-pending":
-            assert queue.client.mutation("jobs:cancel", {"jobId": job_id}) == {"status": "canceled"}
+            assert queue.client.mutation("operator:cancel", {"jobId": job_id}) == {"status": "canceled"}
 
     settings = {"job_timeout": 8.0, "kill_grace": 1.0}  # ample for the jobs that do not hang
     started = [
@@ -230,7 +231,7 @@ def test_fifty_mixed_jobs_end_terminal_and_leave_no_workspace_or_process(repo, q
 
     deadline = time.monotonic() + 240
     while True:
-        listed = {job["_id"]: job for job in queue.client.query("jobs:list", {"limit": 100})}
+        listed = {job["_id"]: job for job in queue.client.query("operator:list", {"limit": 100})}
         if all(listed[job_id]["status"] in TERMINAL for job_id in jobs):
             break
         unfinished = {job_id: listed[job_id]["status"] for job_id in jobs if listed[job_id]["status"] not in TERMINAL}
@@ -243,7 +244,7 @@ def test_fifty_mixed_jobs_end_terminal_and_leave_no_workspace_or_process(repo, q
                 or (job["status"] == "pending" and job["attempts"] > 0)
             ):
                 with contextlib.suppress(FunctionError):
-                    queue.client.mutation("jobs:cancel", {"jobId": job_id})
+                    queue.client.mutation("operator:cancel", {"jobId": job_id})
         time.sleep(0.3)
 
     outcomes = {}
@@ -299,7 +300,7 @@ def test_a_crashed_runs_workspace_is_removed_when_the_agent_starts_again(repo, q
 
     # The same worker takes its stalled job up again once the lease has run out; cancel it there.
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job["attempts"] == 2, timeout=60)
-    queue.client.mutation("jobs:cancel", {"jobId": job_id})
+    queue.client.mutation("operator:cancel", {"jobId": job_id})
     assert queue.wait_finished(job_id, timeout=30)["status"] == "canceled"
     eventually(lambda: workspaces(restarted) == ["not-a-workspace", "otherjob-1"], timeout=15)
 

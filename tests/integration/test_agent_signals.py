@@ -39,7 +39,7 @@ def events(agent, **fields) -> list[dict]:
 
 
 def statuses(queue, job_ids: list[str]) -> list[str]:
-    listed = {job["_id"]: job for job in queue.client.query("jobs:list", {"limit": 100})}
+    listed = {job["_id"]: job for job in queue.client.query("operator:list", {"limit": 100})}
     return [listed[job_id]["status"] for job_id in job_ids]
 
 
@@ -182,12 +182,12 @@ def test_sighup_raises_the_concurrency_without_touching_the_running_job(repo, qu
     assert all(status in ACTIVE for status in statuses(queue, running))
     assert all(alive(pid) for pid in running_pids)
     for job_id in running:
-        queue.client.mutation("jobs:cancel", {"jobId": job_id})
+        queue.client.mutation("operator:cancel", {"jobId": job_id})
     for job_id in running:
         assert queue.wait_finished(job_id, timeout=60)["status"] == "canceled"
     queue.wait_for(waiting[0], lambda job: job["status"] in ACTIVE, timeout=60)
     assert agent.health()[1]["slots_busy"] == 1
-    queue.client.mutation("jobs:cancel", {"jobId": waiting[0]})
+    queue.client.mutation("operator:cancel", {"jobId": waiting[0]})
     assert queue.wait_finished(waiting[0], timeout=60)["status"] == "canceled"
 
 
@@ -224,7 +224,7 @@ def test_cancel_kills_a_cli_that_ignores_sigterm_and_all_its_children(repo, queu
     assert all(alive(pid) for pid in pids)
 
     asked = time.monotonic()
-    assert queue.client.mutation("jobs:cancel", {"jobId": job_id}) == {"status": "cancel_requested"}
+    assert queue.client.mutation("operator:cancel", {"jobId": job_id}) == {"status": "cancel_requested"}
     job = queue.wait_finished(job_id, timeout=60)
     took = time.monotonic() - asked
     assert job["status"] == "canceled", job

@@ -55,7 +55,7 @@ def test_ready_watchdog_status_reload_and_stopping(tmp_path, repo, queue, agents
 
     agent.signal(signal.SIGHUP)
     eventually(lambda: notify.seen("RELOADING=1"))
-    queue.client.mutation("jobs:cancel", {"jobId": job_id})
+    queue.client.mutation("operator:cancel", {"jobId": job_id})
     assert queue.wait_finished(job_id)["status"] == "canceled"
 
     agent.signal(signal.SIGTERM)

@@ -34,7 +34,7 @@ from fondation_agent.convex_api import (
     Unauthorized,
     WorkerApi,
 )
-from localconvex.launcher import LocalConvex
+from localconvex.launcher import LocalConvex, identity_token
 from tests.agent_process import free_port
 from tests.conftest import TOKEN
 
@@ -46,7 +46,7 @@ NO_HANG = 20.0
 
 
 def enqueue(client: ConvexHttp, **extra: Any) -> str:
-    return client.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", **extra})
+    return client.mutation("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", **extra})
 
 
 def missing_job_id(existing: str) -> str:
@@ -191,19 +191,19 @@ def test_every_worker_function_checks_the_token_first(convex: ConvexHttp, api: W
     assert claim is not None
     with pytest.raises(Unauthorized):
         LEASED_CALLS[call](WorkerApi(convex, TOKEN + "x", "w"), claim)
-    job = convex.query("jobs:get", {"jobId": claim.job_id})
+    job = convex.query("operator:get", {"jobId": claim.job_id})
     assert job["status"] == "running" and job["leaseOwner"] == "worker-a", "the refused call changed nothing"
 
 
 def test_a_backend_without_a_worker_token_refuses_every_worker() -> None:
     with LocalConvex(token=None) as backend:
-        client = ConvexHttp(backend.url, read_timeout=10, retries=0)
+        client = ConvexHttp(backend.url, read_timeout=10, retries=0, admin_key=backend.admin_key)
         try:
             for token in (TOKEN, "", "anything"):
                 with pytest.raises(Unauthorized, match="FONDATION_WORKER_TOKEN is unset or differs"):
                     WorkerApi(client, token, "w").claim(5_000)
-            # The producer's functions need no worker token.
-            assert client.query("jobs:list", {}) == []
+            # The operator's functions need no worker token.
+            assert client.query("operator:list", {}) == []
         finally:
             client.close()
 
@@ -214,11 +214,14 @@ def test_a_backend_without_a_worker_token_refuses_every_worker() -> None:
         ("worker:claim", {"workerId": "w", "leaseMs": 10}, "leaseMs must be a whole number from 1000 to 3600000, not 10"),  # noqa: E501
         ("worker:claim", {"workerId": "w", "leaseMs": 1500.5}, "leaseMs must be a whole number from 1000 to 3600000"),
         ("worker:claim", {"workerId": "", "leaseMs": 5000}, "workerId must not be empty"),
-        ("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "dedupKey": "k" * 201}, "dedupKey is too long"),
-        ("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "maxAttempts": 0}, "maxAttempts must be a whole"),
-        ("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "x" * 20_001}, "prompt is too long (20001 characters"),
-        ("jobs:cancel", {"jobId": "not-an-id"}, '"not-an-id" is not a job id'),
-        ("jobs:list", {"limit": 0}, "limit must be a whole number from 1 to 200, not 0"),
+        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "dedupKey": "k" * 201},
+         "dedupKey is too long"),
+        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p", "maxAttempts": 0},
+         "maxAttempts must be a whole"),
+        ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "x" * 20_001},
+         "prompt is too long (20001 characters"),
+        ("operator:cancel", {"jobId": "not-an-id"}, '"not-an-id" is not a job id'),
+        ("operator:list", {"limit": 0}, "limit must be a whole number from 1 to 200, not 0"),
     ],
 )
 def test_invalid_arguments_raise_invalid_argument_with_the_functions_message(
@@ -226,7 +229,7 @@ def test_invalid_arguments_raise_invalid_argument_with_the_functions_message(
 ) -> None:
     if path.startswith("worker:"):
         args = {"workerToken": TOKEN, **args}
-    call = convex.query if path == "jobs:list" else convex.mutation
+    call = convex.query if path == "operator:list" else convex.mutation
     with pytest.raises(InvalidArgument) as caught:
         call(path, args)
     assert caught.value.code == "invalid_argument"
@@ -238,12 +241,12 @@ def test_invalid_arguments_raise_invalid_argument_with_the_functions_message(
 def test_unknown_jobs_raise_not_found(convex: ConvexHttp, api: WorkerApi) -> None:
     missing = missing_job_id(enqueue(convex))
     with pytest.raises(NotFound, match=f"^job {missing} does not exist$"):
-        convex.mutation("jobs:cancel", {"jobId": missing})
+        convex.mutation("operator:cancel", {"jobId": missing})
     with pytest.raises(NotFound):
-        convex.mutation("jobs:retry", {"jobId": missing})
+        convex.mutation("operator:retry", {"jobId": missing})
     with pytest.raises(NotFound):
         api.heartbeat(Claim(job={"_id": missing}, lease_token="1-x", attempt=1), 5_000)
-    assert convex.query("jobs:get", {"jobId": missing}) is None, "jobs:get answers null rather than refusing"
+    assert convex.query("operator:get", {"jobId": missing}) is None, "operator:get answers null rather than refusing"
 
 
 def test_conflicts_raise_conflict(convex: ConvexHttp, api: WorkerApi) -> None:
@@ -253,10 +256,47 @@ def test_conflicts_raise_conflict(convex: ConvexHttp, api: WorkerApi) -> None:
     with pytest.raises(Conflict, match="has no cancel request to acknowledge"):
         api.canceled(claim)
     with pytest.raises(Conflict, match="only failed or canceled jobs can be retried"):
-        convex.mutation("jobs:retry", {"jobId": job_id})
+        convex.mutation("operator:retry", {"jobId": job_id})
     api.complete(claim)
     with pytest.raises(Conflict, match=f"^job {job_id} is already completed$"):
-        convex.mutation("jobs:cancel", {"jobId": job_id})
+        convex.mutation("operator:cancel", {"jobId": job_id})
+
+
+@contextlib.contextmanager
+def as_user(backend: LocalConvex, subject: str | None) -> Iterator[ConvexHttp]:
+    """A client signed in as `subject` (a test JWT localconvex does not verify), or anonymous."""
+    token = None if subject is None else identity_token(subject)
+    client = ConvexHttp(backend.url, read_timeout=10, retries=0, auth_token=token)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_over_http_users_need_an_identity_and_see_only_their_jobs(backend: LocalConvex, convex: ConvexHttp) -> None:
+    with as_user(backend, None) as anonymous, as_user(backend, "alice") as alice, as_user(backend, "bob") as bob:
+        with pytest.raises(Unauthorized, match="sign in first"):
+            anonymous.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
+        with pytest.raises(Unauthorized, match="sign in first"):
+            anonymous.query("jobs:list", {})
+        job_id = alice.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
+        assert [job["_id"] for job in alice.query("jobs:list", {})] == [job_id]
+        assert bob.query("jobs:list", {}) == [] and bob.query("jobs:get", {"jobId": job_id}) is None
+        with pytest.raises(NotFound):
+            bob.mutation("jobs:cancel", {"jobId": job_id})
+        # Internal functions exist only for the admin key.
+        with pytest.raises(FunctionError, match="Could not find public function for 'operator:list'"):
+            alice.query("operator:list", {})
+    assert convex.query("operator:get", {"jobId": job_id})["userId"].endswith("|alice")
+
+
+def test_a_wrong_admin_key_is_refused(backend: LocalConvex) -> None:
+    client = ConvexHttp(backend.url, read_timeout=10, retries=0, admin_key=backend.admin_key[::-1])
+    try:
+        with pytest.raises(Unauthorized, match="admin key was invalid"):
+            client.query("operator:list", {})
+    finally:
+        client.close()
 
 
 def test_refusals_without_error_data_are_plain_function_errors(convex: ConvexHttp) -> None:
@@ -265,8 +305,8 @@ def test_refusals_without_error_data_are_plain_function_errors(convex: ConvexHtt
     assert type(missing.value) is FunctionError and missing.value.code == "server_error"
     assert "Could not find public function for 'jobs:nope'" in missing.value.message
     with pytest.raises(FunctionError) as wrong_kind:
-        convex.query("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
-    assert "Trying to execute jobs:enqueue as Query, but it is defined as Mutation" in str(wrong_kind.value)
+        convex.query("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
+    assert "Trying to execute operator:enqueue as Query, but it is defined as Mutation" in str(wrong_kind.value)
     with pytest.raises(FunctionError) as validator:
         convex.mutation("worker:claim", {"workerToken": TOKEN, "workerId": "w", "leaseMs": "soon"})
     assert type(validator.value) is FunctionError and "soon" in str(validator.value), "the validator's words"
@@ -276,12 +316,12 @@ def test_malformed_answers_are_api_errors_not_crashes() -> None:
     with scripted((200, "<html>not convex</html>")) as server:
         client = ConvexHttp(server.url, retries=0)
         with pytest.raises(ConvexApiError, match="not JSON"):
-            client.query("jobs:list")
+            client.query("operator:list")
         client.close()
     with scripted((404, {"code": "NotFound", "message": "no route for POST /api/query"})) as server:
         client = ConvexHttp(server.url, retries=0)
         with pytest.raises(FunctionError, match="HTTP 404: no route"):
-            client.query("jobs:list")
+            client.query("operator:list")
         client.close()
 
 
@@ -308,15 +348,15 @@ def test_a_stale_lease_token_is_refused_for_every_leased_call(convex: ConvexHttp
     for name, call in LEASED_CALLS.items():
         with pytest.raises(LeaseLost, match=f"lease on job {stale.job_id} lost"):
             call(a, stale)
-        job = convex.query("jobs:get", {"jobId": stale.job_id})
+        job = convex.query("operator:get", {"jobId": stale.job_id})
         assert (job["status"], job["leaseOwner"], job["attempts"]) == ("running", "worker-b", 2), name
     assert b.heartbeat(current, 30_000) is False, "the current holder keeps its lease"
     b.save_docs(current, [doc("from-b", "written by the current attempt")])
     b.complete(current, {"by": "worker-b"})
-    job = convex.query("jobs:get", {"jobId": stale.job_id})
+    job = convex.query("operator:get", {"jobId": stale.job_id})
     assert job["status"] == "completed" and job["result"] == {"by": "worker-b"}
     assert job["leaseExpiries"] == 1
-    docs = convex.query("docs:byJob", {"jobId": stale.job_id})
+    docs = convex.query("operator:docs", {"jobId": stale.job_id})
     assert [d["slug"] for d in docs] == ["from-b"], "nothing of the stale attempt is the job's"
 
 
@@ -329,7 +369,7 @@ def test_an_expired_lease_is_lost_even_before_anyone_claims_the_job(convex: Conv
         api.complete(claim)
     with pytest.raises(LeaseLost):
         api.heartbeat(claim, 30_000)
-    assert convex.query("jobs:get", {"jobId": job_id})["status"] == "running", "stalled until claimed again"
+    assert convex.query("operator:get", {"jobId": job_id})["status"] == "running", "stalled until claimed again"
 
 
 def test_heartbeats_report_cancel_requests(convex: ConvexHttp, api: WorkerApi) -> None:
@@ -337,12 +377,12 @@ def test_heartbeats_report_cancel_requests(convex: ConvexHttp, api: WorkerApi) -
     claim = api.claim(30_000)
     assert claim is not None
     assert api.heartbeat(claim, 30_000, status="analyzing", progress="Step 2/6", currentStep=2, totalSteps=6) is False
-    job = convex.query("jobs:get", {"jobId": job_id})
+    job = convex.query("operator:get", {"jobId": job_id})
     assert (job["status"], job["progress"], job["currentStep"], job["totalSteps"]) == ("analyzing", "Step 2/6", 2, 6)
-    assert convex.mutation("jobs:cancel", {"jobId": job_id}) == {"status": "cancel_requested"}
+    assert convex.mutation("operator:cancel", {"jobId": job_id}) == {"status": "cancel_requested"}
     assert api.heartbeat(claim, 30_000) is True
     api.canceled(claim)
-    assert convex.query("jobs:get", {"jobId": job_id})["status"] == "canceled"
+    assert convex.query("operator:get", {"jobId": job_id})["status"] == "canceled"
 
 
 # ------------------------------------------------------------------------------------------ unavailable
@@ -362,16 +402,17 @@ def test_nothing_listening_is_unavailable_quickly() -> None:
 
 def test_a_stopped_backend_is_unavailable_and_the_dead_connection_is_not_a_hang() -> None:
     backend = LocalConvex(token=TOKEN).start()
-    client = ConvexHttp(backend.url, connect_timeout=1, read_timeout=2, retries=2, retry_base_delay=0.05)
+    client = ConvexHttp(backend.url, connect_timeout=1, read_timeout=2, retries=2, retry_base_delay=0.05,
+                        admin_key=backend.admin_key)
     try:
-        assert client.query("jobs:list", {}) == []  # a pooled keep-alive connection now exists
+        assert client.query("operator:list", {}) == []  # a pooled keep-alive connection now exists
         backend.stop()
         start = time.monotonic()
         with pytest.raises(ConvexUnavailable, match="cannot reach Convex"):
-            client.query("jobs:list", {})
+            client.query("operator:list", {})
         expect_timely(start)
         backend.start()  # same port
-        assert client.query("jobs:list", {}) == [], "the same client recovers once the backend is back"
+        assert client.query("operator:list", {}) == [], "the same client recovers once the backend is back"
     finally:
         client.close()
         backend.stop()
@@ -437,7 +478,7 @@ def test_a_connection_dropped_after_the_request_was_sent_is_not_retried() -> Non
     client = ConvexHttp(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=2, retry_base_delay=0.01)
     try:
         with pytest.raises(ConvexUnavailable):
-            client.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
+            client.mutation("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
         assert len(received) == 1, f"the mutation reached the server {len(received)} times"
     finally:
         client.close()
@@ -451,19 +492,20 @@ def test_5xx_answers_are_retried_until_success() -> None:
     observed: list[tuple[str, float, str]] = []
     with scripted((503, {"code": "Unavailable"}), (503, "oops"), (200, success({"n": 1.0}))) as server:
         client = ConvexHttp(server.url, retries=2, retry_base_delay=0.01, observer=lambda *e: observed.append(e))
-        assert client.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"}) == {"n": 1.0}
+        assert client.mutation("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"}) == {"n": 1.0}
         client.close()
     assert len(server.requests) == 3
-    assert all((r["url"], r["path"]) == ("/api/mutation", "jobs:enqueue") for r in server.requests)
+    assert all((r["url"], r["path"]) == ("/api/mutation", "operator:enqueue") for r in server.requests)
     assert [r["args"] for r in server.requests] == [{"repositoryUrl": REPOSITORY, "prompt": "p"}] * 3
-    assert [(path, outcome) for path, _, outcome in observed] == [("jobs:enqueue", "ok")], "one observation per call"
+    assert [(path, outcome) for path, _, outcome in observed] == [("operator:enqueue", "ok")], \
+        "one observation per call"
 
 
 def test_5xx_answers_give_up_after_the_configured_retries() -> None:
     with scripted((502, "bad gateway")) as server:
         client = ConvexHttp(server.url, retries=2, retry_base_delay=0.01)
         with pytest.raises(ConvexUnavailable, match="answered HTTP 502"):
-            client.query("jobs:list")
+            client.query("operator:list")
         client.close()
     assert len(server.requests) == 3
 
@@ -472,7 +514,7 @@ def test_calls_reuse_one_keep_alive_connection() -> None:
     with scripted((200, success(None))) as server:
         client = ConvexHttp(server.url, retries=0)
         for i in range(25):
-            client.query("jobs:get", {"jobId": str(i)})
+            client.query("operator:get", {"jobId": str(i)})
         client.close()
     assert len(server.requests) == 25
     assert server.connections == 1
@@ -480,7 +522,7 @@ def test_calls_reuse_one_keep_alive_connection() -> None:
 
 def test_calls_to_localconvex_reuse_one_connection(convex: ConvexHttp) -> None:
     for _ in range(30):
-        convex.query("jobs:list", {"limit": 1})
+        convex.query("operator:list", {"limit": 1})
     pools = convex.session.get_adapter(convex.url).poolmanager.pools
     counts = [(pools[key].num_requests, pools[key].num_connections) for key in pools.keys()]  # noqa: SIM118
     assert counts == [(30, 1)], "one pool, one connection, every request on it"
@@ -505,7 +547,7 @@ def test_values_round_trip_as_convex_values(convex: ConvexHttp, api: WorkerApi) 
         "text": "é — 🎉",
     }
     api.complete(claim, summary)
-    result = convex.query("jobs:get", {"jobId": job_id})["result"]
+    result = convex.query("operator:get", {"jobId": job_id})["result"]
     assert result == summary
     assert isinstance(result["documents"], float) and isinstance(result["nested"]["list"][0], float)
     assert result["big"] == ConvexInt64(2**60) and result["bytes"] == b"\x00\xff"
@@ -513,7 +555,8 @@ def test_values_round_trip_as_convex_values(convex: ConvexHttp, api: WorkerApi) 
 
 def test_the_observer_sees_every_call_with_its_outcome(backend: LocalConvex) -> None:
     observed: list[tuple[str, float, str]] = []
-    client = ConvexHttp(backend.url, retries=0, observer=lambda *event: observed.append(event))
+    client = ConvexHttp(backend.url, retries=0, observer=lambda *event: observed.append(event),
+                        admin_key=backend.admin_key)
     api = WorkerApi(client, TOKEN, "w")
     try:
         enqueue(client)
@@ -529,7 +572,7 @@ def test_the_observer_sees_every_call_with_its_outcome(backend: LocalConvex) -> 
     finally:
         client.close()
     assert [(path, outcome) for path, _, outcome in observed] == [
-        ("jobs:enqueue", "ok"),
+        ("operator:enqueue", "ok"),
         ("worker:claim", "ok"),
         ("worker:heartbeat", "error"),
         ("worker:complete", "ok"),  # the call worked; it said lease_lost

@@ -19,7 +19,7 @@ import requests
 from convex import ConvexError, ConvexInt64
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
 
-from localconvex.launcher import REPO_ROOT, SERVER, LocalConvex
+from localconvex.launcher import REPO_ROOT, SERVER, TEST_ISSUER, LocalConvex, identity_token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,6 +70,7 @@ export const failString = query({
 });
 export const boom = query({ args: {}, handler: async () => { throw new Error("boom"); } });
 export const token = query({ args: {}, handler: async () => process.env.FONDATION_WORKER_TOKEN ?? null });
+export const whoami = query({ args: {}, handler: (ctx) => ctx.auth.getUserIdentity() });
 export const echo = action({ args: { value: v.any() }, handler: async (_ctx, { value }) => value });
 export const later = mutation({
   args: { name: v.string(), ms: v.number() },
@@ -195,6 +196,37 @@ def test_internal_and_missing_functions_are_refused_alike(backend: LocalConvex) 
         }
     with pytest.raises(ConvexExecutionError, match="Could not find public function"):
         ConvexHttpClient(backend.url).mutation("items:secret")
+
+
+def test_the_admin_key_reaches_internal_functions_and_a_wrong_one_nothing(backend: LocalConvex) -> None:
+    admin = ConvexHttpClient(backend.url)
+    admin.set_admin_auth(backend.admin_key)
+    assert admin.mutation("items:secret") == "secret"
+    assert admin.query("items:list") == [], "public functions too"
+    for header in (f"Convex {backend.admin_key}x", "Convex ", "Basic abc"):
+        r = requests.post(f"{backend.url}/api/mutation", json={"path": "items:list", "args": {}},
+                          headers={"Authorization": header}, timeout=10)
+        assert r.status_code == 401, header
+        assert r.json()["code"] in ("BadAdminKey", "InvalidAuthHeader")
+
+
+def test_without_a_configured_admin_key_no_key_works(functions_dir: Path) -> None:
+    with LocalConvex(functions_dir=functions_dir, admin_key="") as server:
+        r = requests.post(f"{server.url}/api/mutation", json={"path": "items:secret", "args": {}},
+                          headers={"Authorization": "Convex "}, timeout=10)
+        assert (r.status_code, r.json()["code"]) == (401, "BadAdminKey")
+
+
+def test_a_bearer_jwt_is_the_callers_identity_unverified(backend: LocalConvex) -> None:
+    client = ConvexHttpClient(backend.url)
+    assert client.query("items:whoami") is None
+    client.set_auth(identity_token("alice", name="Alice"))
+    assert client.query("items:whoami") == {
+        "subject": "alice", "issuer": TEST_ISSUER, "tokenIdentifier": f"{TEST_ISSUER}|alice", "name": "Alice",
+    }
+    client.set_auth("not-a-jwt")
+    with pytest.raises(Exception, match="401"):
+        client.query("items:whoami")
 
 
 def test_wrong_endpoint_kind_is_refused(backend: LocalConvex) -> None:
@@ -404,10 +436,11 @@ def test_real_functions_keep_job_ids_across_a_crash(tmp_path: Path) -> None:
     server = LocalConvex(state_file=tmp_path / "state.json", token=token).start()
     try:
         client = ConvexHttpClient(server.url)
+        client.set_admin_auth(server.admin_key)
         job_id = client.mutation(
-            "jobs:enqueue", {"repositoryUrl": "https://example.com/r.git", "prompt": "p"}
+            "operator:enqueue", {"repositoryUrl": "https://example.com/r.git", "prompt": "p"}
         )
-        assert client.query("jobs:get", {"jobId": job_id})["status"] == "pending"
+        assert client.query("operator:get", {"jobId": job_id})["status"] == "pending"
         claimed = client.mutation("worker:claim", {"workerToken": token, "workerId": "w1", "leaseMs": 60_000})
         assert claimed["job"]["_id"] == job_id
         with pytest.raises(ConvexError) as raised:
@@ -417,16 +450,17 @@ def test_real_functions_keep_job_ids_across_a_crash(tmp_path: Path) -> None:
         server.kill()
         server.start()
         client = ConvexHttpClient(server.url)
+        client.set_admin_auth(server.admin_key)
         # The agent keeps going with the same job id and lease token.
         beat = client.mutation(
             "worker:heartbeat",
             {"workerToken": token, "jobId": job_id, "leaseToken": claimed["leaseToken"], "leaseMs": 60_000},
         )
         assert beat["ok"] is True
-        assert client.query("jobs:get", {"jobId": job_id})["status"] == "running"
-        other = client.mutation("jobs:enqueue", {"repositoryUrl": "https://example.com/s.git", "prompt": "p"})
+        assert client.query("operator:get", {"jobId": job_id})["status"] == "running"
+        other = client.mutation("operator:enqueue", {"repositoryUrl": "https://example.com/s.git", "prompt": "p"})
         assert other != job_id
-        assert {j["_id"] for j in client.query("jobs:list", {})} == {job_id, other}
+        assert {j["_id"] for j in client.query("operator:list", {})} == {job_id, other}
     finally:
         server.kill()
 

@@ -1,7 +1,8 @@
 """The queue's console commands (`fondation-agent enqueue|jobs|job|cancel`) as real processes against localconvex.
 
-Every command runs as `.venv/bin/fondation-agent …` (the installed console script) with CONVEX_URL in its
-environment, and is judged by its exit status, stdout and stderr only.
+Every command runs as `.venv/bin/fondation-agent …` (the installed console script) with CONVEX_URL and the
+deployment's admin key (CONVEX_ADMIN_KEY) in its environment, and is judged by its exit status, stdout and
+stderr only.
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ REPOSITORY = "https://github.com/example/course-repo"
 NO_HANG = 30
 
 
-def agent_cli(*args: str, url: str | None, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CONVEX_URL" and not k.startswith("FONDATION_AGENT_")}
+def agent_cli(
+    *args: str, url: str | None, admin_key: str | None, extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    env = {
+        k: v for k, v in os.environ.items()
+        if k not in ("CONVEX_URL", "CONVEX_ADMIN_KEY") and not k.startswith("FONDATION_AGENT_")
+    }
     if url is not None:
         env["CONVEX_URL"] = url
+    if admin_key is not None:
+        env["CONVEX_ADMIN_KEY"] = admin_key
     env.update(extra_env or {})
     return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=NO_HANG)
 
@@ -39,7 +47,7 @@ def agent_cli(*args: str, url: str | None, extra_env: dict[str, str] | None = No
 @pytest.fixture
 def cli(backend: LocalConvex):
     def run(*args: str) -> subprocess.CompletedProcess:
-        return agent_cli(*args, url=backend.url)
+        return agent_cli(*args, url=backend.url, admin_key=backend.admin_key)
 
     return run
 
@@ -60,7 +68,7 @@ def enqueue(cli, *args: str) -> str:
 
 
 def test_the_console_script_is_installed() -> None:
-    done = agent_cli("version", url=None)
+    done = agent_cli("version", url=None, admin_key=None)
     assert done.returncode == 0
     assert done.stdout.startswith("fondation-agent ")
 
@@ -171,28 +179,53 @@ def test_a_bad_repository_url_is_refused_with_the_functions_message(strict_backe
         ("https://user:secret@github.com/a/b", "repositoryUrl must not contain credentials"),
         ("not a url", 'repositoryUrl "not a url" is not a URL'),
     ]:
-        done = agent_cli("enqueue", "--repo", repo, url=strict_backend.url)
+        done = agent_cli("enqueue", "--repo", repo, url=strict_backend.url, admin_key=strict_backend.admin_key)
         assert done.returncode == 1, done
         assert done.stdout == ""
         assert done.stderr.strip() == f"fondation-agent: {message}"
-    done = agent_cli("enqueue", "--repo", REPOSITORY, "--branch=--upload-pack=evil", url=strict_backend.url)
+    done = agent_cli("enqueue", "--repo", REPOSITORY, "--branch=--upload-pack=evil",
+                     url=strict_backend.url, admin_key=strict_backend.admin_key)
     assert (done.returncode, done.stderr.strip()) == (
         1, 'fondation-agent: branch "--upload-pack=evil" is not a valid branch name'
     )
-    assert agent_cli("jobs", "--json", url=strict_backend.url).stdout.strip() == "[]", "nothing was queued"
+    listed = agent_cli("jobs", "--json", url=strict_backend.url, admin_key=strict_backend.admin_key)
+    assert listed.stdout.strip() == "[]", "nothing was queued"
 
 
 def test_the_url_flag_and_a_missing_url(backend: LocalConvex) -> None:
-    done = agent_cli("jobs", url=None)
+    done = agent_cli("jobs", url=None, admin_key=backend.admin_key)
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip() == "fondation-agent: config: convex_url: set CONVEX_URL or pass --url"
-    assert agent_cli("enqueue", "--repo", REPOSITORY, url=None).returncode == 2
-    flagged = agent_cli("jobs", "--json", "--url", backend.url, url=None)
+    assert agent_cli("enqueue", "--repo", REPOSITORY, url=None, admin_key=backend.admin_key).returncode == 2
+    flagged = agent_cli("jobs", "--json", "--url", backend.url, url=None, admin_key=backend.admin_key)
     assert (flagged.returncode, flagged.stdout.strip()) == (0, "[]")
     # --url wins over CONVEX_URL.
     dead = f"http://127.0.0.1:{free_port()}"
-    assert agent_cli("jobs", "--json", "--url", backend.url, url=dead).returncode == 0
+    assert agent_cli("jobs", "--json", "--url", backend.url, url=dead, admin_key=backend.admin_key).returncode == 0
+
+
+def test_the_admin_key_comes_from_the_environment_or_a_file_never_the_command_line(
+    backend: LocalConvex, tmp_path: Path,
+) -> None:
+    for key in (None, "", "  "):
+        missing = agent_cli("jobs", url=backend.url, admin_key=key)
+        assert (missing.returncode, missing.stdout) == (2, ""), missing
+        assert missing.stderr.strip() == (
+            "fondation-agent: config: admin key: set CONVEX_ADMIN_KEY or pass --admin-key-file "
+            "(the deployment's admin key)"
+        )
+    key_file = tmp_path / "admin-key"
+    key_file.write_text(backend.admin_key + "\n")
+    from_file = agent_cli("jobs", "--json", "--admin-key-file", str(key_file), url=backend.url, admin_key="wrong")
+    assert (from_file.returncode, from_file.stdout.strip()) == (0, "[]"), "the file wins over the environment"
+    absent = agent_cli("jobs", "--admin-key-file", str(tmp_path / "nope"), url=backend.url, admin_key=None)
+    assert absent.returncode == 2 and "admin key: cannot read" in absent.stderr
+    wrong = agent_cli("jobs", url=backend.url, admin_key="wrong")
+    assert wrong.returncode == 1 and "admin key was invalid" in wrong.stderr
+    assert "wrong" not in wrong.stderr.replace("admin key was invalid", ""), "the key is never printed"
+    flag = agent_cli("jobs", "--admin-key", backend.admin_key, url=backend.url, admin_key=None)
+    assert flag.returncode == 2 and "unrecognized arguments" in flag.stderr
 
 
 def test_unknown_jobs(cli) -> None:
@@ -208,7 +241,7 @@ def test_unknown_jobs(cli) -> None:
 def test_a_backend_that_is_down_is_a_clear_error_within_seconds() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["jobs"], ["job", "x"], ["enqueue", "--repo", REPOSITORY], ["cancel", "x"]):
-        done = agent_cli(*args, url=url)  # agent_cli's timeout fails the test on a hang
+        done = agent_cli(*args, url=url, admin_key="any")  # agent_cli's timeout fails the test on a hang
         assert done.returncode == 1, done
         assert done.stdout == ""
         lines = done.stderr.strip().splitlines()

@@ -137,7 +137,7 @@ def start_workers(url: str, token: str, directory: Path, workers: list[subproces
 def wait_drained(client: ConvexHttp) -> dict[str, float]:
     deadline = time.monotonic() + DRAIN_TIMEOUT
     while True:
-        counts = client.query("jobs:stats", {})["counts"]
+        counts = client.query("operator:stats", {})["counts"]
         finished = counts["completed"] + counts["failed"] + counts["canceled"]
         if finished == JOBS or time.monotonic() > deadline:
             return counts
@@ -147,7 +147,7 @@ def wait_drained(client: ConvexHttp) -> dict[str, float]:
 @pytest.mark.timeout(600)
 def test_eight_processes_drain_300_jobs_each_claim_once(backend, convex: ConvexHttp, tmp_path: Path) -> None:
     job_ids = [
-        convex.mutation("jobs:enqueue", {
+        convex.mutation("operator:enqueue", {
             "repositoryUrl": f"https://github.com/example/repo-{i}", "prompt": "p", "maxAttempts": MAX_ATTEMPTS,
         })
         for i in range(JOBS)
@@ -175,7 +175,7 @@ def test_eight_processes_drain_300_jobs_each_claim_once(backend, convex: ConvexH
     # Every job finished, and completed; nothing is left pending or active; jobs:stats says the same.
     assert counts == {"pending": 0, "running": 0, "cloning": 0, "analyzing": 0, "gathering": 0,
                       "completed": JOBS, "failed": 0, "canceled": 0}, (counts, outcomes)
-    assert convex.query("jobs:stats", {}) == {"counts": counts, "capped": []}
+    assert convex.query("operator:stats", {}) == {"counts": counts, "capped": []}
 
     # No claim was handed out twice: lease tokens are unique, and so is each job's claim number.
     tokens = [r["leaseToken"] for r in records]
@@ -200,7 +200,7 @@ def test_eight_processes_drain_300_jobs_each_claim_once(backend, convex: ConvexH
 
     for job_id in job_ids:
         history = sorted(by_job[job_id], key=lambda r: r["claimNumber"])
-        job = convex.query("jobs:get", {"jobId": job_id})
+        job = convex.query("operator:get", {"jobId": job_id})
         # None lost: the job counts exactly the claims the workers recorded, numbered 1..n.
         assert [r["claimNumber"] for r in history] == list(range(1, len(history) + 1)), history
         assert job["claims"] == len(history)
@@ -219,7 +219,7 @@ def test_eight_processes_drain_300_jobs_each_claim_once(backend, convex: ConvexH
                                  "attempt": last["attempt"]}
         assert job.get("leaseExpiries", 0) == sum(r["outcome"] == "lease_lost" for r in history)
         assert "leaseOwner" not in job and "leaseExpiresAt" not in job
-        docs = convex.query("docs:byJob", {"jobId": job_id})
+        docs = convex.query("operator:docs", {"jobId": job_id})
         assert [d["slug"] for d in docs] == list(DOC_SLUGS), docs
         assert {d["content"] for d in docs} == {f"lease {last['leaseToken']} by {last['workerId']}"}, docs
 

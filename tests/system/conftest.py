@@ -77,7 +77,7 @@ def localconvex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConve
 
 @pytest.fixture(scope="session")
 def queue(localconvex: LocalConvex) -> Iterator[Queue]:
-    client = ConvexHttp(localconvex.url, read_timeout=30, retries=2)
+    client = ConvexHttp(localconvex.url, read_timeout=30, retries=2, admin_key=localconvex.admin_key)
     yield Queue(client)
     client.close()
 

@@ -48,19 +48,19 @@ def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
 
 
 class Queue:
-    """The producer's side, on the host, against the host's localconvex."""
+    """The operator's side (operator:*, with the admin key), on the host, against the host's localconvex."""
 
     def __init__(self, client: ConvexHttp):
         self.client = client
 
     def enqueue(self, prompt: str, *, repository: str = REPO_URL, **extra: Any) -> str:
-        return self.client.mutation("jobs:enqueue", {"repositoryUrl": repository, "prompt": prompt, **extra})
+        return self.client.mutation("operator:enqueue", {"repositoryUrl": repository, "prompt": prompt, **extra})
 
     def get(self, job_id: str) -> dict:
-        return self.client.query("jobs:get", {"jobId": job_id})
+        return self.client.query("operator:get", {"jobId": job_id})
 
     def docs(self, job_id: str) -> list[dict]:
-        return self.client.query("docs:byJob", {"jobId": job_id})
+        return self.client.query("operator:docs", {"jobId": job_id})
 
     def wait_for(self, job_id: str, predicate: Callable[[dict], bool], timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout

@@ -28,6 +28,10 @@ def test_a_hung_main_loop_is_restarted_by_the_watchdog(agent: GuestAgent, queue:
         lines = agent.journal(after=cursor)
         assert "main loop hanging on purpose" in lines, lines
         assert "Watchdog timeout" in lines, lines
+        # The restarted agent exports systemd's count (FondationAgentRestarting alerts on it).
+        metrics = vm.wait_for("curl -sS -m 10 http://127.0.0.1:9810/metrics",
+                              lambda out: "fondation_agent_service_restarts" in out, timeout=60)
+        assert f"fondation_agent_service_restarts {float(after['NRestarts'])}" in metrics, metrics
     finally:
         vm.ssh(f"rm -f {HANG_FILE} {DROP_IN}; systemctl daemon-reload && systemctl restart {UNIT}", timeout=300)
     state = agent.wait_active()

@@ -27,7 +27,7 @@ def test_cancel_stops_a_unit_whose_processes_ignore_sigterm(agent: GuestAgent, q
     running_step(queue, job_id)
     assert f"fondation-job-{job_id}-1" in job_units(agent.vm)
 
-    queue.client.mutation("jobs:cancel", {"jobId": job_id})
+    queue.client.mutation("operator:cancel", {"jobId": job_id})
     job = queue.wait_finished(job_id, timeout=90)
     assert job["status"] == "canceled", summary(job)
     wait_no_job_units(agent.vm)

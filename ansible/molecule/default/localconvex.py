@@ -6,7 +6,8 @@
 
 Starts localconvex/server.ts (as localconvex/launcher.py does, but detached: the launcher stops its
 servers when Python exits) on 127.0.0.1:<free port>, which the VM reaches as 10.0.2.2:<port>. The
-worker token is made here, into STATE_DIR/worker-token (0600), and reaches the server through its
+worker token and the admin key (for verify.yml's `fondation-agent enqueue | job`) are made here, into
+STATE_DIR/worker-token and STATE_DIR/admin-key (0600), and reach the server through its
 environment, never its command line. FONDATION_ACCEPT_ANY_REPOSITORY_URL=1 lets the test queue a
 file:// repository inside the VM. Standard library only.
 """
@@ -28,14 +29,19 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 READY = re.compile(r"^localconvex ready on (http://127\.0\.0\.1:(\d+))$", re.MULTILINE)
 
 
-def start(state_dir: Path) -> dict:
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    token_file = state_dir / "worker-token"
-    if not token_file.exists():
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def secret_file(path: Path) -> str:
+    """A random secret kept in `path` (0600), made on first use."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(24) + "\n")
-    env = {**os.environ, "FONDATION_WORKER_TOKEN": token_file.read_text().strip(),
+    return path.read_text().strip()
+
+
+def start(state_dir: Path) -> dict:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = {**os.environ, "FONDATION_WORKER_TOKEN": secret_file(state_dir / "worker-token"),
+           "CONVEX_ADMIN_KEY": secret_file(state_dir / "admin-key"),
            "FONDATION_ACCEPT_ANY_REPOSITORY_URL": "1"}
     log = state_dir / "localconvex.log"
     with open(log, "wb") as out:

@@ -510,3 +510,51 @@ describe("queries", () => {
     expect(await t.query(api.docs.byJob, { jobId: "nope" })).toEqual([]);
   });
 });
+
+describe("acting for a user (userId)", () => {
+  test("a user's calls see and change only that user's jobs; the operator's see all", async () => {
+    const { t, enqueue, claim } = setup();
+    const alices = await enqueue({ userId: "alice" });
+    const bobs = await enqueue({ userId: "bob" });
+    expect(await t.query(api.jobs.get, { jobId: bobs, userId: "alice" })).toBeNull();
+    expect((await t.query(api.jobs.list, { userId: "alice" })).map((j) => j._id)).toEqual([alices]);
+    expect((await t.query(api.jobs.list, { userId: "alice", status: "pending" })).map((j) => j._id)).toEqual([alices]);
+    expect((await t.query(api.jobs.stats, { userId: "bob" })).counts.pending).toBe(1);
+    await expect(t.mutation(api.jobs.cancel, { jobId: bobs, userId: "alice" })).rejects.toThrow(/does not exist/);
+    await expect(t.mutation(api.jobs.retry, { jobId: bobs, userId: "alice" })).rejects.toThrow(/does not exist/);
+    expect((await t.query(api.jobs.list, {})).length).toBe(2);
+    const c = (await claim())!;
+    await t.mutation(api.worker.complete, { workerToken: TOKEN, jobId: c.job._id, leaseToken: c.leaseToken });
+    expect(await t.query(api.docs.byJob, { jobId: alices, userId: "bob" })).toEqual([]);
+  });
+
+  test("users retry failures a retry may cure, the operator any failed or canceled job", async () => {
+    const { t, enqueue, claim } = setup();
+    const failWith = async (retryable: boolean) => {
+      const jobId = await enqueue({ userId: "alice", maxAttempts: 1 });
+      const c = (await claim())!;
+      await t.mutation(api.worker.fail, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, error: "x", errorKind: "crashed", retryable });
+      return jobId;
+    };
+    const permanent = await failWith(false);
+    await expect(t.mutation(api.jobs.retry, { jobId: permanent, userId: "alice" })).rejects.toThrow(/a retry may cure/);
+    expect(await t.mutation(api.jobs.retry, { jobId: permanent })).toEqual({ status: "pending" });
+    await t.mutation(api.jobs.cancel, { jobId: permanent });
+    const transient = await failWith(true);
+    expect(await t.mutation(api.jobs.retry, { jobId: transient, userId: "alice" })).toEqual({ status: "pending" });
+    expect(await t.query(api.jobs.get, { jobId: transient })).not.toHaveProperty("failureRetryable");
+  });
+
+  test("maxUnfinished bounds one owner's unfinished jobs; the app's onComplete handle is never shown", async () => {
+    const { t, enqueue, job } = setup();
+    const onComplete = { handle: "function://;app:done", context: { x: 1 } };
+    const first = await enqueue({ userId: "alice", maxUnfinished: 2, onComplete });
+    await enqueue({ userId: "alice", maxUnfinished: 2 });
+    await expect(enqueue({ userId: "alice", maxUnfinished: 2 })).rejects.toThrow(/at most 2 unfinished jobs per user/);
+    await enqueue({ userId: "bob", maxUnfinished: 2 });
+    await t.mutation(api.jobs.cancel, { jobId: first });
+    await enqueue({ userId: "alice", maxUnfinished: 2 });
+    expect(await job(first)).not.toHaveProperty("onComplete");
+    expect((await t.query(api.jobs.list, {}))[0]).not.toHaveProperty("onComplete");
+  });
+});

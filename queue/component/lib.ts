@@ -1,6 +1,7 @@
 // Rules shared by the queue's functions: who may call, what is valid, and the numbers.
 import { ConvexError } from "convex/values";
 import type { Doc } from "./_generated/dataModel";
+import { env } from "./_generated/server";
 
 export const ACTIVE_STATUSES = ["running", "cloning", "analyzing", "gathering"] as const;
 export const UNFINISHED_STATUSES = ["pending", ...ACTIVE_STATUSES] as const;
@@ -23,6 +24,10 @@ export const MAX_DOC_CONTENT_BYTES = 1_000_000;
 export const MAX_DOCS_PER_CALL = 100;
 export const MAX_BYTES_PER_CALL = 4 * 1024 * 1024;
 export const MAX_DOCS_PER_JOB = 1_000;
+export const MAX_DEDUP_KEY_LENGTH = 200;
+export const MAX_LIST_LIMIT = 200;
+// jobs:stats counts through the status index; past this many it says "at least".
+export const STATS_COUNT_CAP = 1_000;
 
 export type ErrorCode = "unauthorized" | "invalid_argument" | "not_found" | "conflict";
 
@@ -47,7 +52,7 @@ function constantTimeEqual(a: string, b: string): boolean {
 
 /** Every worker function starts here: no configured token means no worker may call at all. */
 export function requireWorker(workerToken: string): void {
-  const expected = process.env.FONDATION_WORKER_TOKEN;
+  const expected = env.FONDATION_WORKER_TOKEN;
   if (!expected || !constantTimeEqual(workerToken, expected)) {
     refuse("unauthorized", "worker token refused (FONDATION_WORKER_TOKEN is unset or differs)");
   }
@@ -82,7 +87,7 @@ export function requireBranch(branch: string): void {
  * queue) can be exercised with hostile URLs, branches and local paths.
  */
 function acceptsAnyRepository(): boolean {
-  return process.env.FONDATION_ACCEPT_ANY_REPOSITORY_URL === "1";
+  return env.FONDATION_ACCEPT_ANY_REPOSITORY_URL === "1";
 }
 
 /** Repositories are https URLs without credentials. */
@@ -116,8 +121,8 @@ export function backoffMs(attempt: number): number {
   return Math.floor(Math.random() * ceiling);
 }
 
-/** What callers outside the worker see of a job: never the current fencing token. */
+/** What callers outside the worker see of a job: never the current fencing token, nor the app's callback. */
 export function publicJob(job: Doc<"jobs">) {
-  const { leaseToken: _leaseToken, docsLeaseToken: _docsLeaseToken, ...rest } = job;
+  const { leaseToken: _leaseToken, docsLeaseToken: _docsLeaseToken, onComplete: _onComplete, ...rest } = job;
   return rest;
 }

@@ -1,0 +1,42 @@
+// The operator's functions, over every job: internal, so only the deployment's admin key reaches
+// them (`npx convex run operator:list`, or `Authorization: Convex <admin key>` over HTTP, which
+// the `fondation-agent enqueue | jobs | job | cancel` commands send).
+import { v } from "convex/values";
+import { jobRequest, jobStatus } from "../queue/component/validators";
+import { internalMutation, internalQuery } from "./_generated/server";
+import { queue } from "./queue";
+
+export const enqueue = internalMutation({
+  args: jobRequest,
+  handler: async (ctx, args) => await queue.enqueue(ctx, args),
+});
+
+export const get = internalQuery({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.get(ctx, jobId),
+});
+
+export const list = internalQuery({
+  args: { status: v.optional(jobStatus), limit: v.optional(v.number()) },
+  handler: async (ctx, args) => await queue.list(ctx, args),
+});
+
+export const stats = internalQuery({
+  args: {},
+  handler: async (ctx) => await queue.stats(ctx),
+});
+
+export const cancel = internalMutation({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.cancel(ctx, jobId),
+});
+
+export const retry = internalMutation({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.retry(ctx, jobId),
+});
+
+export const docs = internalQuery({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.docs(ctx, jobId),
+});

@@ -1,0 +1,101 @@
+// The client a host app uses to run the queue component it installed (app.use(fondationQueue)):
+// its own functions call these methods, which is where the app puts its access rules (a
+// component's functions are never reachable by clients, and cannot see ctx.auth).
+import {
+  createFunctionHandle,
+  mutationGeneric,
+  queryGeneric,
+  type FunctionReference,
+  type GenericDataModel,
+  type GenericMutationCtx,
+  type GenericQueryCtx,
+} from "convex/server";
+import type { Infer } from "convex/values";
+import type { ComponentApi } from "../component/_generated/api";
+import type { jobStatus } from "../component/validators";
+import { workerArgs } from "../component/validators";
+
+type QueryCtx = Pick<GenericQueryCtx<GenericDataModel>, "runQuery">;
+type MutationCtx = Pick<GenericMutationCtx<GenericDataModel>, "runQuery" | "runMutation">;
+/** Who a call acts for: a user (only their jobs, the user rules), or, without userId, the operator. */
+export type Scope = { userId?: string };
+export type JobStatus = Infer<typeof jobStatus>;
+
+/** The app's mutation run once a job completes: it gets the job id and the context given at enqueue. */
+export type OnComplete = FunctionReference<"mutation", "internal", { jobId: string; context?: any }>;
+
+export type EnqueueArgs = {
+  repositoryUrl: string;
+  prompt: string;
+  branch?: string;
+  dedupKey?: string;
+  maxAttempts?: number;
+  /** The job's owner, as the app names its users. */
+  userId?: string;
+  repositoryId?: string;
+  /** Refuse (conflict) when `userId` already has this many unfinished jobs. */
+  maxUnfinished?: number;
+  /** Passed to the onComplete mutation. */
+  context?: any;
+};
+
+export class FondationQueue {
+  constructor(
+    public readonly component: ComponentApi,
+    private readonly options: { onComplete?: OnComplete } = {},
+  ) {}
+
+  async enqueue(ctx: MutationCtx, { context, ...args }: EnqueueArgs): Promise<string> {
+    const onComplete =
+      this.options.onComplete === undefined
+        ? undefined
+        : { handle: await createFunctionHandle(this.options.onComplete), context };
+    return await ctx.runMutation(this.component.jobs.enqueue, { ...args, onComplete });
+  }
+
+  async get(ctx: QueryCtx, jobId: string, scope: Scope = {}) {
+    return await ctx.runQuery(this.component.jobs.get, { jobId, ...scope });
+  }
+
+  async list(ctx: QueryCtx, args: { status?: JobStatus; limit?: number } & Scope = {}) {
+    return await ctx.runQuery(this.component.jobs.list, args);
+  }
+
+  async cancel(ctx: MutationCtx, jobId: string, scope: Scope = {}) {
+    return await ctx.runMutation(this.component.jobs.cancel, { jobId, ...scope });
+  }
+
+  async retry(ctx: MutationCtx, jobId: string, scope: Scope = {}) {
+    return await ctx.runMutation(this.component.jobs.retry, { jobId, ...scope });
+  }
+
+  async stats(ctx: QueryCtx, scope: Scope = {}) {
+    return await ctx.runQuery(this.component.jobs.stats, scope);
+  }
+
+  /** The documents of a completed job (none otherwise). */
+  async docs(ctx: QueryCtx, jobId: string, scope: Scope = {}) {
+    return await ctx.runQuery(this.component.docs.byJob, { jobId, ...scope });
+  }
+
+  /**
+   * The worker functions for the app to export from its `worker` module, so agents keep calling
+   * `worker:claim`, `worker:heartbeat`, …: public mutations that the component answers after
+   * checking the worker token itself.
+   *
+   *   export const { claim, heartbeat, saveDocs, complete, fail, release, canceled, queueDepth } = queue.workerApi();
+   */
+  workerApi() {
+    const worker = this.component.worker;
+    return {
+      claim: mutationGeneric({ args: workerArgs.claim, handler: (ctx, args) => ctx.runMutation(worker.claim, args) }),
+      heartbeat: mutationGeneric({ args: workerArgs.heartbeat, handler: (ctx, args) => ctx.runMutation(worker.heartbeat, args) }),
+      saveDocs: mutationGeneric({ args: workerArgs.saveDocs, handler: (ctx, args) => ctx.runMutation(worker.saveDocs, args) }),
+      complete: mutationGeneric({ args: workerArgs.complete, handler: (ctx, args) => ctx.runMutation(worker.complete, args) }),
+      fail: mutationGeneric({ args: workerArgs.fail, handler: (ctx, args) => ctx.runMutation(worker.fail, args) }),
+      release: mutationGeneric({ args: workerArgs.release, handler: (ctx, args) => ctx.runMutation(worker.release, args) }),
+      canceled: mutationGeneric({ args: workerArgs.canceled, handler: (ctx, args) => ctx.runMutation(worker.canceled, args) }),
+      queueDepth: queryGeneric({ args: workerArgs.queueDepth, handler: (ctx, args) => ctx.runQuery(worker.queueDepth, args) }),
+    };
+  }
+}

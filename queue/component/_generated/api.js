@@ -1,0 +1,9 @@
+/* eslint-disable */
+/**
+ * Generated `api` utility (the file `npx convex codegen` writes; kept in the
+ * repository as Convex recommends, so the project builds without a deployment).
+ */
+import { anyApi } from "convex/server";
+
+export const api = anyApi;
+export const internal = anyApi;

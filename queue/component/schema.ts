@@ -1,0 +1,66 @@
+import { defineSchema, defineTable } from "convex/server";
+import { v } from "convex/values";
+import { jobStatus, onCompleteArg } from "./validators";
+
+export default defineSchema({
+  jobs: defineTable({
+    // Fields of the existing UI's schema. userId is the owner the host app names (the repository's
+    // app: the caller's identity); jobs queued by the operator have none.
+    userId: v.optional(v.string()),
+    repositoryId: v.optional(v.string()),
+    repositoryUrl: v.string(),
+    branch: v.optional(v.string()),
+    prompt: v.string(),
+    status: jobStatus,
+    progress: v.optional(v.string()),
+    currentStep: v.optional(v.number()),
+    totalSteps: v.optional(v.number()),
+    result: v.optional(v.any()),
+    error: v.optional(v.string()),
+    createdAt: v.number(),
+    updatedAt: v.number(),
+    // Queue fields.
+    attempts: v.number(),
+    maxAttempts: v.number(),
+    availableAt: v.number(),
+    leaseOwner: v.optional(v.string()),
+    leaseToken: v.optional(v.string()),
+    leaseExpiresAt: v.optional(v.number()),
+    errorKind: v.optional(v.string()),
+    // Whether the last failure was one a retry may cure (worker:fail's `retryable`): users may
+    // retry only those.
+    failureRetryable: v.optional(v.boolean()),
+    cancelRequested: v.optional(v.boolean()),
+    dedupKey: v.optional(v.string()),
+    // Set once a job is completed, failed or canceled.
+    finishedAt: v.optional(v.number()),
+    // Claims so far (attempts minus releases would lose count): makes every lease token new.
+    claims: v.optional(v.number()),
+    // How many attempts ended because their lease ran out (the worker died or stalled).
+    leaseExpiries: v.optional(v.number()),
+    // The lease token of the attempt whose docs are the job's docs (set by worker:complete).
+    docsLeaseToken: v.optional(v.string()),
+    // The host app's mutation to run once the job completes (a function handle), and its context.
+    onComplete: v.optional(onCompleteArg),
+  })
+    .index("by_status_availableAt", ["status", "availableAt"])
+    .index("by_status_leaseExpiresAt", ["status", "leaseExpiresAt"])
+    .index("by_status_createdAt", ["status", "createdAt"])
+    .index("by_createdAt", ["createdAt"])
+    .index("by_userId_createdAt", ["userId", "createdAt"])
+    .index("by_userId_status_createdAt", ["userId", "status", "createdAt"])
+    .index("by_userId_dedupKey_status", ["userId", "dedupKey", "status"]),
+  docs: defineTable({
+    jobId: v.id("jobs"),
+    title: v.string(),
+    slug: v.string(),
+    kind: v.string(),
+    chapterIndex: v.number(),
+    content: v.string(),
+    // The claim (lease token) that wrote it: docs are staged per attempt, and the job shows only
+    // those of the attempt that completed it (jobs.docsLeaseToken).
+    leaseToken: v.string(),
+  })
+    .index("by_job_lease_chapter", ["jobId", "leaseToken", "chapterIndex"])
+    .index("by_job_lease_slug", ["jobId", "leaseToken", "slug"]),
+});

@@ -1,0 +1,49 @@
+// Argument shapes shared by the component's functions and the client class that wraps them, so
+// the app's worker:* take exactly what the component's worker functions take.
+import { v } from "convex/values";
+import { ACTIVE_STATUSES, ALL_STATUSES } from "./lib";
+
+export const jobStatus = v.union(...ALL_STATUSES.map((status) => v.literal(status)));
+export const activeStatus = v.union(...ACTIVE_STATUSES.map((status) => v.literal(status)));
+
+export const docInput = v.object({
+  title: v.string(),
+  slug: v.string(),
+  kind: v.string(),
+  chapterIndex: v.number(),
+  content: v.string(),
+});
+
+const leased = { workerToken: v.string(), jobId: v.string(), leaseToken: v.string() };
+
+/** The worker functions' arguments, by function name. */
+export const workerArgs = {
+  claim: { workerToken: v.string(), workerId: v.string(), leaseMs: v.number() },
+  heartbeat: {
+    ...leased,
+    leaseMs: v.number(),
+    status: v.optional(activeStatus),
+    progress: v.optional(v.string()),
+    currentStep: v.optional(v.number()),
+    totalSteps: v.optional(v.number()),
+  },
+  saveDocs: { ...leased, docs: v.array(docInput) },
+  complete: { ...leased, summary: v.optional(v.any()) },
+  fail: { ...leased, error: v.string(), errorKind: v.string(), retryable: v.boolean() },
+  release: { ...leased, reason: v.string() },
+  canceled: leased,
+  // `now` is the caller's clock (ms): a query must not read the time.
+  queueDepth: { workerToken: v.string(), now: v.number() },
+};
+
+/** What is asked of a job: the arguments a host app's own enqueue functions take. */
+export const jobRequest = {
+  repositoryUrl: v.string(),
+  branch: v.optional(v.string()),
+  prompt: v.string(),
+  dedupKey: v.optional(v.string()),
+  maxAttempts: v.optional(v.number()),
+};
+
+/** What a host app gives at enqueue time to hear about the job's completion. */
+export const onCompleteArg = v.object({ handle: v.string(), context: v.optional(v.any()) });

@@ -1,0 +1,394 @@
+// Worker-facing queue functions. Every call carries the deployment's worker token, and every call
+// after a claim carries the claim's lease token (a fencing token): a worker whose lease expired or
+// was taken over is answered {ok:false, reason:"lease_lost"} and writes nothing.
+import type { FunctionHandle } from "convex/server";
+import { v } from "convex/values";
+import { internal } from "./_generated/api";
+import type { Doc, Id } from "./_generated/dataModel";
+import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
+import {
+  ACTIVE_STATUSES,
+  MAX_BYTES_PER_CALL,
+  MAX_DOC_CONTENT_BYTES,
+  MAX_DOCS_PER_CALL,
+  MAX_DOCS_PER_JOB,
+  MAX_ERROR_LENGTH,
+  MAX_LEASE_MS,
+  MAX_PROGRESS_LENGTH,
+  MIN_LEASE_MS,
+  backoffMs,
+  isActive,
+  newLeaseToken,
+  refuse,
+  requireInteger,
+  requireLength,
+  requireWorker,
+} from "./lib";
+import { workerArgs } from "./validators";
+
+const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
+// Stalled jobs past their attempts are failed during a claim; bound that work per call.
+const MAX_CANDIDATES_PER_CLAIM = 20;
+const PURGE_PAGE = 32;
+// worker:queueDepth reads at most this many jobs per status; past it, the answer says "capped".
+const DEPTH_COUNT_CAP = 100;
+
+/** The lease is ours only if the token is the current one and has not run out. */
+async function leasedJob(ctx: MutationCtx, jobId: string, leaseToken: string) {
+  const id = ctx.db.normalizeId("jobs", jobId);
+  if (id === null) refuse("invalid_argument", `${JSON.stringify(jobId)} is not a job id`);
+  const job = await ctx.db.get(id);
+  if (job === null) refuse("not_found", `job ${jobId} does not exist`);
+  const held =
+    job.leaseToken !== undefined &&
+    job.leaseToken === leaseToken &&
+    isActive(job.status) &&
+    (job.leaseExpiresAt ?? 0) >= Date.now();
+  return held ? job : null;
+}
+
+function requireLeaseMs(leaseMs: number): void {
+  requireInteger("leaseMs", leaseMs, MIN_LEASE_MS, MAX_LEASE_MS);
+}
+
+const endOfLease = {
+  leaseOwner: undefined,
+  leaseToken: undefined,
+  leaseExpiresAt: undefined,
+};
+
+/** Drops an ended attempt's staged docs, a page at a time (Convex bounds a mutation's reads). */
+async function discardAttemptDocs(ctx: MutationCtx, jobId: Id<"jobs">, leaseToken: string) {
+  await ctx.scheduler.runAfter(0, internal.worker.purgeAttemptDocs, { jobId, leaseToken });
+}
+
+export const purgeAttemptDocs = internalMutation({
+  args: { jobId: v.id("jobs"), leaseToken: v.string() },
+  handler: async (ctx, { jobId, leaseToken }) => {
+    const job = await ctx.db.get(jobId);
+    if (job !== null && (job.docsLeaseToken === leaseToken || job.leaseToken === leaseToken)) {
+      return; // these docs are the job's result or still being written
+    }
+    const page = await ctx.db
+      .query("docs")
+      .withIndex("by_job_lease_chapter", (q) => q.eq("jobId", jobId).eq("leaseToken", leaseToken))
+      .take(PURGE_PAGE);
+    for (const staleDoc of page) await ctx.db.delete(staleDoc._id);
+    if (page.length === PURGE_PAGE) await discardAttemptDocs(ctx, jobId, leaseToken);
+  },
+});
+
+/** The oldest eligible job: pending and due, or active with an expired lease (a stalled job). */
+async function oldestEligible(ctx: MutationCtx, now: number): Promise<Doc<"jobs"> | null> {
+  let best: Doc<"jobs"> | null = null;
+  let bestSince = Infinity;
+  const due = await ctx.db
+    .query("jobs")
+    .withIndex("by_status_availableAt", (q) => q.eq("status", "pending").lte("availableAt", now))
+    .first();
+  if (due !== null) [best, bestSince] = [due, due.availableAt];
+  for (const status of ACTIVE_STATUSES) {
+    const stalled = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status).lt("leaseExpiresAt", now))
+      .first();
+    if (stalled !== null && stalled.leaseExpiresAt! < bestSince) {
+      [best, bestSince] = [stalled, stalled.leaseExpiresAt!];
+    }
+  }
+  return best;
+}
+
+/** A stalled job that cannot be claimed again: canceled if asked, else failed. Returns true if so. */
+async function retireStalled(ctx: MutationCtx, job: Doc<"jobs">, now: number): Promise<boolean> {
+  const leaseExpiries = (job.leaseExpiries ?? 0) + 1;
+  await ctx.db.patch(job._id, { leaseExpiries });
+  await discardAttemptDocs(ctx, job._id, job.leaseToken!);
+  if (job.cancelRequested) {
+    await ctx.db.patch(job._id, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
+    return true;
+  }
+  if (job.attempts >= job.maxAttempts) {
+    await ctx.db.patch(job._id, {
+      ...endOfLease,
+      status: "failed",
+      errorKind: "lease_expired",
+      failureRetryable: true,
+      error:
+        `the worker's lease expired ${leaseExpiries} time(s) (last worker: ${job.leaseOwner}); ` +
+        `gave up after ${job.attempts} of ${job.maxAttempts} attempts`,
+      updatedAt: now,
+      finishedAt: now,
+    });
+    return true;
+  }
+  return false;
+}
+
+export const claim = mutation({
+  args: workerArgs.claim,
+  handler: async (ctx, { workerToken, workerId, leaseMs }) => {
+    requireWorker(workerToken);
+    if (workerId.length === 0) refuse("invalid_argument", "workerId must not be empty");
+    requireLength("workerId", workerId, 200);
+    requireLeaseMs(leaseMs);
+    const now = Date.now();
+    for (let i = 0; i < MAX_CANDIDATES_PER_CLAIM; i++) {
+      const job = await oldestEligible(ctx, now);
+      if (job === null) return null;
+      if (job.status !== "pending" && (await retireStalled(ctx, job, now))) continue;
+      const claims = (job.claims ?? 0) + 1;
+      const leaseToken = newLeaseToken(claims);
+      const attempt = job.attempts + 1;
+      await ctx.db.patch(job._id, {
+        status: "running",
+        attempts: attempt,
+        claims,
+        leaseOwner: workerId,
+        leaseToken,
+        leaseExpiresAt: now + leaseMs,
+        progress: `Claimed by ${workerId}`,
+        currentStep: undefined,
+        totalSteps: undefined,
+        error: undefined,
+        errorKind: undefined,
+        failureRetryable: undefined,
+        updatedAt: now,
+      });
+      const claimed = (await ctx.db.get(job._id))!;
+      return { job: { ...claimed, leaseToken: undefined }, leaseToken, attempt };
+    }
+    return null;
+  },
+});
+
+export const heartbeat = mutation({
+  args: workerArgs.heartbeat,
+  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, ...report }) => {
+    requireWorker(workerToken);
+    requireLeaseMs(leaseMs);
+    if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
+    if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, 1000);
+    if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, 1000);
+    const job = await leasedJob(ctx, jobId, leaseToken);
+    if (job === null) return LEASE_LOST;
+    const now = Date.now();
+    const changes = Object.fromEntries(Object.entries(report).filter(([, value]) => value !== undefined));
+    await ctx.db.patch(job._id, { ...changes, leaseExpiresAt: now + leaseMs, updatedAt: now });
+    return { ok: true, cancelRequested: job.cancelRequested === true };
+  },
+});
+
+export const saveDocs = mutation({
+  args: workerArgs.saveDocs,
+  handler: async (ctx, { workerToken, jobId, leaseToken, docs }) => {
+    requireWorker(workerToken);
+    if (docs.length > MAX_DOCS_PER_CALL) {
+      refuse("invalid_argument", `at most ${MAX_DOCS_PER_CALL} docs per call, got ${docs.length}`);
+    }
+    const encoder = new TextEncoder();
+    let callBytes = 0;
+    for (const { title, slug, kind, chapterIndex, content } of docs) {
+      requireLength("title", title, 500);
+      requireLength("kind", kind, 50);
+      if (!/^[a-z0-9][a-z0-9._-]{0,199}$/.test(slug)) {
+        refuse("invalid_argument", `slug ${JSON.stringify(slug)} must be 1-200 of a-z 0-9 . _ - (lower case)`);
+      }
+      requireInteger("chapterIndex", chapterIndex, 0, MAX_DOCS_PER_JOB);
+      const bytes = encoder.encode(content).length;
+      if (bytes > MAX_DOC_CONTENT_BYTES) {
+        refuse("invalid_argument", `doc ${slug} is ${bytes} bytes; a document holds at most ${MAX_DOC_CONTENT_BYTES}`);
+      }
+      callBytes += bytes;
+    }
+    if (callBytes > MAX_BYTES_PER_CALL) {
+      refuse("invalid_argument", `${callBytes} bytes of docs in one call; send at most ${MAX_BYTES_PER_CALL}`);
+    }
+    const job = await leasedJob(ctx, jobId, leaseToken);
+    if (job === null) return LEASE_LOST;
+    let added = 0;
+    for (const d of docs) {
+      // Keyed by slug within the attempt, so a call repeated after a lost response adds nothing.
+      const existing = await ctx.db
+        .query("docs")
+        .withIndex("by_job_lease_slug", (q) => q.eq("jobId", job._id).eq("leaseToken", leaseToken).eq("slug", d.slug))
+        .unique();
+      if (existing !== null) await ctx.db.replace(existing._id, { ...d, jobId: job._id, leaseToken });
+      else {
+        await ctx.db.insert("docs", { ...d, jobId: job._id, leaseToken });
+        added++;
+      }
+    }
+    if (added > 0) {
+      const count = (await ctx.db
+        .query("docs")
+        .withIndex("by_job_lease_chapter", (q) => q.eq("jobId", job._id).eq("leaseToken", leaseToken))
+        .take(MAX_DOCS_PER_JOB + 1)).length;
+      if (count > MAX_DOCS_PER_JOB) refuse("invalid_argument", `a job holds at most ${MAX_DOCS_PER_JOB} docs`);
+    }
+    return { ok: true, saved: docs.length };
+  },
+});
+
+export const complete = mutation({
+  args: workerArgs.complete,
+  handler: async (ctx, { workerToken, jobId, leaseToken, summary }) => {
+    requireWorker(workerToken);
+    const job = await leasedJob(ctx, jobId, leaseToken);
+    if (job === null) {
+      // A repeated call whose first answer was lost (a read timeout): it did complete the job.
+      const done = await ctx.db.get(ctx.db.normalizeId("jobs", jobId)!);
+      return done?.status === "completed" && done.docsLeaseToken === leaseToken ? { ok: true } : LEASE_LOST;
+    }
+    const now = Date.now();
+    // Other attempts' docs were discarded when those attempts ended; from now on the job's docs
+    // are exactly this attempt's.
+    await ctx.db.patch(job._id, {
+      ...endOfLease,
+      status: "completed",
+      docsLeaseToken: leaseToken,
+      result: summary,
+      progress: "Completed",
+      cancelRequested: undefined,
+      updatedAt: now,
+      finishedAt: now,
+    });
+    if (job.onComplete !== undefined) {
+      // Its own transaction, after this one commits: the app's copy of the docs may be large.
+      await ctx.scheduler.runAfter(0, internal.worker.runOnComplete, { jobId: job._id });
+    }
+    return { ok: true };
+  },
+});
+
+/** Runs the host app's onComplete mutation (a function handle given at enqueue) for a completed job. */
+export const runOnComplete = internalMutation({
+  args: { jobId: v.id("jobs") },
+  handler: async (ctx, { jobId }) => {
+    const job = await ctx.db.get(jobId);
+    if (job?.status !== "completed" || job.onComplete === undefined) return;
+    const { handle, context } = job.onComplete;
+    await ctx.runMutation(handle as FunctionHandle<"mutation">, { jobId, context });
+  },
+});
+
+export const fail = mutation({
+  args: workerArgs.fail,
+  handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable }) => {
+    requireWorker(workerToken);
+    if (!/^[a-z][a-z0-9_]{0,49}$/.test(errorKind)) {
+      refuse("invalid_argument", `errorKind ${JSON.stringify(errorKind)} must be snake_case, at most 50 characters`);
+    }
+    const job = await leasedJob(ctx, jobId, leaseToken);
+    if (job === null) return LEASE_LOST;
+    const now = Date.now();
+    const message = error.length > MAX_ERROR_LENGTH ? `${error.slice(0, MAX_ERROR_LENGTH - 1)}…` : error;
+    await discardAttemptDocs(ctx, job._id, leaseToken);
+    const willRetry = retryable && !job.cancelRequested && job.attempts < job.maxAttempts;
+    if (willRetry) {
+      const availableAt = now + backoffMs(job.attempts);
+      await ctx.db.patch(job._id, {
+        ...endOfLease,
+        status: "pending",
+        availableAt,
+        error: message,
+        errorKind,
+        failureRetryable: retryable,
+        progress: `Retrying after attempt ${job.attempts} of ${job.maxAttempts} failed`,
+        updatedAt: now,
+      });
+      return { ok: true, willRetry, availableAt };
+    }
+    await ctx.db.patch(job._id, {
+      ...endOfLease,
+      status: job.cancelRequested ? "canceled" : "failed",
+      error: message,
+      errorKind,
+      failureRetryable: retryable,
+      updatedAt: now,
+      finishedAt: now,
+    });
+    return { ok: true, willRetry };
+  },
+});
+
+export const release = mutation({
+  args: workerArgs.release,
+  handler: async (ctx, { workerToken, jobId, leaseToken, reason }) => {
+    requireWorker(workerToken);
+    requireLength("reason", reason, MAX_PROGRESS_LENGTH);
+    const job = await leasedJob(ctx, jobId, leaseToken);
+    if (job === null) return LEASE_LOST;
+    const now = Date.now();
+    await discardAttemptDocs(ctx, job._id, leaseToken);
+    if (job.cancelRequested) {
+      await ctx.db.patch(job._id, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
+      return { ok: true };
+    }
+    await ctx.db.patch(job._id, {
+      ...endOfLease,
+      status: "pending",
+      attempts: job.attempts - 1, // a released attempt does not count
+      availableAt: now,
+      progress: `Released: ${reason}`,
+      currentStep: undefined,
+      totalSteps: undefined,
+      updatedAt: now,
+    });
+    return { ok: true };
+  },
+});
+
+export const canceled = mutation({
+  args: workerArgs.canceled,
+  handler: async (ctx, { workerToken, jobId, leaseToken }) => {
+    requireWorker(workerToken);
+    const job = await leasedJob(ctx, jobId, leaseToken);
+    if (job === null) return LEASE_LOST;
+    if (!job.cancelRequested) refuse("conflict", `job ${jobId} has no cancel request to acknowledge`);
+    const now = Date.now();
+    await discardAttemptDocs(ctx, job._id, leaseToken);
+    await ctx.db.patch(job._id, {
+      ...endOfLease,
+      status: "canceled",
+      progress: "Canceled",
+      updatedAt: now,
+      finishedAt: now,
+    });
+    return { ok: true };
+  },
+});
+
+/**
+ * How deep the queue is, for the agents' metrics: pending jobs that are due at `now` (the caller's
+ * clock: a query must not read the time), when the longest-waiting one became due, and active jobs.
+ * Reads at most DEPTH_COUNT_CAP + 1 jobs per status through the status indexes; `capped` says a
+ * count is "at least".
+ */
+export const queueDepth = query({
+  args: workerArgs.queueDepth,
+  handler: async (ctx, { workerToken, now }) => {
+    requireWorker(workerToken);
+    const due = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_availableAt", (q) => q.eq("status", "pending").lte("availableAt", now))
+      .take(DEPTH_COUNT_CAP + 1);
+    let capped = due.length > DEPTH_COUNT_CAP;
+    let active = 0;
+    for (const status of ACTIVE_STATUSES) {
+      const page = await ctx.db
+        .query("jobs")
+        .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status))
+        .take(DEPTH_COUNT_CAP + 1);
+      active += Math.min(page.length, DEPTH_COUNT_CAP);
+      capped ||= page.length > DEPTH_COUNT_CAP;
+    }
+    return {
+      pending: Math.min(due.length, DEPTH_COUNT_CAP),
+      // by_status_availableAt is ordered by availableAt: the first due job has waited longest.
+      oldestPendingAvailableAt: due.length > 0 ? due[0].availableAt : null,
+      active,
+      capped,
+    };
+  },
+});
