@@ -2,7 +2,9 @@
 
 Starts localconvex (the local stand-in for a Convex deployment), queues a job for this very
 repository, runs one agent with the demo course CLI (examples/course-cli), follows the job to its
-end, prints its final state and the titles of its documents, and stops everything.
+end (printing each status and step as the web UI would show them), prints its documents by kind
+(yaml, chapter, tutorial, toc), and stops everything. `make demo DEMO_CLI_LOG=silent` runs the demo
+CLI silent, so the steps come from the files it writes; `tty` and `progress` pick its other forms.
 
 The demo allows local repositories (`allow_local_repositories`, and
 FONDATION_ACCEPT_ANY_REPOSITORY_URL on the backend); production accepts only https URLs on
@@ -11,6 +13,7 @@ allowed hosts.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -19,15 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from fondation_agent.contract import STEPS
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE_CLI = ROOT / "examples" / "course-cli" / "cli.mjs"
 TERMINAL = ("completed", "failed", "canceled")
+SHOWN_PER_KIND = 4
+STEP_DELAY_MS = 1500  # each of the six steps takes this long, so every one shows
 
 
-def write_config(directory: Path, convex_url: str, token: str) -> Path:
+def write_config(directory: Path, convex_url: str, token: str, cli_log: str) -> Path:
     token_file = directory / "worker-token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
@@ -43,7 +49,7 @@ def write_config(directory: Path, convex_url: str, token: str) -> Path:
         "heartbeat_interval = 5\n"
         "allow_local_repositories = true\n"
         f'cli_command = "{node} {COURSE_CLI} analyze {{repo}} --profile demo"\n'
-        'cli_env = { COURSE_CLI_STEP_DELAY_MS = "300" }\n'
+        f'cli_env = {{ COURSE_CLI_STEP_DELAY_MS = "{STEP_DELAY_MS}", COURSE_CLI_LOG = "{cli_log}" }}\n'
         'metrics_address = "127.0.0.1:0"\n'
         'log_format = "console"\n'
     )
@@ -56,9 +62,10 @@ def follow(client: ConvexHttp, job_id: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.query("operator:get", {"jobId": job_id})
-        shown = (job["status"], job.get("progress"))
+        shown = (job["status"], job.get("progress"), job.get("currentStep"))
         if shown != last:
-            print(f"  job {job['status']:<10} {job.get('progress', '')}", flush=True)
+            step = f"[step {int(job['currentStep'])}/{int(job['totalSteps'])}]" if job.get("currentStep") else ""
+            print(f"  job {job['status']:<10} {step:<12} {job.get('progress', '')}", flush=True)
             last = shown
         if job["status"] in TERMINAL:
             return job
@@ -70,6 +77,7 @@ def main() -> int:
     if not (ROOT / ".git").exists():
         print("demo: run it from a git checkout (the job clones this repository)", file=sys.stderr)
         return 1
+    cli_log = os.environ.get("DEMO_CLI_LOG") or "json"
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="fondation-demo-") as scratch:
         directory = Path(scratch)
@@ -84,7 +92,8 @@ def main() -> int:
                 {"repositoryUrl": str(ROOT), "prompt": "A tour of fondation-agent for new contributors."},
             )
             print(f"queued job {job_id} for {ROOT}")
-            config = write_config(directory, backend.url, token)
+            config = write_config(directory, backend.url, token, cli_log)
+            print(f"demo CLI log: {cli_log} ({len(STEPS)} steps of {STEP_DELAY_MS / 1000:g} s)")
             agent_log = directory / "agent.log"
             with open(agent_log, "wb") as log:
                 agent = subprocess.Popen(
@@ -103,8 +112,13 @@ def main() -> int:
                 print(f"error [{job.get('errorKind')}]: {job['error']}")
             docs = client.query("operator:docs", {"jobId": job_id})
             print(f"{len(docs)} documents:")
-            for doc in docs:
-                print(f"  {int(doc['chapterIndex']):>3}  {doc['title']}")
+            for kind in ("yaml", "toc", "chapter", "tutorial"):
+                of_kind = [doc for doc in docs if doc["kind"] == kind]
+                print(f"  {kind} ({len(of_kind)}):")
+                for doc in of_kind[:SHOWN_PER_KIND]:
+                    print(f"    {int(doc['chapterIndex']):>3}  {doc['title']}")
+                if len(of_kind) > SHOWN_PER_KIND:
+                    print(f"         … and {len(of_kind) - SHOWN_PER_KIND} more")
             return 0 if job["status"] == "completed" and docs else 1
         finally:
             if agent is not None and agent.poll() is None:

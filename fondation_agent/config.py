@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fondation_agent.netpolicy import PolicyError, parse_networks
+from fondation_agent.queue_limits import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
@@ -89,6 +90,10 @@ class Config:
     metrics_address: str = "127.0.0.1:9810"
     log_format: str = "json"
     health_max_silence: float = 60.0
+    # A host whose attempts keep failing host-side (host_pause.py) stops claiming for a while.
+    host_failure_threshold: int = 3
+    host_pause_initial: float = 60.0
+    host_pause_max: float = 1800.0
     # Convex client
     convex_timeout: float = 15.0
 
@@ -223,6 +228,13 @@ def _validate(config: Config) -> list[str]:
     require(config.log_format in ("json", "console"), "log_format", "must be json or console")
     for key in ("clone_max_bytes", "clone_max_files", "max_doc_bytes", "max_docs", "max_output_bytes"):
         require(getattr(config, key) > 0, key, "must be more than 0")
+    require(config.max_doc_bytes <= MAX_DOC_CONTENT_BYTES, "max_doc_bytes",
+            f"must be at most {MAX_DOC_CONTENT_BYTES} (what the queue accepts)")
+    require(config.max_docs <= MAX_DOCS_PER_JOB, "max_docs",
+            f"must be at most {MAX_DOCS_PER_JOB} (what the queue accepts)")
+    require(1 <= config.host_failure_threshold <= 100, "host_failure_threshold", "must be from 1 to 100")
+    require(0 < config.host_pause_initial <= config.host_pause_max, "host_pause_initial",
+            "must be more than 0 seconds and at most host_pause_max")
     if config.metrics_address:
         host, _, port = config.metrics_address.rpartition(":")
         require(

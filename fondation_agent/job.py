@@ -15,10 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fondation_agent.cli_output import read_cli_line
 from fondation_agent.config import Config
-from fondation_agent.contract import Progress, cli_argv, cli_environment, parse_progress
-from fondation_agent.convex_api import Claim, ConvexUnavailable, FunctionError, LeaseLost, WorkerApi
+from fondation_agent.contract import SEED_OUTPUT_DIR, Progress, cli_argv, cli_environment, remove_shipped_files
+from fondation_agent.convex_api import Claim, ConvexUnavailable, FunctionError, InvalidArgument, LeaseLost, WorkerApi
+from fondation_agent.failures import HOST_ERRNOS, HOST_ERROR, classify_cli_failure
 from fondation_agent.metrics import Metrics
+from fondation_agent.progress_watch import OutputWatcher
+from fondation_agent.queue_limits import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, bounded
 from fondation_agent.repo import (
     CloneAborted,
     CloneFailed,
@@ -26,42 +30,36 @@ from fondation_agent.repo import (
     check_repository,
     clone_repository,
 )
-from fondation_agent.results import (
-    SEED_OUTPUT_DIR,
-    InvalidOutput,
-    chunks,
-    collect_documents,
-    remove_shipped_output,
-    total_bytes,
-)
-from fondation_agent.results import (
-    Limits as ResultLimits,
-)
+from fondation_agent.results import InvalidOutput, chunks, collect_documents, total_bytes
+from fondation_agent.results import Limits as ResultLimits
 from fondation_agent.sandbox import Limits, Outcome
+from fondation_agent.untrusted import clean_text
 from fondation_agent.workspace import Workspace, is_safe_job_id
 
 # Why a job stops before its end.
 CANCELED = "canceled"
 LEASE_LOST = "lease_lost"
 RELEASED = "released"
+HOST_FAILURE = "host_failure"  # a jobs_finished_total outcome: released, the host's fault
 
-# How a CLI outcome becomes a failure: (errorKind, retryable).
+# How a CLI outcome becomes a failure: (errorKind, retryable); an exit code is read further
+# (failures.classify_cli_failure).
 CLI_FAILURES = {
-    "exit-code": ("cli_failed", True),
     "signal": ("crashed", True),
     "timeout": ("timeout", True),
     "oom-kill": ("oom", False),  # the same limits would kill it again
 }
-MAX_RELAYED_LINES = 5000  # per job: a CLI flooding stdout must not flood the journal
+MAX_RELAYED_LINES = 5000  # per job: a CLI flooding stdout must not flood the journal (then only new steps)
 PROGRESS_BEAT_MIN_INTERVAL = 1.0
 T = TypeVar("T")
 
 
 class JobFailure(Exception):
-    def __init__(self, message: str, kind: str, retryable: bool):
+    def __init__(self, message: str, kind: str, retryable: bool, *, host: bool = False):
         super().__init__(message)
         self.kind = kind
         self.retryable = retryable
+        self.host = host  # this host's problem, not the job's: released, and counted towards a pause
 
 
 class JobStopped(Exception):
@@ -78,6 +76,8 @@ class LeaseKeeper(threading.Thread):
         self._report: dict[str, Any] = {}
         self._urgent = False
         self._last_beat = claimed_at  # the claim itself set the lease
+        self._progress_pending = False
+        self._step = 0  # currentStep never goes backwards within an attempt
         self._wake = threading.Condition()
         self._done = False
 
@@ -85,17 +85,25 @@ class LeaseKeeper(threading.Thread):
         """False once a lease_time has passed since Convex last renewed it: it has certainly expired."""
         return time.monotonic() - self.last_renewed < self.job.config.lease_time
 
-    def report(self, *, status: str | None = None, progress: Progress | None = None, text: str | None = None) -> None:
+    def report(self, *, status: str | None = None, progress: Progress | None = None, text: str | None = None) -> bool:
+        """Queues a report for the next heartbeat; with progress, True when it moves to a later step
+        (progress of an earlier step than one reported is dropped)."""
         with self._wake:
+            advanced = False
             if status is not None:
                 self._report["status"] = status
                 self._urgent = True
             if progress is not None:
-                self._report.update(progress=progress.describe(), currentStep=progress.step, totalSteps=progress.total)
-                self._urgent = self._urgent or time.monotonic() - self._last_beat >= PROGRESS_BEAT_MIN_INTERVAL
+                if progress.step < self._step:
+                    return False
+                advanced, self._step = progress.step > self._step, progress.step
+                self._report.update(progress=bounded(progress.describe(), MAX_PROGRESS_LENGTH),
+                                    currentStep=progress.step, totalSteps=progress.total)
+                self._progress_pending = True  # sent within PROGRESS_BEAT_MIN_INTERVAL of the last beat
             elif text is not None:
-                self._report["progress"] = text
+                self._report["progress"] = bounded(text, MAX_PROGRESS_LENGTH)
             self._wake.notify()
+            return advanced
 
     def finish(self) -> None:
         with self._wake:
@@ -107,15 +115,18 @@ class LeaseKeeper(threading.Thread):
         interval = self.job.config.heartbeat_interval
         while True:
             with self._wake:
-                deadline = self._last_beat + interval
-                while not self._done and not self._urgent and time.monotonic() < deadline:
-                    self._wake.wait(timeout=max(0.0, deadline - time.monotonic()))
+                while not self._done and not self._urgent and time.monotonic() < self._deadline(interval):
+                    self._wake.wait(timeout=max(0.0, self._deadline(interval) - time.monotonic()))
                 if self._done:
                     return
-                report, self._report, self._urgent = self._report, {}, False
+                report, self._report, self._urgent, self._progress_pending = self._report, {}, False, False
                 self._last_beat = time.monotonic()
             if not self._beat(report):
                 return
+
+    def _deadline(self, interval: float) -> float:
+        wait = min(interval, PROGRESS_BEAT_MIN_INTERVAL) if self._progress_pending else interval
+        return self._last_beat + wait
 
     def _beat(self, report: dict[str, Any]) -> bool:
         """One heartbeat; False when the job must stop renewing (lease lost)."""
@@ -125,6 +136,13 @@ class LeaseKeeper(threading.Thread):
         except LeaseLost:
             job.stop(LEASE_LOST)
             return False
+        except InvalidArgument as error:
+            # Convex refused what we reported: sending it again would be refused again until the
+            # lease ran out. Renew the lease now with nothing but itself.
+            job.log.error("heartbeat refused; its report is dropped", error=str(error), report=sorted(report))
+            with self._wake:
+                self._urgent = True
+            return True
         except (ConvexUnavailable, FunctionError) as error:
             with self._wake:  # resend what did not arrive, and try again soon
                 self._report = {**report, **self._report}
@@ -168,6 +186,8 @@ class Job:
         self._lock = threading.Lock()
         self._cli: Any = None
         self._relayed_lines = 0
+        self._last_cli_error: str | None = None  # the CLI's last error-level log line
+        self.host_failure: JobFailure | None = None
         self.status = "running"
 
     # ---- control from other threads -------------------------------------------------------------
@@ -219,6 +239,8 @@ class Job:
         except (LeaseLost, ConvexUnavailable):
             raise
         except Exception as error:  # a bug of ours must not kill the worker or lose the job
+            if isinstance(error, OSError) and error.errno in HOST_ERRNOS:  # a full disk, no memory
+                return self._end_failed(JobFailure(f"host problem: {error}", HOST_ERROR, True, host=True))
             self.log.exception("internal error in the agent")
             return self._end_failed(JobFailure(f"internal agent error: {error!r}", "agent_error", True))
 
@@ -239,7 +261,9 @@ class Job:
         self._enter("cloning", f"Cloning {source.display}")
         with self._stage("clone"):
             commit = self._clone(source, workspace)
-        remove_shipped_output(workspace.repo)
+        removed = remove_shipped_files(workspace.repo)
+        if removed:
+            self.log.info("removed from the clone before the CLI runs", paths=removed)
 
         self._enter("analyzing", "Running the course generator")
         with self._stage("cli"):
@@ -247,9 +271,7 @@ class Job:
         if outcome.result == "stopped":
             raise JobStopped
         if outcome.result != "success":
-            kind, retryable = CLI_FAILURES[outcome.result]
-            detail = f": {outcome.stderr_tail[-1500:]}" if outcome.stderr_tail else ""
-            raise JobFailure(outcome.describe(self._limits()) + detail, kind, retryable)
+            raise self._cli_failure(outcome)
 
         self._enter("gathering", "Collecting the documents")
         with self._stage("results"):
@@ -257,7 +279,11 @@ class Job:
         with self._stage("upload"):
             for chunk in chunks(documents):
                 self._check_stop()
-                self._reliably(lambda chunk=chunk: self.api.save_docs(self.claim, chunk))
+                try:
+                    self._reliably(lambda chunk=chunk: self.api.save_docs(self.claim, chunk))
+                except InvalidArgument as refused:  # a check of ours missed it: still the output's fault
+                    raise JobFailure(f"invalid CLI output: Convex refused it: {refused}", "invalid_output",
+                                     False) from None
         self._check_stop()
         summary = {"documents": len(documents), "bytes": total_bytes(documents), "commit": commit,
                    "worker": self.config.worker_id, "attempt": self.claim.attempt}
@@ -279,6 +305,8 @@ class Job:
         except CloneAborted:
             raise JobStopped from None
         except CloneFailed as failure:
+            if "No space left on device" in str(failure):  # git's words for ENOSPC: the host's disk
+                raise JobFailure(f"host problem: {failure}", HOST_ERROR, True, host=True) from None
             raise JobFailure(str(failure), failure.kind, failure.retryable) from None
 
     def _limits(self) -> Limits:
@@ -294,11 +322,18 @@ class Job:
         with self._lock:
             if self.stop_reason is not None:
                 raise JobStopped
-            self._cli = self.runner.start(argv, env=env, cwd=workspace.repo, unit=unit, limits=self._limits())
+            try:
+                self._cli = self.runner.start(argv, env=env, cwd=workspace.repo, unit=unit, limits=self._limits())
+            except OSError as error:  # the CLI (or the sandbox's launcher) is missing or not executable
+                raise JobFailure(f"the CLI cannot be started: {error}", HOST_ERROR, True, host=True) from None
         self.log.info("CLI started", pid=getattr(self._cli, "pid", None), unit=unit, sandbox=self.runner.name)
         relay = threading.Thread(target=self._relay_output, args=(self._cli,), daemon=True, name=f"relay-{job_id}")
         relay.start()
+        watcher = OutputWatcher([workspace.output, workspace.repo / SEED_OUTPUT_DIR],
+                                lambda progress: self.keeper.report(progress=progress), name=f"watch-{job_id}")
+        watcher.start()
         outcome = self._cli.wait()
+        watcher.stop()
         relay.join(timeout=5)
         with self._lock:
             self._cli = None
@@ -306,17 +341,31 @@ class Job:
         return outcome
 
     def _relay_output(self, cli: Any) -> None:
-        """Carries the CLI's stdout into the journal (with the job's id) and its progress to Convex."""
-        for line in cli.stdout_lines():
+        """Carries the CLI's stdout into the journal (with the job's id, at the level the CLI logged
+        it) and its progress to Convex. Past MAX_RELAYED_LINES only lines that reach a new step are
+        relayed, so at most MAX_STEP more."""
+        for raw in cli.stdout_lines():
             self.metrics.cli_lines.inc()
-            progress = parse_progress(line)
-            if progress is not None:
-                self.keeper.report(progress=progress)
+            line = read_cli_line(raw)
+            advanced = line.progress is not None and self.keeper.report(progress=line.progress)
+            if line.error:
+                self._last_cli_error = line.error
             self._relayed_lines += 1
-            if progress is not None or self._relayed_lines <= MAX_RELAYED_LINES:
-                self.log.info(line[:2000], stream="stdout")
+            if advanced or self._relayed_lines <= MAX_RELAYED_LINES:
+                getattr(self.log, line.level)(line.text, stream="stdout")
             elif self._relayed_lines == MAX_RELAYED_LINES + 1:
-                self.log.warning(f"more than {MAX_RELAYED_LINES} lines of CLI output; only progress lines follow")
+                self.log.warning(f"more than {MAX_RELAYED_LINES} lines of CLI output; only new steps follow")
+
+    def _cli_failure(self, outcome: Outcome) -> JobFailure:
+        """The failure of a CLI that did not succeed, its message from stderr or, when that says
+        nothing, from its last error-level log line (the real CLI logs its failures on stdout)."""
+        said = clean_text(outcome.stderr_tail[-1500:], 1500) or self._last_cli_error or ""
+        message = outcome.describe(self._limits()) + (f": {said}" if said else "")
+        if outcome.result != "exit-code":
+            kind, retryable = CLI_FAILURES[outcome.result]
+            return JobFailure(message, kind, retryable)
+        classified = classify_cli_failure(said)
+        return JobFailure(message, classified.kind, classified.retryable, host=classified.host)
 
     def _collect(self, workspace: Workspace):
         c = self.config
@@ -379,6 +428,15 @@ class Job:
     def _end_failed(self, failure: JobFailure) -> str:
         if self.stop_reason is not None:
             return self._end_stopped()
+        if failure.host:
+            # Not the job's fault: hand it back uncounted, for a healthy host to run.
+            self.log.error("host problem; job released", error=str(failure), error_kind=failure.kind)
+            self.host_failure = failure
+            reason = f"host problem on {self.config.worker_id} ({failure.kind}): {failure}"
+            reason = bounded(reason, MAX_PROGRESS_LENGTH)
+            self._finally(lambda: self.api.release(self.claim, reason))
+            return HOST_FAILURE
         self.log.warning("job failed", error=str(failure), error_kind=failure.kind, retryable=failure.retryable)
-        result = self._finally(lambda: self.api.fail(self.claim, str(failure), failure.kind, failure.retryable))
+        error = bounded(str(failure), MAX_ERROR_LENGTH)
+        result = self._finally(lambda: self.api.fail(self.claim, error, failure.kind, failure.retryable))
         return "retrying" if result.get("willRetry") else "failed"

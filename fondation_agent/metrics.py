@@ -60,9 +60,6 @@ class Metrics:
                                "Unix time of the last claim call that Convex answered.", registry=r)
         self.draining = Gauge(f"{PREFIX}_draining", "1 while the agent drains before stopping.", registry=r)
         self.cli_lines = Counter(f"{PREFIX}_cli_output_lines", "Lines the CLI printed on stdout.", registry=r)
-        # Set by the pause after repeated host-side failures (Claude authentication, billing); 0 until then.
-        self.paused = Gauge(f"{PREFIX}_paused", "1 while the agent stops claiming after repeated host-side failures.",
-                            registry=r)
         self.service_restarts = Gauge(f"{PREFIX}_service_restarts",
                                       "systemd's automatic restarts of this agent's unit (NRestarts) at start-up.",
                                       registry=r)
@@ -75,6 +72,10 @@ class Metrics:
         self.queue_capped = Gauge(f"{PREFIX}_queue_counts_capped",
                                   "1 when a queue count stopped at Convex's read bound (it is at least that).",
                                   registry=r)
+        self.host_paused = Gauge(f"{PREFIX}_host_paused",
+                                 "1 while claiming is paused after repeated host-side failures.", registry=r)
+        self.host_failures = Counter(f"{PREFIX}_host_failures", "Attempts released for a host-side failure, by kind.",
+                                     ["kind"], registry=r)
 
     def set_queue_depth(self, depth: dict, now: float) -> None:
         """worker:queueDepth's answer; `now` is the Unix time the query was asked for."""

@@ -1,33 +1,49 @@
 """Turning the CLI's output directory into documents, without trusting anything in it.
 
+The real CLI's layout (docs/cli-contract.md): step1_abstractions.yaml, step2_relationships.yaml and
+step3_order.yaml (→ `yaml` documents), chapters/ and reviewed-chapters/ (→ `chapter`: a reviewed
+chapter replaces the raw one of the same number), tutorials/ (→ `tutorial`), and a `toc` the agent
+builds from the order and the abstractions' names. Other Markdown files may carry front matter.
+
 The CLI ran on an untrusted repository, so its output directory may hold symlinks to secrets,
 FIFOs, huge files or deep trees. Everything is opened relative to a directory descriptor with
 O_NOFOLLOW: a symlink anywhere (the directory itself, a subdirectory, a file) is skipped, never
-followed, so nothing outside the output directory is ever read.
+followed, so nothing outside the output directory is ever read. A document Convex would refuse
+(queue_limits.py) is refused here, naming its file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from fondation_agent import queue_limits as q
+from fondation_agent.contract import ABSTRACTIONS, ORDER, RELATIONSHIPS
+from fondation_agent.untrusted import UntrustedInput, clean_text, load_yaml, open_directory, read_regular_file
 
 MAX_DEPTH = 4
-# What one worker:saveDocs call may carry (convex/lib.ts: MAX_DOCS_PER_CALL, MAX_BYTES_PER_CALL),
-# with room for the JSON around the content.
-CHUNK_MAX_DOCS = 100
-CHUNK_MAX_BYTES = 3 * 1024 * 1024
+# worker:saveDocs calls stay well under the queue's per-call limits (room for the JSON around).
+CHUNK_MAX_DOCS = q.MAX_DOCS_PER_CALL
+CHUNK_MAX_BYTES = q.MAX_BYTES_PER_CALL * 3 // 4
+# The platform's document kinds (its docs table: chapter | tutorial | toc | yaml).
+KINDS = ("chapter", "tutorial", "toc", "yaml")
+YAML_FILES = {ABSTRACTIONS: (1, "Abstractions"), RELATIONSHIPS: (2, "Relationships"), ORDER: (3, "Chapter order")}
+# Where a file lies says what it is; reviewed chapters replace raw ones.
+DIRECTORY_KINDS = {"chapters": "chapter", "reviewed-chapters": "chapter", "tutorials": "tutorial"}
+REVIEWED_DIR = "reviewed-chapters"
+MAX_FRONT_MATTER_BYTES = 16 * 1024
 
-_LEADING_NUMBER = re.compile(r"^(\d{1,4})[-_. ]")
+# `chapter_3_name.md`, `reviewed_chapter_3_name.md`, `tutorial_3_name.md` (the real CLI), `03_name.md`.
+_NUMBERED = re.compile(r"^(?:reviewed_)?(?:chapter|tutorial)_(\d{1,4})(?:_|$)|^(\d{1,4})[-_. ]")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|])")  # `\_` in a heading reads `_`
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -61,14 +77,16 @@ class Limits:
 
 
 def slugify(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
-    return slug[:200] or "document"
+    """A slug Convex accepts (queue_limits.SLUG_PATTERN): lower case, starting with a letter or digit."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
+    slug = re.sub(r"^[^a-z0-9]+", "", slug)[:200].rstrip("-.")
+    return slug or "document"
 
 
-def _read_markdown_files(directory: Path, limits: Limits) -> Iterator[tuple[str, bytes]]:
-    """Yields (relative path, bytes) of regular *.md files, refusing links and oversized files."""
+def _files(directory: Path, limits: Limits) -> Iterator[tuple[str, bytes]]:
+    """(relative path, bytes) of the top-level YAML files and all *.md files, refusing oversized ones."""
     try:
-        root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        root = open_directory(directory)
     except FileNotFoundError:
         return
     except OSError as error:
@@ -83,9 +101,8 @@ def _read_markdown_files(directory: Path, limits: Limits) -> Iterator[tuple[str,
                     relative = f"{prefix}{name}"
                     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                     if stat.S_ISDIR(info.st_mode) and depth < MAX_DEPTH:
-                        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                        stack.append((child, f"{relative}/", depth + 1))
-                    elif stat.S_ISREG(info.st_mode) and name.endswith(".md"):
+                        stack.append((open_directory(name, fd), f"{relative}/", depth + 1))
+                    elif stat.S_ISREG(info.st_mode) and (name.endswith(".md") or relative in YAML_FILES):
                         if info.st_size > limits.max_doc_bytes:
                             raise InvalidOutput(
                                 f"{relative} is {info.st_size} bytes; a document may be at most "
@@ -94,10 +111,13 @@ def _read_markdown_files(directory: Path, limits: Limits) -> Iterator[tuple[str,
                         total += info.st_size
                         if total > limits.max_total_bytes:
                             raise InvalidOutput(
-                                f"the output holds more than {limits.max_total_bytes} bytes of Markdown "
+                                f"the output holds more than {limits.max_total_bytes} bytes of documents "
                                 "(max_output_bytes)"
                             )
-                        yield relative, _read_regular_file(fd, name, limits.max_doc_bytes)
+                        try:
+                            yield relative, read_regular_file(fd, name, limits.max_doc_bytes)
+                        except UntrustedInput as error:
+                            raise InvalidOutput(f"{relative}: {error}") from None
                     # Anything else (symlinks above all, FIFOs, devices) is never opened.
             finally:
                 os.close(fd)
@@ -106,66 +126,154 @@ def _read_markdown_files(directory: Path, limits: Limits) -> Iterator[tuple[str,
             os.close(fd)
 
 
-def _read_regular_file(dir_fd: int, name: str, max_bytes: int) -> bytes:
-    # O_NONBLOCK: a FIFO swapped in after the stat cannot block us; fstat re-checks what we opened.
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise InvalidOutput(f"{name} changed into something other than a file while being read")
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise InvalidOutput(f"{name} grew past {max_bytes} bytes while being read (max_doc_bytes)")
-    return data
-
-
 def _front_matter(relative: str, text: str) -> tuple[dict[str, Any], str]:
     match = _FRONT_MATTER.match(text)
     if match is None:
         return {}, text
+    if len(match[1]) > MAX_FRONT_MATTER_BYTES:
+        raise InvalidOutput(f"{relative}: front matter over {MAX_FRONT_MATTER_BYTES} bytes")
     try:
-        meta = yaml.safe_load(match[1]) or {}
-    except yaml.YAMLError as error:
-        raise InvalidOutput(f"{relative}: front matter is not valid YAML: {error}") from None
+        meta = load_yaml(match[1], f"{relative}: front matter") or {}
+    except UntrustedInput as error:
+        raise InvalidOutput(str(error)) from None
     if not isinstance(meta, dict):
         raise InvalidOutput(f"{relative}: front matter must be a mapping of title, slug, kind, chapterIndex")
     return meta, text[match.end() :]
 
 
-def _document(relative: str, data: bytes, position: int) -> Document:
-    text = data.decode("utf-8", errors="replace")
-    meta, body = _front_matter(relative, text)
-    stem = Path(relative).name.removesuffix(".md")
-    number = _LEADING_NUMBER.match(stem)
+def _markdown(relative: str, data: bytes) -> Document:
+    """The document of a Markdown file; chapterIndex -1 when neither front matter nor name gives one."""
+    meta, body = _front_matter(relative, data.decode("utf-8", errors="replace"))
+    folder, _, name = relative.rpartition("/")
+    stem = name.removesuffix(".md")
+    number = _NUMBERED.match(stem)
     heading = _HEADING.search(body)
-    title = meta.get("title", heading[1] if heading else stem)
-    slug = meta.get("slug", slugify(relative.removesuffix(".md").replace("/", "-")))
-    kind = meta.get("kind", "chapter")
-    chapter_index = meta.get("chapterIndex", int(number[1]) if number else position)
+    title = meta.get("title", _MARKDOWN_ESCAPE.sub(r"\1", heading[1]) if heading else stem)
+    default_slug = stem.removeprefix("reviewed_") if folder in DIRECTORY_KINDS else relative.removesuffix(".md")
+    slug = meta.get("slug", default_slug.replace("/", "-"))
+    kind = meta.get("kind", DIRECTORY_KINDS.get(folder, "chapter"))
+    chapter_index = meta.get("chapterIndex", int(number[1] or number[2]) if number else -1)
     if not isinstance(title, str) or not isinstance(kind, str) or not isinstance(slug, str):
         raise InvalidOutput(f"{relative}: title, slug and kind must be strings")
-    if isinstance(chapter_index, bool) or not isinstance(chapter_index, int) or chapter_index < 0:
-        raise InvalidOutput(f"{relative}: chapterIndex must be a whole number ≥ 0, got {chapter_index!r}")
-    return Document(title.strip()[:500] or stem, slugify(slug), kind[:50], chapter_index, body)
+    if kind not in KINDS:
+        raise InvalidOutput(f"{relative}: kind {clean_text(kind, 50)!r} is not one of {', '.join(KINDS)}")
+    if isinstance(chapter_index, bool) or not isinstance(chapter_index, int) or not (
+        0 <= chapter_index <= q.MAX_DOCS_PER_JOB or (chapter_index == -1 and "chapterIndex" not in meta)
+    ):
+        raise InvalidOutput(
+            f"{relative}: chapterIndex must be a whole number from 0 to {q.MAX_DOCS_PER_JOB}, "
+            f"got {clean_text(repr(chapter_index), 40)}"
+        )
+    title = q.bounded(clean_text(title, q.MAX_TITLE_LENGTH) or stem, q.MAX_TITLE_LENGTH)
+    return Document(title, slugify(slug), kind, chapter_index, body)
+
+
+def _yaml_document(relative: str, data: bytes) -> Document:
+    step, title = YAML_FILES[relative]
+    return Document(title, slugify(relative.removesuffix(".yaml")), "yaml", step, data.decode("utf-8", "replace"))
+
+
+def _numbered(documents: list[tuple[str, Document]]) -> list[tuple[str, Document]]:
+    """Files without a number come after the numbered ones, in file order."""
+    following = max((document.chapter_index for _, document in documents), default=-1) + 1
+    numbered = []
+    for relative, document in documents:
+        if document.chapter_index == -1:
+            document = dataclasses.replace(document, chapter_index=min(following, q.MAX_DOCS_PER_JOB))
+            following += 1
+        numbered.append((relative, document))
+    return numbered
+
+
+def _chapters(documents: list[tuple[str, Document]]) -> list[Document]:
+    """One chapter per chapterIndex: a reviewed chapter replaces the raw one; two others clash."""
+    by_index: dict[int, tuple[str, Document]] = {}
+    for relative, document in documents:
+        if document.kind != "chapter":
+            continue
+        reviewed = relative.startswith(f"{REVIEWED_DIR}/")
+        held = by_index.get(document.chapter_index)
+        if held is not None:
+            held_reviewed = held[0].startswith(f"{REVIEWED_DIR}/")
+            if held_reviewed == reviewed:
+                raise InvalidOutput(
+                    f"{held[0]} and {relative} are both chapter {document.chapter_index} (chapterIndex)"
+                )
+            if held_reviewed:
+                continue
+        by_index[document.chapter_index] = (relative, document)
+    return [document for _, document in by_index.values()]
+
+
+def _table_of_contents(yaml_documents: dict[str, Document], chapters: list[Document]) -> Document | None:
+    """A `toc` from step3_order.yaml's order and step1_abstractions.yaml's names, else the chapters'
+    titles."""
+    def parsed(name: str) -> Any:
+        document = yaml_documents.get(name)
+        try:
+            return load_yaml(document.content, name) if document else None
+        except UntrustedInput:
+            return None
+
+    order, abstractions = parsed(ORDER), parsed(ABSTRACTIONS)
+    entries = []
+    if isinstance(order, dict) and isinstance(order.get("order"), list):
+        descriptions = {}
+        if isinstance(abstractions, list):
+            descriptions = {str(a.get("name", "")).strip(): a.get("description") for a in abstractions
+                            if isinstance(a, dict)}
+        for item in order["order"][: q.MAX_DOCS_PER_JOB]:
+            name = str(item.get("name", "")).strip() if isinstance(item, dict) else str(item)
+            description = descriptions.get(name)
+            line = clean_text(name, 200)
+            if isinstance(description, str) and description.strip():
+                line += f" — {clean_text(description, 300)}"
+            entries.append(line)
+    else:
+        entries = [document.title for document in sorted(chapters, key=lambda d: d.chapter_index)]
+    if not entries:
+        return None
+    content = "# Table of contents\n\n" + "".join(f"{i}. {entry}\n" for i, entry in enumerate(entries, 1))
+    return Document("Table of contents", "toc", "toc", 0, content)
+
+
+def _check(document: Document, limits: Limits) -> None:
+    """Refuses here what worker:saveDocs would refuse (queue_limits), so a job fails once, clearly."""
+    size = len(document.content.encode())
+    limit = min(limits.max_doc_bytes, q.MAX_DOC_CONTENT_BYTES)
+    if size > limit:
+        raise InvalidOutput(f"document {document.slug!r} is {size} bytes; at most {limit} (max_doc_bytes)")
+    if not q.SLUG.match(document.slug) or len(document.kind) > q.MAX_KIND_LENGTH:
+        raise InvalidOutput(f"document {document.slug!r}: slug or kind the queue would refuse")
 
 
 def collect_documents(directories: list[Path], limits: Limits) -> list[Document]:
-    """Documents from the first directory that has Markdown files, ordered by chapter."""
+    """Documents from the first directory that has any, in the platform's kinds, ordered by chapter."""
+    max_docs = min(limits.max_docs, q.MAX_DOCS_PER_JOB)
     for directory in directories:
         # One past max_docs is enough to refuse: a CLI that wrote 300,000 files is not read in full.
-        files = list(itertools.islice(_read_markdown_files(directory, limits), limits.max_docs + 1))
+        files = list(itertools.islice(_files(directory, limits), max_docs + 1))
         if files:
             break
     else:
-        raise InvalidOutput("the CLI wrote no Markdown documents (looked in: "
-                            + ", ".join(d.name for d in directories) + ")")
-    if len(files) > limits.max_docs:
-        raise InvalidOutput(f"the CLI wrote more than {limits.max_docs} documents (max_docs)")
-    documents = [_document(relative, data, position) for position, (relative, data) in enumerate(files)]
+        raise InvalidOutput("the CLI wrote no documents (looked in: " + ", ".join(d.name for d in directories) + ")")
+    if len(files) > max_docs:
+        raise InvalidOutput(f"the CLI wrote more than {max_docs} documents (max_docs)")
+    yaml_documents = {relative: _yaml_document(relative, data) for relative, data in files if relative in YAML_FILES}
+    markdown = _numbered([(relative, _markdown(relative, data))
+                          for relative, data in files if relative not in YAML_FILES])
+    chapters = _chapters(markdown)
+    documents = [*yaml_documents.values(), *chapters, *(d for _, d in markdown if d.kind != "chapter")]
+    if not any(document.kind == "toc" for document in documents):
+        toc = _table_of_contents(yaml_documents, chapters)
+        documents += [toc] if toc else []
+    for document in documents:
+        _check(document, limits)
     slugs = [document.slug for document in documents]
     duplicates = sorted({slug for slug in slugs if slugs.count(slug) > 1})
     if duplicates:
         raise InvalidOutput(f"two documents share the slug {duplicates[0]!r}")
-    return sorted(documents, key=lambda document: (document.chapter_index, document.slug))
+    return sorted(documents, key=lambda document: (document.chapter_index, KINDS.index(document.kind), document.slug))
 
 
 def chunks(documents: list[Document]) -> Iterator[list[dict[str, Any]]]:
@@ -185,18 +293,3 @@ def chunks(documents: list[Document]) -> Iterator[list[dict[str, Any]]]:
 
 def total_bytes(documents: list[Document]) -> int:
     return sum(len(document.content.encode()) for document in documents)
-
-
-SEED_OUTPUT_DIR = ".claude-tutorial-output"
-
-
-def remove_shipped_output(repo: Path) -> bool:
-    """Deletes an output directory that came with the repository, so it cannot pass as results."""
-    shipped = repo / SEED_OUTPUT_DIR
-    if shipped.is_symlink() or shipped.is_file():
-        shipped.unlink()
-        return True
-    if shipped.is_dir():
-        shutil.rmtree(shipped)
-        return True
-    return False

@@ -24,7 +24,8 @@ from pathlib import Path
 from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
 from fondation_agent.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
-from fondation_agent.job import RELEASED, Job
+from fondation_agent.host_pause import HostPause
+from fondation_agent.job import HOST_FAILURE, RELEASED, Job
 from fondation_agent.logs import configure_logging, get_logger
 from fondation_agent.metrics import Metrics, MetricsServer
 from fondation_agent.notify import Notifier, systemd_restarts
@@ -65,6 +66,8 @@ class Worker:
         self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
         self.jobs_lock = threading.Lock()
         self.counts = {"completed": 0, "failed": 0, "other": 0}
+        self.host_pause = HostPause(config.host_failure_threshold, config.host_pause_initial, config.host_pause_max)
+        self.was_paused = False
         # Loop state (main thread only, but flags are set by signal handlers).
         self.draining = False
         self.release_now = False
@@ -97,10 +100,14 @@ class Worker:
         loop_alive = loop_age < max(10.0, 3 * LOOP_TICK)
         # Silence, not the last call's outcome: one dropped keep-alive connection is no outage.
         convex_ok = convex_age is not None and convex_age < self.config.health_max_silence
+        paused = self.host_pause.describe()
         with self.jobs_lock:
             running = sorted(self.jobs)
+        healthy = loop_alive and convex_ok and not paused
+        reason = "main loop stalled" if not loop_alive else "Convex silent" if not convex_ok else paused or None
         body = {
-            "status": "ok" if loop_alive and convex_ok else "unhealthy",
+            "status": "ok" if healthy else "unhealthy",
+            "reason": reason,
             "worker_id": self.config.worker_id,
             "version": __version__,
             "loop_age_seconds": round(loop_age, 3),
@@ -110,14 +117,17 @@ class Worker:
             "slots_total": self.config.concurrency,
             "jobs": running,
             "draining": self.draining,
+            "paused_seconds_left": round(self.host_pause.paused_for(), 1),
         }
-        return loop_alive and convex_ok, body
+        return healthy, body
 
     def _status_line(self) -> str:
         with self.jobs_lock:
             running = ", ".join(f"{job_id} ({job.status})" for job_id, (job, _) in sorted(self.jobs.items()))
             busy = len(self.jobs)
+        paused = self.host_pause.describe()
         state = "draining; " if self.draining else ("Convex unreachable; " if self.convex_reachable is False else "")
+        state += f"{paused}; " if paused else ""
         return (
             f"{state}{busy}/{self.config.concurrency} slots busy"
             + (f": {running}" if running else "")
@@ -214,6 +224,8 @@ class Worker:
         return True
 
     def _claim_into_free_slots(self) -> None:
+        if self.host_pause.paused_for():
+            return
         # A stop signal may land during a claim: claim nothing more once draining.
         while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self.next_poll:
             claimed_at = time.monotonic()
@@ -271,6 +283,7 @@ class Worker:
         except Exception:  # job.run handles its own errors; this only keeps the slot from leaking
             job.log.exception("job thread crashed")
         finally:
+            self._count_for_host(job, outcome)
             self.metrics.jobs_finished.labels(outcome).inc()
             self.metrics.job_duration.labels(outcome).observe(time.monotonic() - job.claimed_at)
             with self.jobs_lock:
@@ -278,6 +291,17 @@ class Worker:
                 self.metrics.slots_busy.set(len(self.jobs))
                 self.counts[outcome if outcome in ("completed", "failed") else "other"] += 1
             self._wake()
+
+    def _count_for_host(self, job: Job, outcome: str) -> None:
+        failure = job.host_failure
+        if outcome == HOST_FAILURE and failure is not None:
+            self.metrics.host_failures.labels(failure.kind).inc()
+            seconds = self.host_pause.host_failure(failure.kind, str(failure))
+            if seconds:
+                self.log.error("host problems in a row: claiming paused", seconds=seconds,
+                               reason=self.host_pause.reason)
+        elif outcome in ("completed", "failed", "retrying"):
+            self.host_pause.job_ended_normally()
 
     def _drain(self) -> bool:
         """Drain step; False once nothing is left to wait for."""
@@ -308,11 +332,22 @@ class Worker:
             if ignored:
                 self.log.warning("these settings change only at restart", keys=ignored)
             self.config = dataclasses.replace(fresh, **kept)
+            pause = self.host_pause
+            pause.threshold, pause.initial, pause.maximum = (
+                fresh.host_failure_threshold, fresh.host_pause_initial, fresh.host_pause_max)
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)
+        if self.host_pause.resume():  # the operator may have fixed the host: try again now
+            self.log.info("reload: claiming resumes after a pause for host problems")
         self.notifier.ready(self._status_line())
 
     def _report(self) -> None:
+        paused = bool(self.host_pause.paused_for())
+        if paused != self.was_paused:
+            self.metrics.host_paused.set(int(paused))
+            if not paused:
+                self.log.info("pause for host problems over: claiming again")
+            self.was_paused = paused
         self.notifier.watchdog()
         status = self._status_line()
         if status != self.last_status:

@@ -145,6 +145,9 @@ EVERY_KEY = {
     "metrics_address": ("0.0.0.0:9811", "0.0.0.0:9811"),
     "log_format": ("console", "console"),
     "health_max_silence": ("120", 120.0),
+    "host_failure_threshold": ("5", 5),
+    "host_pause_initial": ("30", 30.0),
+    "host_pause_max": ("600", 600.0),
     "convex_timeout": ("5", 5.0),
 }
 
@@ -223,6 +226,10 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("tasks_max = 4", "tasks_max: must be at least 8"),
         ("git_token_owners = ['https://github.com/acme']", "git_token_owners: 'https://github.com/acme' must be OWNER"),
         ("max_docs = 0", "max_docs: must be more than 0"),
+        ("max_docs = 1001", "max_docs: must be at most 1000 (what the queue accepts)"),
+        ("max_doc_bytes = 2000000", "max_doc_bytes: must be at most 1000000 (what the queue accepts)"),
+        ("host_failure_threshold = 0", "host_failure_threshold: must be from 1 to 100"),
+        ("host_pause_initial = 3600", "host_pause_initial: must be more than 0 seconds and at most host_pause_max"),
         ("worker_id = ''", "worker_id: must be 1-200 characters"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,20 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fondation_agent.cli_output import read_cli_line
+from fondation_agent.contract import STEPS
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "examples" / "course-cli" / "cli.mjs"
 NODE = shutil.which("node") or "node"  # required: a missing node fails these tests, never skips them
 GIT = shutil.which("git") or "git"
 
-STEPS = [
-    "Extracting abstractions",
-    "Analyzing relationships",
-    "Determining order",
-    "Generating chapters",
-    "Reviewing chapters",
-    "Creating tutorials",
-]
-FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -63,28 +58,31 @@ def git_commit(repo: Path) -> None:
     subprocess.run([*git, "-C", str(repo), "commit", "-q", "-m", "init"], check=True)
 
 
-def read_course(out: Path) -> dict[str, tuple[dict, str]]:
-    """file name -> (front matter, body) for every Markdown file the CLI wrote."""
-    course = {}
-    for p in sorted(out.iterdir()):
-        assert p.is_file() and not p.is_symlink(), p
-        text = p.read_text()
-        m = FRONT_MATTER.match(text)
-        assert m, f"{p.name} has no front matter"
-        course[p.name] = (yaml.safe_load(m.group(1)), text[m.end() :])
+def read_course(out: Path) -> dict[str, dict]:
+    """The real CLI's layout: the three YAML files (parsed) and the Markdown of each directory."""
+    course: dict[str, dict] = {}
+    for name in ("step1_abstractions", "step2_relationships", "step3_order"):
+        course[name] = yaml.safe_load((out / f"{name}.yaml").read_text())
+    for directory in ("chapters", "reviewed-chapters", "tutorials"):
+        files = sorted((out / directory).iterdir())
+        assert all(p.is_file() and not p.is_symlink() and p.suffix == ".md" for p in files), files
+        course[directory] = {p.name: p.read_text() for p in files}
     return course
 
 
-def chapter_paths(course: dict[str, tuple[dict, str]]) -> list[str]:
-    """Module paths of the chapters, in chapter order."""
-    chapters = sorted(
-        (fm for fm, _ in course.values() if fm["kind"] == "chapter"), key=lambda fm: fm["chapterIndex"]
-    )
-    return [fm["title"].split(": ", 1)[1] for fm in chapters]
+def chapter_paths(course: dict[str, dict]) -> list[str]:
+    """Module paths of the chapters, in chapter order (step3_order.yaml)."""
+    return [item["name"] for item in course["step3_order"]["order"]]
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def pino_lines(stdout: str) -> list[dict]:
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert all({"level", "time", "pid", "hostname", "msg"} <= set(line) for line in lines), lines
+    return lines
 
 
 PY_FILES = {
@@ -122,51 +120,77 @@ def py_repo(tmp_path: Path) -> Path:
 # --- the contract ----------------------------------------------------------------------------
 
 
-def test_progress_lines_files_and_front_matter(py_repo: Path, tmp_path: Path) -> None:
+def test_json_log_steps_and_the_real_layout(py_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = run_cli("analyze", py_repo, "--profile", "production", env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
 
-    progress = [line for line in r.stdout.splitlines() if line.startswith("[PROGRESS]")]
-    assert progress == [f"[PROGRESS] Step {i}/6: {text}" for i, text in enumerate(STEPS, 1)]
-    others = [line for line in r.stdout.splitlines() if not line.startswith("[PROGRESS]")]
-    assert any(f"found {len(PY_MODULES)} modules" in line for line in others), r.stdout
-    assert not any(re.search(r"Step \d+/\d+", line) for line in others)
+    lines = pino_lines(r.stdout)
+    steps = [line for line in lines if line["msg"].startswith("[FONDATION_STEP_")]
+    assert [line["msg"] for line in steps] == [f"[FONDATION_STEP_{i}/6] {text}" for i, text in enumerate(STEPS, 1)]
+    assert [line["step"] for line in steps] == [f"{i}/6" for i in range(1, 7)]
+    assert all(line["level"] == 30 for line in lines)
+    others = [line["msg"] for line in lines if line not in steps]
+    assert not any(re.search(r"Step \d+/\d+|\[\d+/\d+\]", msg) for msg in others)
+    parsed = [read_cli_line(raw).progress for raw in r.stdout.splitlines()]
+    assert [(p.step, p.text) for p in parsed if p] == list(enumerate(STEPS, 1)), "the agent reads these steps"
 
     course = read_course(out)
-    names = sorted(course)
-    assert names[0] == "00_index.md"
-    assert len(names) == 1 + len(PY_MODULES)  # index + one chapter per Python module
-    for name, (fm, body) in course.items():
-        assert set(fm) == {"title", "slug", "kind", "chapterIndex"}, name
-        assert isinstance(fm["title"], str) and fm["title"]
-        assert isinstance(fm["slug"], str) and re.fullmatch(r"[a-z0-9-]+", fm["slug"])
-        assert fm["kind"] in ("index", "chapter")
-        assert type(fm["chapterIndex"]) is int
-        assert name.startswith(f"{fm['chapterIndex']:02d}_")
-        assert body.strip()
-
-    index_fm, index_body = course["00_index.md"]
-    assert index_fm == {"title": "shop-repo: a course", "slug": "index", "kind": "index", "chapterIndex": 0}
-    assert "A toy shop that sells widgets." in index_body  # README's first paragraph
-    chapters = [(fm, body) for fm, body in course.values() if fm["kind"] == "chapter"]
-    assert sorted(fm["chapterIndex"] for fm, _ in chapters) == list(range(1, len(PY_MODULES) + 1))
-    assert len({fm["slug"] for fm, _ in chapters}) == len(PY_MODULES)
-    for name, (fm, _) in course.items():
-        if fm["kind"] == "chapter":
-            assert re.fullmatch(r"Chapter \d+: .+", fm["title"])
-            assert fm["title"].startswith(f"Chapter {fm['chapterIndex']}: ")
-            assert f"]({name})" in index_body  # the index links every chapter
-
     assert sorted(chapter_paths(course)) == PY_MODULES
+    abstractions = course["step1_abstractions"]
+    assert [a["name"] for a in abstractions] == chapter_paths(course)
+    assert all(a["file_paths"] == [a["name"]] and a["description"] for a in abstractions)
+    assert [item["index"] for item in course["step3_order"]["order"]] == list(range(len(PY_MODULES)))
+    relationships = course["step2_relationships"]
+    assert "A toy shop that sells widgets." in relationships["summary"]  # README's first paragraph
+    names = chapter_paths(course)
+    imports = {(names[r["from_abstraction"]], names[r["to_abstraction"]]) for r in relationships["relationships"]}
+    assert imports == {(module, dep) for module, deps in PY_IMPORTS.items() for dep in deps}
+
+    chapters, reviewed, tutorials = course["chapters"], course["reviewed-chapters"], course["tutorials"]
+    assert len(chapters) == len(reviewed) == len(tutorials) == len(PY_MODULES)
+    assert sorted(reviewed) == sorted(f"reviewed_{name}" for name in chapters)
+    for name, body in chapters.items():
+        index = int(re.fullmatch(r"chapter_(\d+)_[a-z0-9-]+\.md", name)[1])
+        assert f"\n# Chapter {index}: {names[index - 1]}\n" in body.replace("\\_", "_")
+        assert not body.startswith("---"), "no front matter, like the real CLI"
+        assert f"tutorial_{index}_" + name.split("_", 2)[2] in tutorials
+        assert reviewed[f"reviewed_{name}"].startswith(body.replace("](chapter_", "](reviewed_chapter_"))
 
     # The money chapter: summary, definitions, who uses it, a fenced excerpt.
-    money = next(body for fm, body in chapters if fm["title"].endswith(": shop/money.py"))
+    money = next(body for body in chapters.values() if ": shop/money.py\n" in body)
     assert "Money arithmetic in cents." in money
     assert "`add`" in money and "`Price`" in money and "`total`" in money
     used_by = money.split("**Used by:**", 1)[1].split("##", 1)[0]
     assert "shop/catalog.py" in used_by and "shop/cart.py" in used_by
     assert "```python\ndef add(a, b):" in money
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ("tty", [f"[{i}/6] {phase}: {text}" for i, (phase, text) in enumerate(zip(
+            ["Extract", "Analyze", "Order", "Generate", "Review", "Tutorials"], STEPS, strict=True), 1)]),
+        ("progress", [f"[PROGRESS] Step {i}/6: {text}" for i, text in enumerate(STEPS, 1)]),
+        ("silent", []),
+    ],
+)
+def test_the_other_log_forms_write_the_same_course(py_repo: Path, tmp_path: Path, form: str, expected) -> None:
+    reference, out = tmp_path / "json", tmp_path / form
+    assert run_cli("analyze", py_repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(reference))).returncode == 0
+    r = run_cli("analyze", py_repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(out), COURSE_CLI_LOG=form))
+    assert r.returncode == 0, r.stderr
+    steps = [line for line in r.stdout.splitlines() if read_cli_line(line).progress]
+    assert steps == expected
+    if form == "silent":
+        assert r.stdout == r.stderr == ""
+    assert snapshot(out) == snapshot(reference)
+
+
+def test_an_unknown_log_form_is_a_usage_error(py_repo: Path) -> None:
+    r = run_cli("analyze", py_repo, env=clean_env(COURSE_CLI_LOG="xml"))
+    assert r.returncode == 2 and "COURSE_CLI_LOG" in r.stderr
 
 
 def test_chapter_order_follows_imports(py_repo: Path, tmp_path: Path) -> None:
@@ -231,9 +255,9 @@ def test_symlinks_are_never_followed(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     course = read_course(out)
     assert chapter_paths(course) == ["real.py"]
-    for name, (_, body) in course.items():
-        assert secret_token not in body, name
-        assert "leak.py" not in body.replace("import leak", ""), name
+    for name, body in snapshot(out).items():
+        assert secret_token.encode() not in body, name
+        assert b"leak.py" not in body.replace(b"import leak", b""), name
     assert secret_token not in r.stdout + r.stderr
 
 
@@ -241,13 +265,13 @@ def test_output_dir_from_env_and_default(py_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "elsewhere" / "course"  # parents are created
     r = run_cli("analyze", py_repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
     assert r.returncode == 0, r.stderr
-    assert (out / "00_index.md").is_file()
+    assert (out / "step1_abstractions.yaml").is_file()
     default = py_repo / ".claude-tutorial-output"
     assert not default.exists()
 
     r = run_cli("analyze", py_repo, env=clean_env())
     assert r.returncode == 0, r.stderr
-    assert (default / "00_index.md").is_file()
+    assert (default / "step1_abstractions.yaml").is_file()
     assert snapshot(default) == snapshot(out)
     # a second run skips its own output dir: it does not become part of the course
     r = run_cli("analyze", py_repo, env=clean_env())
@@ -260,7 +284,7 @@ def test_output_inside_repo_is_not_analyzed(py_repo: Path) -> None:
     for _ in range(2):
         r = run_cli("analyze", py_repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
         assert r.returncode == 0, r.stderr
-    assert len(list(out.iterdir())) == 1 + len(PY_MODULES)
+    assert sorted(chapter_paths(read_course(out))) == PY_MODULES
 
 
 def test_deterministic_output(py_repo: Path, tmp_path: Path) -> None:
@@ -280,14 +304,12 @@ def test_deterministic_output(py_repo: Path, tmp_path: Path) -> None:
     assert snapshot(c) == snapshot(a)
 
 
-def test_prompt_appears_in_index(py_repo: Path, tmp_path: Path) -> None:
+def test_prompt_appears_in_the_relationships_summary(py_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    prompt = "Explain the cart\n# not a heading <b>nor html</b>"
+    prompt = "Explain the cart\n# and\tmore"
     r = run_cli("analyze", py_repo, f"--prompt={prompt}", env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
     assert r.returncode == 0, r.stderr
-    _, index = read_course(out)["00_index.md"]
-    assert "> Explain the cart" in index
-    assert "<b>" not in index and "\n# not" not in index
+    assert read_course(out)["step2_relationships"]["summary"].endswith("Focus requested: Explain the cart # and more")
 
 
 def test_skips_vendored_hidden_binary_large_and_empty_files(tmp_path: Path) -> None:
@@ -330,10 +352,10 @@ def test_chapters_are_capped_at_40(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     course = read_course(out)
     order = chapter_paths(course)
-    assert len(order) == 40 and len(course) == 41
+    assert len(order) == 40 and len(course["chapters"]) == len(course["tutorials"]) == 40
     assert order[0] == "core.py"  # the most imported module is kept and comes first
-    _, index = course["00_index.md"]
-    assert "capped at 40 chapters" in index and "46 source modules" in index
+    assert any(line["msg"] == "capped the course at 40 chapters (46 non-empty modules)"
+               for line in pino_lines(r.stdout))
 
 
 def test_stale_chapters_from_an_earlier_run_are_removed(tmp_path: Path) -> None:
@@ -342,11 +364,12 @@ def test_stale_chapters_from_an_earlier_run_are_removed(tmp_path: Path) -> None:
     git_commit(repo)
     out = tmp_path / "out"
     assert run_cli("analyze", repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(out))).returncode == 0
-    (out / "notes.md").write_text("mine")
-    (out / "07_mine.md").write_text("not written by the CLI")
+    (out / "chapters" / "notes.md").write_text("mine")
+    (out / "chapters" / "chapter_7_mine.md").write_text("not written by the CLI")
     (repo / "b.py").unlink()
     assert run_cli("analyze", repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(out))).returncode == 0
-    assert sorted(p.name for p in out.iterdir()) == ["00_index.md", "01_a.md", "07_mine.md", "notes.md"]
+    assert sorted(p.name for p in (out / "chapters").iterdir()) == ["chapter_1_a.md", "chapter_7_mine.md", "notes.md"]
+    assert sorted(p.name for p in (out / "tutorials").iterdir()) == ["tutorial_1_a.md"]
 
 
 def test_progress_is_streamed_live(py_repo: Path, tmp_path: Path) -> None:
@@ -359,13 +382,13 @@ def test_progress_is_streamed_live(py_repo: Path, tmp_path: Path) -> None:
         assert proc.stdout is not None
         seen = []
         for line in proc.stdout:
-            if line.startswith("[PROGRESS]"):
-                seen.append((line.strip(), proc.poll()))
+            if "FONDATION_STEP_" in line:
+                seen.append((json.loads(line)["msg"], proc.poll()))
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert [s for s, _ in seen] == [f"[PROGRESS] Step {i}/6: {t}" for i, t in enumerate(STEPS, 1)]
+    assert [s for s, _ in seen] == [f"[FONDATION_STEP_{i}/6] {t}" for i, t in enumerate(STEPS, 1)]
     assert seen[0][1] is None  # step 1 arrived while the CLI was still running
     assert time.monotonic() - started >= 5 * 0.4
 
@@ -389,7 +412,7 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
     r = run_cli(*args, env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "usage:" in r.stderr
-    assert "[PROGRESS]" not in r.stdout
+    assert "FONDATION_STEP" not in r.stdout
     assert not out.exists()
 
 
@@ -410,7 +433,10 @@ def test_unwritable_output_is_an_error(py_repo: Path, tmp_path: Path) -> None:
     blocker.write_text("a file, not a directory")
     r = run_cli("analyze", py_repo, env=clean_env(CLAUDE_OUTPUT_DIR=str(blocker / "out")))
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("course-cli: error:")
+    assert r.stderr == "", "like the real CLI, the failure is logged on stdout"
+    failure = pino_lines(r.stdout)[-1]
+    assert (failure["level"], failure["msg"]) == (50, "Analysis failed")
+    assert "ENOTDIR" in failure["error"] and failure["stack"]
 
 
 def test_default_output_dir_symlink_is_refused(py_repo: Path, tmp_path: Path) -> None:
@@ -427,8 +453,10 @@ def test_runs_on_this_repository(tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = run_cli("analyze", ROOT, env=clean_env(CLAUDE_OUTPUT_DIR=str(out)))
     assert r.returncode == 0, r.stderr
-    paths = chapter_paths(read_course(out))
+    course = read_course(out)
+    paths = chapter_paths(course)
     # Its chapters are the repository's own files, the most imported first chosen: which ones
     # depends on the tree, so only the kinds of files it must have read are pinned down.
     assert paths and all((ROOT / path).is_file() for path in paths), paths
     assert {Path(path).suffix for path in paths} >= {".py", ".ts"}, paths
+    assert len(course["chapters"]) == len(course["reviewed-chapters"]) == len(course["tutorials"]) == len(paths)

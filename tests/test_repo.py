@@ -484,22 +484,17 @@ def test_should_stop_kills_git_and_leaves_no_process(tmp_path: Path, monkeypatch
 # ---------------------------------------------------------------------------------------------
 
 
-def _port_443_closed() -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", 443)) != 0
-
-
-@pytest.mark.skipif(not _port_443_closed(), reason="something listens on 127.0.0.1:443")
 def test_https_connection_refused_is_retryable(tmp_path: Path) -> None:
-    source = check_repository("https://127.0.0.1/x", None, allowed_hosts=["127.0.0.1"], allow_local=False)
-    dest = tmp_path / "dest"
-    started = time.monotonic()
-    with pytest.raises(CloneFailed) as caught:
-        clone_repository(source, dest, timeout=20, max_bytes=10**8, token=TOKEN, token_owners=["127.0.0.1/x"])
-    assert time.monotonic() - started < 15
+    # A socket bound to port 443 of a loopback address of our own, never listening: git's connection
+    # is refused, and nothing else can listen there while the test runs.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.3", 443))
+        source = check_repository("https://127.0.0.3/x", None, allowed_hosts=["127.0.0.3"], allow_local=False)
+        dest = tmp_path / "dest"
+        with pytest.raises(CloneFailed) as caught:
+            clone_repository(source, dest, timeout=20, max_bytes=10**8, token=TOKEN, token_owners=["127.0.0.3/x"])
     assert (caught.value.kind, caught.value.retryable) == ("clone_failed", True)
-    assert str(caught.value).startswith("git clone of https://127.0.0.1/x failed: ")
+    assert str(caught.value).startswith("git clone of https://127.0.0.3/x failed: ")
     assert TOKEN not in str(caught.value) and TOKEN_B64 not in str(caught.value)
     assert not dest.exists()
 

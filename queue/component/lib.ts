@@ -28,6 +28,12 @@ export const MAX_DEDUP_KEY_LENGTH = 200;
 export const MAX_LIST_LIMIT = 200;
 // jobs:stats counts through the status index; past this many it says "at least".
 export const STATS_COUNT_CAP = 1_000;
+export const MAX_TITLE_LENGTH = 500;
+export const MAX_KIND_LENGTH = 50;
+// currentStep and totalSteps of a heartbeat.
+export const MAX_STEP = 1_000;
+// A document's slug: what the UI puts in its URLs.
+export const SLUG_PATTERN = /^[a-z0-9][a-z0-9._-]{0,199}$/;
 
 export type ErrorCode = "unauthorized" | "invalid_argument" | "not_found" | "conflict";
 

@@ -14,7 +14,10 @@ import {
   MAX_DOCS_PER_JOB,
   MAX_ERROR_LENGTH,
   MAX_LEASE_MS,
+  MAX_KIND_LENGTH,
   MAX_PROGRESS_LENGTH,
+  MAX_STEP,
+  MAX_TITLE_LENGTH,
   MIN_LEASE_MS,
   backoffMs,
   isActive,
@@ -23,6 +26,7 @@ import {
   requireInteger,
   requireLength,
   requireWorker,
+  SLUG_PATTERN,
 } from "./lib";
 import { workerArgs } from "./validators";
 
@@ -168,8 +172,8 @@ export const heartbeat = mutation({
     requireWorker(workerToken);
     requireLeaseMs(leaseMs);
     if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
-    if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, 1000);
-    if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, 1000);
+    if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, MAX_STEP);
+    if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, MAX_STEP);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     const now = Date.now();
@@ -189,9 +193,9 @@ export const saveDocs = mutation({
     const encoder = new TextEncoder();
     let callBytes = 0;
     for (const { title, slug, kind, chapterIndex, content } of docs) {
-      requireLength("title", title, 500);
-      requireLength("kind", kind, 50);
-      if (!/^[a-z0-9][a-z0-9._-]{0,199}$/.test(slug)) {
+      requireLength("title", title, MAX_TITLE_LENGTH);
+      requireLength("kind", kind, MAX_KIND_LENGTH);
+      if (!SLUG_PATTERN.test(slug)) {
         refuse("invalid_argument", `slug ${JSON.stringify(slug)} must be 1-200 of a-z 0-9 . _ - (lower case)`);
       }
       requireInteger("chapterIndex", chapterIndex, 0, MAX_DOCS_PER_JOB);

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.conftest import eventually
+
 ACTIVE = ("running", "cloning", "analyzing", "gathering")
 
 
@@ -29,6 +31,12 @@ def cli_pids(agent, job_id: str) -> list[int]:
         if path.exists():
             pids += [int(line) for line in path.read_text().split()]
     return pids
+
+
+def cli_printed(agent, job_id: str) -> None:
+    """Waits until the agent has relayed a line of the job's CLI: the output directory shows step 1
+    before the CLI prints anything, and a CLI that prints after its agent died dies of EPIPE."""
+    eventually(lambda: any(e.get("job_id") == job_id and e.get("stream") == "stdout" for e in agent.log_events()))
 
 
 def job_processes(tmp_path: Path) -> list[int]:

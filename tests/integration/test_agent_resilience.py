@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from fondation_agent.contract import STEPS
 from fondation_agent.convex_api import FunctionError
 from tests.conftest import TERMINAL, eventually
 from tests.integration.agent_processes import (
@@ -29,6 +30,7 @@ from tests.integration.agent_processes import (
     alive,
     cli_env,
     cli_pids,
+    cli_printed,
     job_processes,
     workspaces,
 )
@@ -59,9 +61,10 @@ def assert_docs_written_once_by(queue, backend, job_id: str, tag: str) -> None:
 
 
 def running_cli(queue, agent, job_id: str, timeout: float = 60) -> int:
-    """Waits until the job's CLI runs under `agent` and reported progress; returns the CLI's pid."""
+    """Waits until the job's CLI runs under `agent` and printed its first line; returns the CLI's pid."""
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep")
                    and job.get("leaseOwner") == agent.settings["worker_id"], timeout)
+    cli_printed(agent, job_id)
     return eventually(lambda: cli_pids(agent, job_id) and cli_pids(agent, job_id)[0])
 
 
@@ -335,7 +338,8 @@ def test_a_cli_flooding_stdout_stalls_neither_the_job_nor_the_agent(repo, queue,
 
     assert agent.metric("fondation_agent_cli_output_lines_total") >= 200_000
     relayed = events(agent, job_id=job_id, stream="stdout")
-    progress = [e for e in relayed if e["event"].startswith("[PROGRESS]")]
-    assert 5000 <= len(relayed) <= 5000 + 12, len(relayed)
-    assert len(progress) == 6, "progress lines pass the cap"
+    assert len(relayed) == 5000 + 5, len(relayed)
+    assert [e["event"] for e in relayed[5000:]] == [
+        f"[PROGRESS] Step {n}/6: {text}" for n, text in enumerate(STEPS[1:], 2)
+    ], "past the cap, only the lines that reach a new step (the repeated step 1 does not)"
     assert any("more than 5000 lines of CLI output" in e["event"] for e in events(agent, job_id=job_id))

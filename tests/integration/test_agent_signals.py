@@ -18,6 +18,7 @@ from tests.integration.agent_processes import (
     alive,
     cli_env,
     cli_pids,
+    cli_printed,
     job_processes,
     workspaces,
 )
@@ -27,8 +28,9 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def running_cli(queue, job_id: str, agent, count: int = 1, timeout: float = 60) -> list[int]:
-    """Waits until the job's CLI runs and reported progress; returns its pids (the CLI's, its children's)."""
+    """Waits until the job's CLI runs and printed its first line; returns its pids (the CLI's, its children's)."""
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep"), timeout)
+    cli_printed(agent, job_id)
     return eventually(lambda: len(cli_pids(agent, job_id)) >= count and cli_pids(agent, job_id))
 
 

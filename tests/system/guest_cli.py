@@ -13,11 +13,14 @@ Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. M
                   plant, stop the victim, systemd managers, limits, cron, at, setuid, the network, …),
                   leave what it can behind for the next job, and write what each try got
   inspect         report what a job finds of earlier jobs (/dev/shm, /tmp, /var/tmp, its home)
+  pino:MARKER     like the real CLI: pino JSON lines carrying MARKER at levels info, warn, error and
+                  fatal (one with an escape sequence), [FONDATION_STEP_N/6] steps, then write a course
 Anything else (succeed, slow:S, hang, crash, …) is handed to fake_cli.py beside this file (the host
 tests' stand-in, tests/fixtures/fake_cli.py).
 """
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -36,7 +39,7 @@ def progress(step: int) -> None:
 
 
 def write_course(output: Path, body: str = "hello\n") -> None:
-    (output / "00_index.md").write_text("---\ntitle: Index\nkind: index\nchapterIndex: 0\n---\n# Index\n")
+    (output / "00_index.md").write_text("---\ntitle: Index\nkind: toc\nchapterIndex: 0\n---\n# Index\n")
     (output / "01_report.md").write_text("# Report\n" + body)
 
 
@@ -153,6 +156,22 @@ def relay(output: Path, marker: str) -> int:
         progress(step)
         print(f"relayed line {step} {marker}", flush=True)
     print(f"relayed stderr line {marker}", file=sys.stderr, flush=True)
+    write_course(output, f"{marker}\n")
+    return 0
+
+
+def pino(output: Path, marker: str) -> int:
+    def log(level: int, msg: str, **fields) -> None:
+        print(json.dumps({"level": level, "time": int(time.time() * 1000), "pid": os.getpid(),
+                          "hostname": "guest", "msg": msg, **fields}), flush=True)
+
+    for step in range(1, 7):
+        log(30, f"[FONDATION_STEP_{step}/6] {STEPS[step - 1]}", step=f"{step}/6")
+    log(30, f"info line {marker}", detail="all fine")
+    log(40, f"warn line {marker}")
+    log(50, f"error line {marker}", error="something broke")
+    log(60, f"fatal line {marker}")
+    log(30, f"\x1b[31mcolored\x1b[0m line {marker}")
     write_course(output, f"{marker}\n")
     return 0
 
@@ -314,6 +333,8 @@ def main() -> int:
         return hostile(repo, output)
     if name == "inspect":
         return inspect(output)
+    if name == "pino":
+        return pino(output, argument)
     os.execv(sys.executable, [sys.executable, str(HERE / "fake_cli.py"), repo, str(output), mode])  # noqa: S606
     return 127
 

@@ -17,14 +17,18 @@ from tests.system.guest import (
 pytestmark = pytest.mark.system
 
 
-def running_step(queue: Queue, job_id: str) -> None:
+def running_step(agent: GuestAgent, queue: Queue, job_id: str) -> None:
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep"), timeout=180)
+    # The output directory shows step 1 before the CLI prints anything: wait for its own first line,
+    # after which the hanging CLIs write nothing more (so none dies of SIGPIPE when the agent does).
+    agent.vm.wait_for(f"journalctl -u {UNIT} JOB_ID={job_id} --no-pager -o cat",
+                      lambda out: "[PROGRESS] Step 1/6" in out, timeout=120)
 
 
 def test_cancel_stops_a_unit_whose_processes_ignore_sigterm(agent: GuestAgent, queue: Queue) -> None:
     before = agent.show()
     job_id = queue.enqueue("ignore-term", maxAttempts=1)
-    running_step(queue, job_id)
+    running_step(agent, queue, job_id)
     assert f"fondation-job-{job_id}-1" in job_units(agent.vm)
 
     queue.client.mutation("operator:cancel", {"jobId": job_id})
@@ -40,7 +44,7 @@ def test_a_killed_agent_is_restarted_and_stops_the_unit_it_orphaned(agent: Guest
     restarts = int(agent.show()["NRestarts"])
     # A CLI that writes nothing more: a writing one would die of SIGPIPE with the agent, ending its unit.
     job_id = queue.enqueue("hang", maxAttempts=1)
-    running_step(queue, job_id)
+    running_step(agent, queue, job_id)
     orphan = f"fondation-job-{job_id}-1"
     assert orphan in job_units(vm)
     cursor = agent.cursor()

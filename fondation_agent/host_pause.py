@@ -1,0 +1,75 @@
+"""A broken host stops eating jobs: after `threshold` host failures in a row, claiming pauses.
+
+Host failures (failures.py: Claude authentication or billing, a CLI that cannot start, a full
+disk) are released back to the queue uncounted; without this pause one host with an expired
+Claude login would take and hand back every job in a tight loop. The pause lasts `initial`
+seconds, doubling at each pause that follows without a job ending normally in between, up to
+`maximum`; SIGHUP (the operator fixed something) ends it at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class HostPause:
+    def __init__(self, threshold: int, initial: float, maximum: float, clock: Callable[[], float] = time.monotonic):
+        self.threshold = threshold
+        self.initial = initial
+        self.maximum = maximum
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._streak = 0
+        self._pauses = 0  # pauses since a job last ended normally: the backoff's exponent
+        self._until = 0.0
+        self._reason = ""
+        self._resumes_at = 0.0  # wall clock, for people
+
+    def host_failure(self, kind: str, message: str) -> float | None:
+        """Records one; returns the pause in seconds if this one starts a pause."""
+        with self._lock:
+            self._streak += 1
+            self._reason = f"{self._streak} host failures in a row, the last {kind}: {message}"
+            if self._streak < self.threshold:
+                return None
+            seconds = min(self.maximum, self.initial * 2**self._pauses)
+            self._pauses += 1
+            self._until = self._clock() + seconds
+            self._resumes_at = time.time() + seconds
+            return seconds
+
+    def job_ended_normally(self) -> None:
+        """The host ran a job to a verdict about the job itself: it works."""
+        with self._lock:
+            self._streak = self._pauses = 0
+            self._until = 0.0
+
+    def resume(self) -> bool:
+        """Ends a pause now (SIGHUP); the next host failure pauses again. True if one was running."""
+        with self._lock:
+            if self._clock() >= self._until:
+                return False
+            self._until = 0.0
+            self._pauses = 0
+            self._streak = max(0, self.threshold - 1)
+            return True
+
+    def paused_for(self) -> float:
+        """Seconds left in the current pause (0 when not paused)."""
+        with self._lock:
+            return max(0.0, self._until - self._clock())
+
+    def describe(self) -> str:
+        """`paused claiming until 15:42:07 UTC (…)`, or "" when not paused."""
+        if not self.paused_for():
+            return ""
+        with self._lock:
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(self._resumes_at))
+            return f"paused claiming until {until} ({self._reason})"
+
+    @property
+    def reason(self) -> str:
+        with self._lock:
+            return self._reason
