@@ -21,14 +21,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from fondation_agent.netpolicy import PolicyError, parse_networks
 from fondation_agent.queue_limits import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
-SANDBOXES = ("process", "systemd-scope")
+SANDBOXES = ("process", "systemd-service")
+# The mechanism's old name (a scope of a user manager) keeps working and means the same runner.
+SANDBOX_ALIASES = {"systemd-scope": "systemd-service"}
 CREDENTIAL_NAME = "worker-token"
 DEFAULT_TOKEN_PATH = Path("/etc/fondation-agent") / CREDENTIAL_NAME
+
+
+# Keys of earlier versions that mean nothing any more: accepted (a kept conffile still has them), ignored.
+OBSOLETE_KEYS = ("job_user",)  # the single job user, replaced by the pool fondation-job-<n>
 
 
 class ConfigError(Exception):
@@ -61,6 +68,7 @@ class Config:
     allow_local_repositories: bool = False  # demos and tests only: file:// URLs and local paths
     clone_timeout: float = 300.0
     clone_max_bytes: int = 1024**3
+    clone_max_files: int = 100_000
     git_token_file: str = ""
     # Whose repositories get the token ("OWNER" on github.com, or "HOST/OWNER"); all others clone anonymously.
     git_token_owners: tuple[str, ...] = ()
@@ -68,7 +76,9 @@ class Config:
     cli_command: str = DEFAULT_CLI_COMMAND
     cli_env: Mapping[str, str] = field(default_factory=dict)
     sandbox: str = "process"
-    job_user: str = "fondation-job"
+    # Where jobs may connect (nftables by job uid, netpolicy.py): added to, and carved out of, the defaults.
+    job_network_allow: tuple[str, ...] = ()
+    job_network_deny: tuple[str, ...] = ()
     memory_max: str = "4G"
     cpu_quota: str = "200%"
     tasks_max: int = 512
@@ -208,10 +218,15 @@ def _validate(config: Config) -> list[str]:
         require("{repo}" in config.cli_command, "cli_command", "must contain {repo}")
     except ValueError as error:
         problems.append(f"cli_command: cannot be split into arguments: {error}")
-    require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)}")
+    require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)} (or systemd-scope)")
+    for key in ("job_network_allow", "job_network_deny"):
+        try:
+            parse_networks(getattr(config, key), key)
+        except PolicyError as error:
+            problems.append(str(error))
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
     require(config.log_format in ("json", "console"), "log_format", "must be json or console")
-    for key in ("clone_max_bytes", "max_doc_bytes", "max_docs", "max_output_bytes"):
+    for key in ("clone_max_bytes", "clone_max_files", "max_doc_bytes", "max_docs", "max_output_bytes"):
         require(getattr(config, key) > 0, key, "must be more than 0")
     require(config.max_doc_bytes <= MAX_DOC_CONTENT_BYTES, "max_doc_bytes",
             f"must be at most {MAX_DOC_CONTENT_BYTES} (what the queue accepts)")
@@ -245,6 +260,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         except tomllib.TOMLDecodeError as error:
             raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
         for key, raw in document.items():
+            if key in OBSOLETE_KEYS:
+                continue
             if key not in _FIELDS:
                 problems.append(f"{key}: unknown key")
                 continue
@@ -261,6 +278,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
                     problems.append(f"{key} (from ${env_name}): {error}")
                 break
     values.setdefault("worker_id", socket.gethostname())
+    if "sandbox" in values:
+        values["sandbox"] = SANDBOX_ALIASES.get(values["sandbox"], values["sandbox"])
     if problems:
         raise ConfigError(problems)
     config = Config(**values)

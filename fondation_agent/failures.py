@@ -32,11 +32,11 @@ _RATE_LIMITED = re.compile(
     r"|\b(?:429|529)\b",
     re.IGNORECASE,
 )
-# The CLI could not be started at all: the scope keeper's own message, node missing its script, the
-# job user's credentials file refused by the launcher, systemd refusing the job's scope.
+# The CLI could not be started at all: node missing its script, systemd-run not finding the program or
+# refused the job's unit, the job launcher refusing the job or out of reach (jobservice.py, launcher.py).
 _CANNOT_START = re.compile(
-    r"fondation-agent: cannot start |Cannot find module '/|ERR_MODULE_NOT_FOUND"
-    r"|job\.env must be a file owned by the job user|Failed to start transient scope unit"
+    r"Cannot find module '/|ERR_MODULE_NOT_FOUND|Failed to find executable |Failed to start transient service unit"
+    r"|fondation-jobs-launcher: |the job launcher"
 )
 HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
 

@@ -297,6 +297,7 @@ class Job:
                 workspace.repo,
                 timeout=self.config.clone_timeout,
                 max_bytes=self.config.clone_max_bytes,
+                max_files=self.config.clone_max_files,
                 token=self.git_token,
                 token_owners=self.config.git_token_owners,
                 should_stop=lambda: self.stop_reason is not None,

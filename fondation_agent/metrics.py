@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,9 @@ PREFIX = "fondation_agent"
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+# Scrapes and health checks are short and few: more at once, or a silent client, is not one of them.
+MAX_CONNECTIONS = 32
+IDLE_TIMEOUT_S = 10.0
 
 
 class Metrics:
@@ -111,20 +115,49 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, but at most `max_connections` of them, each dropped after
+    `idle_timeout` seconds of silence: idle connections cannot pile up threads in the agent."""
+
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Callable[[], tuple[bool, dict]]):
+    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Callable[[], tuple[bool, dict]], *,
+                 max_connections: int, idle_timeout: float):
         self.metrics = metrics
         self.health = health
+        self.idle_timeout = idle_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, peer = super().get_request()
+        connection.settimeout(self.idle_timeout)  # every read and write of the handler
+        return connection, peer
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the cap: closed at once, no thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MetricsServer:
     """Serves /metrics and /health on metrics_address from a background thread."""
 
-    def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]]):
+    def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]], *,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S):
         host, _, port = address.rpartition(":")
-        self._server = _Server((host.strip("[]"), int(port)), metrics, health)
+        self._server = _Server((host.strip("[]"), int(port)), metrics, health, max_connections=max_connections,
+                               idle_timeout=idle_timeout)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics")
 
     @property

@@ -28,6 +28,13 @@ import git
 MAX_URL_LENGTH = 2048
 MAX_BRANCH_LENGTH = 200
 POLL_INTERVAL = 0.25
+# A small pack can expand to a huge tree of tiny files: the clone is limited in files as well as bytes.
+DEFAULT_MAX_FILES = 100_000
+# git runs under an address-space limit (prlimit), with pack windows and caches that fit in it, so a
+# hostile repository makes git fail rather than the agent (whose unit has MemoryMax=) run out of memory.
+GIT_ADDRESS_SPACE = 1536 * 1024**2
+GIT_MEMORY_CONFIG = ("core.packedGitLimit=256m", "core.packedGitWindowSize=32m", "core.deltaBaseCacheLimit=64m",
+                     "pack.windowMemory=128m", "pack.threads=1")
 STDERR_KEEP_BYTES = 64 * 1024
 MESSAGE_MAX_CHARS = 300
 
@@ -253,6 +260,7 @@ def clone_repository(
     *,
     timeout: float,
     max_bytes: int,
+    max_files: int = DEFAULT_MAX_FILES,
     token: str | None = None,
     token_owners: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
@@ -282,6 +290,7 @@ def clone_repository(
             home,
             timeout=timeout,
             max_bytes=max_bytes,
+            max_files=max_files,
             token=token,
             secrets=secrets,
             should_stop=should_stop,
@@ -333,11 +342,17 @@ def _clone_argv(source: RepositorySource, dest: Path) -> list[str]:
     argv = [git_exe, "-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
     if not source.host:
         argv += ["-c", "protocol.file.allow=always"]
+    for setting in GIT_MEMORY_CONFIG:
+        argv += ["-c", setting]
     argv += [
         "-c", "core.hooksPath=/dev/null",
         "-c", "core.fsmonitor=false",
         "-c", "submodule.recurse=false",
+        # A repository's symlinks become plain files holding the target: nothing in the clone leads out
+        # of it (Claude's Read tool follows links). In the clone's own config too, for later checkouts.
+        "-c", "core.symlinks=false",
         "clone", "--depth", "1", "--single-branch", "--no-tags",
+        "--config=core.symlinks=false",
         "--template=",  # no template dir: nothing (hooks included) is copied into .git
     ]  # fmt: skip
     if source.branch:
@@ -377,13 +392,15 @@ def _clone_env(source: RepositorySource, home: Path, token: str | None) -> dict[
 
 
 def _launcher_argv(env: dict[str, str]) -> list[str]:
-    """`env -u NAME ...` for every agent variable not in env.
+    """`prlimit --as=… env -u NAME ...` for every agent variable not in env.
 
     GitPython's execute() always starts from a copy of os.environ and only adds to it; `env -u`
-    removes the rest before exec'ing git, so git sees exactly `env` (names are not secret).
+    removes the rest before exec'ing git, so git sees exactly `env` (names are not secret). prlimit
+    puts git and its helpers under GIT_ADDRESS_SPACE.
     """
+    prlimit_exe = shutil.which("prlimit") or "/usr/bin/prlimit"
     env_exe = shutil.which("env") or "/usr/bin/env"
-    argv = [env_exe]
+    argv = [prlimit_exe, f"--as={GIT_ADDRESS_SPACE}", "--", env_exe]
     for name in sorted(set(os.environ) - set(env)):
         argv += ["-u", name]
     return argv
@@ -396,6 +413,7 @@ def _run_clone(
     *,
     timeout: float,
     max_bytes: int,
+    max_files: int,
     token: str | None,
     secrets: list[str],
     should_stop: Callable[[], bool],
@@ -408,7 +426,7 @@ def _run_clone(
     proc: subprocess.Popen = handle.proc
     stderr = _StderrReader(proc)
     try:
-        outcome = _watch(proc, dest, timeout=timeout, max_bytes=max_bytes, should_stop=should_stop)
+        outcome = _watch(proc, dest, timeout=timeout, limits=(max_bytes, max_files), should_stop=should_stop)
     finally:
         _kill_group(proc)
         stderr.join()
@@ -420,9 +438,10 @@ def _run_clone(
             kind="clone_timeout",
             retryable=True,
         )
-    if outcome == "too_large":
+    if outcome in ("too_large", "too_many_files"):
+        limit = f"{max_bytes} bytes" if outcome == "too_large" else f"{max_files} files (clone_max_files)"
         raise CloneFailed(
-            f"repository {source.display} is larger than {max_bytes} bytes",
+            f"repository {source.display} is larger than {limit}",
             kind="repository_too_large",
             retryable=False,
         )
@@ -431,9 +450,10 @@ def _run_clone(
 
 
 def _watch(
-    proc: subprocess.Popen, dest: Path, *, timeout: float, max_bytes: int, should_stop: Callable[[], bool]
+    proc: subprocess.Popen, dest: Path, *, timeout: float, limits: tuple[int, int], should_stop: Callable[[], bool]
 ) -> str:
-    """Wait for git; return "done", "stopped", "timeout" or "too_large" (git still running then)."""
+    """Wait for git; "done", "stopped", "timeout", "too_large" or "too_many_files" (git still running then)."""
+    max_bytes, max_files = limits
     deadline = time.monotonic() + timeout
     interval = POLL_INTERVAL
     while True:
@@ -445,20 +465,23 @@ def _watch(
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=min(interval, remaining))
         started = time.monotonic()
-        # Checked after exit too, so a clone that finishes between two polls still obeys max_bytes.
-        if _tree_size(dest, limit=max_bytes) > max_bytes:
+        # Checked after exit too, so a clone that finishes between two polls still obeys the limits.
+        size, files = _tree_usage(dest, max_bytes=max_bytes, max_files=max_files)
+        if size > max_bytes:
             return "too_large"
+        if files > max_files:
+            return "too_many_files"
         if proc.returncode is not None:
             return "done"
         # Walking a huge tree is not free: keep the walk to at most ~20% of the time.
         interval = max(POLL_INTERVAL, 4 * (time.monotonic() - started))
 
 
-def _tree_size(root: Path, *, limit: int) -> int:
-    """Bytes under root (apparent sizes, symlinks not followed); stops counting past limit."""
-    total = 0
+def _tree_usage(root: Path, *, max_bytes: int, max_files: int) -> tuple[int, int]:
+    """(bytes, entries) under root (apparent sizes, symlinks not followed); stops past either limit."""
+    total = files = 0
     stack = [str(root)]
-    while stack and total <= limit:
+    while stack and total <= max_bytes and files <= max_files:
         try:
             with os.scandir(stack.pop()) as entries:
                 for entry in entries:
@@ -466,11 +489,12 @@ def _tree_size(root: Path, *, limit: int) -> int:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
                         total += entry.stat(follow_symlinks=False).st_size
+                        files += 1
                     except FileNotFoundError:
                         continue  # git renames temporary files as it goes
         except (FileNotFoundError, NotADirectoryError):
             continue
-    return total
+    return total, files
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -15,6 +15,7 @@ followed, so nothing outside the output directory is ever read. A document Conve
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import stat
@@ -248,15 +249,16 @@ def _check(document: Document, limits: Limits) -> None:
 
 def collect_documents(directories: list[Path], limits: Limits) -> list[Document]:
     """Documents from the first directory that has any, in the platform's kinds, ordered by chapter."""
+    max_docs = min(limits.max_docs, q.MAX_DOCS_PER_JOB)
     for directory in directories:
-        files = list(_files(directory, limits))
+        # One past max_docs is enough to refuse: a CLI that wrote 300,000 files is not read in full.
+        files = list(itertools.islice(_files(directory, limits), max_docs + 1))
         if files:
             break
     else:
         raise InvalidOutput("the CLI wrote no documents (looked in: " + ", ".join(d.name for d in directories) + ")")
-    max_docs = min(limits.max_docs, q.MAX_DOCS_PER_JOB)
     if len(files) > max_docs:
-        raise InvalidOutput(f"the CLI wrote {len(files)} documents; at most {max_docs} (max_docs)")
+        raise InvalidOutput(f"the CLI wrote more than {max_docs} documents (max_docs)")
     yaml_documents = {relative: _yaml_document(relative, data) for relative, data in files if relative in YAML_FILES}
     markdown = _numbered([(relative, _markdown(relative, data))
                           for relative, data in files if relative not in YAML_FILES])

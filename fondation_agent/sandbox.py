@@ -2,7 +2,7 @@
 
 `ProcessRunner` (sandbox = "process") puts the CLI in its own session and process group, for
 laptops and CI where systemd is not the init. It cannot limit memory, CPU or tasks, and a child
-that calls setsid() leaves the group: production uses the systemd scope runner, which has the
+that calls setsid() leaves the group: production uses the systemd-service runner, which has the
 same interface. Each running group is recorded in a file (pid and kernel start time), so that an
 agent restarted after a crash can kill the CLIs its predecessor left running.
 """

@@ -43,10 +43,10 @@ HANG_SWITCH_ENV = "FONDATION_AGENT_TEST_HANG_FILE"
 
 
 def make_runner(config: Config):
-    if config.sandbox == "systemd-scope":
-        from fondation_agent.scope import SystemdScopeRunner
+    if config.sandbox == "systemd-service":
+        from fondation_agent.jobservice import SystemdServiceRunner
 
-        return SystemdScopeRunner(config)
+        return SystemdServiceRunner(config)
     # A dot-directory of this worker's own: not a workspace, so workspace clean-up leaves it alone.
     return ProcessRunner(Path(config.temp_dir) / f".process-groups-{config.worker_id}")
 
@@ -188,7 +188,8 @@ class Worker:
         if restarts is not None:
             self.metrics.service_restarts.set(restarts)
         if config.sandbox == "process":
-            self.log.warning("sandbox = process: jobs run as this user with no memory, CPU or task limits")
+            self.log.warning("sandbox = process isolates nothing: jobs run as this user, can read its files and "
+                             "secrets, reach every address, and have no memory, CPU or task limits")
         if config.metrics_address:
             try:
                 self.metrics_server = MetricsServer(config.metrics_address, self.metrics, self.health).start()

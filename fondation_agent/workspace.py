@@ -44,14 +44,12 @@ class Workspace:
     def create(self, worker_id: str) -> Workspace:
         _force_remove(self.root)  # left by a crashed run of the same attempt
         self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        # A setgid temp_dir is shared with the job user's group (sandbox = systemd-scope, see scope.py):
-        # there the CLI runs as another user, so its workspace is group-writable (chmod: mkdir obeys umask).
-        mode = 0o2770 if self.root.parent.stat().st_mode & stat.S_ISGID else 0o700
-        self.root.mkdir(mode=mode)
-        os.chmod(self.root, mode)
+        # 0711: a job user (sandbox = systemd-service) passes through to repo/, output/ and home/, which
+        # the launcher gives it; the owner marker beside them stays the agent's.
+        self.root.mkdir(mode=0o711)
+        os.chmod(self.root, 0o711)  # noqa: S103 (traverse only)
         (self.root / OWNER_FILE).write_text(worker_id + "\n", encoding="utf-8")
-        self.output.mkdir(mode=mode)
-        os.chmod(self.output, mode)
+        self.output.mkdir(mode=0o700)
         return self
 
     def remove(self) -> None:
@@ -72,7 +70,7 @@ def remove_leftover_workspaces(temp_dir: Path, worker_id: str) -> list[str]:
         if is_ours:
             try:
                 _force_remove(entry)
-            except OSError:  # files of another user (scope runner: removed after its hand-back)
+            except OSError:  # files of a job user (systemd-service: removable after the launcher's hand-back)
                 continue
             removed.append(entry.name)
     return removed

@@ -3,7 +3,7 @@
 # runs lintian on it (errors fail the build; every override is justified in
 # packaging/debian/fondation-agent.lintian-overrides).
 #
-# Needs: apt-get install dh-virtualenv debhelper python3.11-venv python3.11-dev sudo lintian
+# Needs: apt-get install dh-virtualenv debhelper python3.11-venv python3.11-dev lintian
 # and PyPI (pip installs the dependencies into the venv).
 #
 # The source tree is staged under build/deb/ with packaging/debian/ as debian/ and the unit files of
@@ -18,13 +18,13 @@ BUILD="$ROOT/build/deb"
 SRC="$BUILD/fondation-agent-$VERSION"
 
 missing=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' dh-virtualenv debhelper python3.11-venv \
-    python3.11-dev sudo lintian 2>/dev/null | awk '$1 != "ii" {print $2}' || true)
-for tool in dh_virtualenv dpkg-buildpackage lintian visudo; do
+    python3.11-dev lintian 2>/dev/null | awk '$1 != "ii" {print $2}' || true)
+for tool in dh_virtualenv dpkg-buildpackage lintian; do
     command -v "$tool" >/dev/null || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
     echo "make deb: missing build tools ($missing);" \
-         "run: apt-get install -y dh-virtualenv debhelper python3.11-venv python3.11-dev sudo lintian" >&2
+         "run: apt-get install -y dh-virtualenv debhelper python3.11-venv python3.11-dev lintian" >&2
     exit 2
 fi
 
@@ -39,6 +39,10 @@ cp -r monitoring/prometheus monitoring/grafana "$SRC/monitoring/"
 cp -r packaging/debian "$SRC/debian"
 cp systemd/fondation-agent.service "$SRC/debian/fondation-agent.service"
 cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent@.service"
+cp systemd/fondation-jobs-network.service "$SRC/debian/fondation-agent.fondation-jobs-network.service"
+cp systemd/fondation-jobs-launcher.socket "$SRC/debian/fondation-agent.fondation-jobs-launcher.socket"
+# dh_installsystemd enables and starts the socket; the connection template and the slice need neither.
+cp systemd/fondation-jobs-launcher@.service systemd/fondation-jobs.slice "$SRC/packaging/files/"
 
 # The changelog's date: SOURCE_DATE_EPOCH, else the last commit's, else now.
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then

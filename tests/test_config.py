@@ -81,7 +81,8 @@ NODE_OPTIONS = "--max-old-space-size=2048"
     assert (config.temp_dir, config.job_timeout) == ("/srv/workspaces", 7200.0)
     assert config.allowed_hosts == ("github.com", "gitlab.example.com") and config.allow_local_repositories is True
     assert config.cli_argv_template == ["python3", "/opt/cli.py", "{repo}", "--out={output}"]
-    assert (config.sandbox, config.memory_max, config.tasks_max) == ("systemd-scope", "2G", 128)
+    # The mechanism's old name means the new runner.
+    assert (config.sandbox, config.memory_max, config.tasks_max) == ("systemd-service", "2G", 128)
     assert (config.metrics_address, config.log_format) == ("", "console")
     assert config.cli_env == {"NODE_OPTIONS": "--max-old-space-size=2048"}
 
@@ -128,11 +129,13 @@ EVERY_KEY = {
     "allow_local_repositories": ("yes", True),
     "clone_timeout": ("120", 120.0),
     "clone_max_bytes": ("1048576", 1048576),
+    "clone_max_files": ("5000", 5000),
     "git_token_file": ("/run/git-token", "/run/git-token"),
     "git_token_owners": ("acme, gitlab.example.com/team", ("acme", "gitlab.example.com/team")),
     "cli_command": ("/usr/bin/cli {repo} --prompt={prompt}", "/usr/bin/cli {repo} --prompt={prompt}"),
-    "sandbox": ("systemd-scope", "systemd-scope"),
-    "job_user": ("courses", "courses"),
+    "sandbox": ("systemd-scope", "systemd-service"),
+    "job_network_allow": ("10.1.0.0/16, fd00::1", ("10.1.0.0/16", "fd00::1")),
+    "job_network_deny": ("203.0.113.0/24", ("203.0.113.0/24",)),
     "memory_max": ("8G", "8G"),
     "cpu_quota": ("50%", "50%"),
     "tasks_max": ("64", 64),
@@ -212,7 +215,9 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("temp_dir = 'workspaces'", "temp_dir: must be an absolute path"),
         ("job_timeout = 0", "job_timeout: must be more than 0 seconds"),
         ("convex_timeout = -1", "convex_timeout: must be more than 0 seconds"),
-        ("sandbox = 'docker'", "sandbox: must be one of process, systemd-scope"),
+        ("sandbox = 'docker'", "sandbox: must be one of process, systemd-service (or systemd-scope)"),
+        ("job_network_allow = ['10.1.2.300']", "job_network_allow: '10.1.2.300' is not an IP address or prefix"),
+        ("job_network_deny = ['example.com']", "job_network_deny: 'example.com' is not an IP address or prefix"),
         ("log_format = 'xml'", "log_format: must be json or console"),
         ("cli_command = 'node cli.js'", "cli_command: must contain {repo}"),
         ("cli_command = 'node \"cli.js {repo}'", "cli_command: cannot be split into arguments"),
@@ -360,3 +365,9 @@ def test_check_config_of_a_missing_or_broken_file(tmp_path: Path) -> None:
     broken = check_config(write(tmp_path, "[unclosed\n"))
     assert broken.returncode == 2
     assert len(broken.stderr.splitlines()) == 1 and "not valid TOML" in broken.stderr
+
+
+def test_an_obsolete_key_of_a_kept_conffile_is_ignored(tmp_path: Path) -> None:
+    kept = f'convex_url = "{URL}"\nsandbox = "systemd-scope"\njob_user = "fondation-job"\n'  # 0.1.0's agent.toml
+    config = load_config(write(tmp_path, kept), {})
+    assert config.sandbox == "systemd-service"

@@ -20,6 +20,7 @@ import git
 import pytest
 
 from fondation_agent.repo import (
+    GIT_ADDRESS_SPACE,
     CloneAborted,
     CloneFailed,
     RepositoryRefused,
@@ -409,6 +410,50 @@ def test_size_limit_kills_a_growing_clone(tmp_path: Path) -> None:
     assert (caught.value.kind, caught.value.retryable) == ("repository_too_large", False)
     assert "larger than 262144 bytes" in str(caught.value)
     assert not dest.exists()
+
+
+def test_file_count_limit_catches_a_tree_of_tiny_files(tmp_path: Path) -> None:
+    many = tmp_path / "many"
+    (many / "tiny").mkdir(parents=True)
+    run_git("init", "-q", cwd=many)
+    for i in range(40):
+        (many / "tiny" / f"{i}.txt").write_text("")
+    run_git("add", "-A", cwd=many)
+    run_git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "tiny", cwd=many)
+    dest = tmp_path / "dest"
+    with pytest.raises(CloneFailed) as caught:
+        clone_repository(local(many), dest, timeout=30, max_bytes=10**8, max_files=20)
+    assert (caught.value.kind, caught.value.retryable) == ("repository_too_large", False)
+    assert "larger than 20 files (clone_max_files)" in str(caught.value)
+    assert not dest.exists()
+
+
+def test_symlinks_are_checked_out_as_plain_files(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"  # a file out of the repository, the test's own
+    outside.write_text("not for the job\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    run_git("init", "-q", cwd=linked)
+    (linked / "escape").symlink_to(outside)
+    run_git("add", "escape", cwd=linked)  # the link itself (never written through)
+    run_git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "link", cwd=linked)
+    dest = tmp_path / "dest"
+    clone_repository(local(linked), dest, timeout=30, max_bytes=10**8)
+    assert not (dest / "escape").is_symlink()
+    assert (dest / "escape").read_text() == str(outside)  # the link's target, as text
+    assert run_git("config", "core.symlinks", cwd=dest) == "false"  # later checkouts too
+
+
+def test_git_runs_under_an_address_space_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = tmp_path / "limits"
+    write_shim(tmp_path / "shim", f'grep "Max address space" /proc/self/limits > "{record}"\nexec "{REAL_GIT}" "$@"\n',
+               monkeypatch)
+    repo = tmp_path / "one"
+    repo.mkdir()
+    run_git("init", "-q", cwd=repo)
+    commit(repo, "README.md", "# one\n")
+    clone_repository(local(repo), tmp_path / "dest", timeout=30, max_bytes=10**8)
+    assert record.read_text().split()[3:5] == [str(GIT_ADDRESS_SPACE)] * 2  # soft and hard
 
 
 def test_should_stop_before_start_spawns_nothing(origin: Path, tmp_path: Path, no_spawn: None) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fondation_agent import results
 from fondation_agent.results import (
     CHUNK_MAX_BYTES,
     Document,
@@ -127,7 +128,7 @@ def test_subdirectories_are_read_to_a_bounded_depth(tmp_path):
     [
         ({"01_big.md": "x" * 10_001}, "01_big.md is 10001 bytes; a document may be at most 10000 bytes"),
         ({f"{i:02}_d.md": "x" * 9_000 for i in range(6)}, "more than 50000 bytes of documents"),
-        ({f"{i:02}_d.md": "x" for i in range(21)}, "wrote 21 documents; at most 20"),
+        ({f"{i:02}_d.md": "x" for i in range(21)}, "wrote more than 20 documents"),
         ({"01_a.md": "---\ntitle: [unclosed\n---\n"}, "front matter: not valid YAML"),
         ({"01_a.md": "---\n" + "[" * 3000 + "]" * 3000 + "\n---\n"}, "front matter: not valid YAML"),
         ({"01_a.md": "---\nchapterIndex: 1" + "0" * 5000 + "\n---\n"}, "front matter: not valid YAML"),
@@ -154,3 +155,15 @@ def test_chunks_stay_under_convex_limits():
     assert all(len(c) <= 100 for c in calls)
     assert all(sum(len(d["content"]) for d in c) <= CHUNK_MAX_BYTES for c in calls)
     assert [d["slug"] for c in calls for d in c] == [f"s{i}" for i in range(200)]
+
+
+def test_reading_stops_one_past_max_docs(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    for i in range(200):
+        write(out / f"{i:03}_d.md", "x")
+    reads = []
+    real = results.read_regular_file
+    monkeypatch.setattr(results, "read_regular_file", lambda *args: reads.append(args) or real(*args))
+    with pytest.raises(InvalidOutput, match="more than 20 documents"):
+        collect_documents([out], LIMITS)
+    assert len(reads) == LIMITS.max_docs + 1

@@ -33,7 +33,9 @@ GUEST_PACKAGES=(
     openssh-server sudo adduser passwd procps psmisc iproute2 less netbase ca-certificates curl
     util-linux e2fsprogs logrotate
     # what the agent, its .deb and the CLIs need at run time
-    python3 python3-venv git nodejs
+    python3 python3-venv git nodejs nftables
+    # what a hostile job tries to use to outlive its end (tests/system/test_35_hostile.py)
+    cron at
     # what Ansible needs on a managed host (the Molecule scenario reuses this image)
     python3-apt
     # the Prometheus that Molecule's verify checks the role's targets and alert rules with (disabled

@@ -18,7 +18,10 @@ boot shows it works, else TCG (multi-threaded). The probe's answer is remembered
 
 Networking: qemu user networking only. SSH is forwarded from 127.0.0.1:<free port> on the host;
 the guest (10.0.2.15, no default route, no DNS) reaches the host's loopback as 10.0.2.2 and
-nothing else, so every byte stays on loopback or inside qemu.
+nothing else, so every byte stays on loopback or inside qemu. `isolated=True` boots it with
+`restrict=on`: the guest can open no connection at all but to the ports given in `guest_forwards`,
+at 10.0.2.100:<port> (guestfwd, relayed to the host's 127.0.0.1:<port> by vm/relay.py), so even a
+mistake in a test cannot send a packet anywhere else.
 
 Humans: `vm/boot.sh` (this file's `boot` command) boots one and prints the ssh command.
 Only the standard library is used, so Ansible/Molecule playbooks can run this file as it is.
@@ -64,6 +67,8 @@ SSH_OPTIONS = (
     "-o", "IdentitiesOnly=yes",
 )
 GUEST_HOST_ADDRESS = "10.0.2.2"  # the host's 127.0.0.1, as the guest sees it
+GUEST_FORWARD_ADDRESS = "10.0.2.100"  # an isolated guest's way to the host's guest_forwards ports
+RELAY = HERE / "relay.py"
 
 _running: set[VirtualMachine] = set()
 
@@ -251,6 +256,8 @@ class VirtualMachine:
         boot_timeout: float = 420.0,
         append: str = "",
         detached: bool = False,
+        isolated: bool = False,
+        guest_forwards: Sequence[int] = (),
     ) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fondation-vm-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -264,6 +271,8 @@ class VirtualMachine:
         self.boot_timeout = boot_timeout
         self.append = append
         self.detached = detached
+        self.isolated = isolated
+        self.guest_forwards = tuple(guest_forwards)
         self.overlay = self.workdir / "overlay.qcow2"
         self.serial_log = self.workdir / "serial.log"
         self.qemu_log = self.workdir / "qemu.log"
@@ -321,10 +330,19 @@ class VirtualMachine:
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
             "-append", f"{KERNEL_APPEND} {self.append}".strip(),
             "-drive", f"file={self.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
-            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-netdev", self._netdev(),
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
         ]
+
+    def _netdev(self) -> str:
+        options = ["user", "id=net0", f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"]
+        if self.isolated:
+            options.append("restrict=on")
+        for port in self.guest_forwards:
+            # A comma inside a -netdev value is written twice; the command has none.
+            options.append(f"guestfwd=tcp:{GUEST_FORWARD_ADDRESS}:{port}-cmd:{sys.executable} {RELAY} {port}")
+        return ",".join(options)
 
     def _launch(self, accel: str) -> None:
         for _attempt in range(5):

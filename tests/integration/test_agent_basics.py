@@ -32,6 +32,9 @@ def test_a_job_runs_to_completion_with_progress_and_documents(repo, queue, agent
     assert any(e["event"].startswith("[PROGRESS] Step 6/6") for e in lines), "CLI output relayed with the job id"
     workspaces = [e for e in (agent.directory / "workspaces").iterdir() if not e.name.startswith(".")]
     assert not workspaces, "workspace removed"
+    # Where systemd is absent the process sandbox runs the job, and says plainly what that means.
+    warnings = [e["event"] for e in agent.log_events() if e.get("level") == "warning"]
+    assert any(w.startswith("sandbox = process isolates nothing") for w in warnings), warnings
 
 
 def test_a_crashing_cli_is_retried_then_fails_with_the_stderr_tail(repo, queue, agents):

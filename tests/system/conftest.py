@@ -1,12 +1,13 @@
 """Fixtures of the VM tier (`make system-test`): one Debian 12 guest with a real systemd per session.
 
-- `vm`: the guest (vm/qemu.py), booted once from an overlay of the cached image; powered off at the end.
-- `localconvex`: a localconvex on the host's 127.0.0.1, which the guest reaches as 10.0.2.2.
+- `vm`: the guest (vm/qemu.py), booted once from an overlay of the cached image, isolated (qemu's user
+  net with restrict=on: its only way out is localconvex's port); powered off at the end.
+- `localconvex`: a localconvex on the host's 127.0.0.1, which the guest reaches as 10.0.2.100 (guestfwd).
 - `deb`: dist/fondation-agent_<version>_amd64.deb from `make deb`, which rebuilds it only when its
   sources changed ($FONDATION_AGENT_DEB names another).
 - `agent`: the .deb installed in the guest with apt (offline: the image holds every Depends), the
-  test CLIs, a git repository to clone, the token and a config with `sandbox = "systemd-scope"`, and
-  fondation-agent.service started.
+  test CLIs, a git repository to clone, the token and a config with `sandbox = "systemd-scope"` (the
+  old name of systemd-service, which must keep working), and fondation-agent.service started.
 - `queue`: enqueue jobs on the host and wait for them.
 
 $FONDATION_SYSTEM_TEST_DROPIN names a file installed as a drop-in of fondation-agent.service before it
@@ -28,8 +29,8 @@ import pytest
 
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
-from tests.system.guest import CONFIG, GUEST_LIB, GUEST_REPO, JOB_USER, TOKEN_FILE, UNIT, GuestAgent, Queue
-from vm.qemu import GUEST_HOST_ADDRESS, VirtualMachine
+from tests.system.guest import CONFIG, GUEST_LIB, GUEST_REPO, TOKEN_FILE, UNIT, GuestAgent, Queue
+from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -49,8 +50,8 @@ def _log(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualMachine]:
-    machine = VirtualMachine(workdir=tmp_path_factory.mktemp("vm"))
+def vm(tmp_path_factory: pytest.TempPathFactory, localconvex: LocalConvex) -> Iterator[VirtualMachine]:
+    machine = VirtualMachine(workdir=tmp_path_factory.mktemp("vm"), isolated=True, guest_forwards=[localconvex.port])
     machine.start()
     state = machine.wait_until_running()
     if state != "running":
@@ -64,7 +65,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualMachine]:
 
 @pytest.fixture(scope="session")
 def localconvex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConvex]:
-    # Binds 127.0.0.1:<free port>: qemu's user net maps the guest's 10.0.2.2 to exactly that.
+    # Binds 127.0.0.1:<free port>: qemu's guestfwd relays the guest's 10.0.2.100:<port> to exactly that.
     server = LocalConvex(
         state_file=tmp_path_factory.mktemp("localconvex") / "state.json",
         token=TOKEN,
@@ -99,7 +100,7 @@ def deb() -> Path:
 
 def agent_settings(localconvex: LocalConvex) -> dict:
     return {
-        "convex_url": f"http://{GUEST_HOST_ADDRESS}:{localconvex.port}",
+        "convex_url": f"http://{GUEST_FORWARD_ADDRESS}:{localconvex.port}",
         "worker_id": "vm-agent",
         "sandbox": "systemd-scope",
         "allow_local_repositories": True,
@@ -137,6 +138,7 @@ def _install_test_files(vm: VirtualMachine) -> None:
     vm.ssh(f"install -d -m 0755 {GUEST_LIB}")
     vm.scp_to(REPO_ROOT / "tests" / "fixtures" / "fake_cli.py", f"{GUEST_LIB}/fake_cli.py")
     vm.scp_to(HERE / "guest_cli.py", f"{GUEST_LIB}/guest_cli.py")
+    vm.scp_to(HERE / "guest_listener.py", f"{GUEST_LIB}/guest_listener.py")
     vm.ssh(f"chmod 0755 {GUEST_LIB}/*.py")
     # The repository the jobs clone (allow_local_repositories): a real git history, inside the guest.
     vm.ssh(
@@ -162,10 +164,6 @@ def agent(vm: VirtualMachine, deb: Path, localconvex: LocalConvex) -> GuestAgent
         _log(f"trying the unit with {trial} as a drop-in")
         vm.put(f"/etc/systemd/system/{UNIT}.d/90-system-test-trial.conf", trial.read_text())
         vm.ssh("systemctl daemon-reload")
-    # The job user's manager must run without a login (its cgroup subtree is where the scopes go).
-    if "Linger=yes" not in vm.ssh(f"loginctl show-user {JOB_USER} -p Linger", check=False).stdout:
-        _log(f"the package left {JOB_USER} without linger; enabling it")
-        vm.ssh(f"loginctl enable-linger {JOB_USER}")
     done = vm.ssh(f"systemctl enable {UNIT} && systemctl restart {UNIT}", check=False, timeout=300)
     if done.returncode != 0:
         pytest.fail(f"{UNIT} did not start: {done.stderr.strip()}\n{guest.diagnostics()}")

@@ -17,7 +17,8 @@ CONFIG = "/etc/fondation-agent/agent.toml"
 TOKEN_FILE = "/etc/fondation-agent/worker-token"
 GUEST_LIB = "/usr/local/lib/fondation-test"
 GUEST_REPO = "/srv/repos/demo"
-JOB_USER = "fondation-job"
+# The job-user pool as a comma-separated list, for pgrep -u (evaluated by the guest's shell).
+POOL_USERS = "$(getent passwd | cut -d: -f1 | grep -E '^fondation-job-[0-9]+$' | paste -sd, -)"
 REPO_URL = f"file://{GUEST_REPO}"
 TERMINAL = ("completed", "failed", "canceled")
 ACTIVE = ("running", "cloning", "analyzing", "gathering")
@@ -29,21 +30,21 @@ def summary(job: dict) -> str:
             f"errorKind={job.get('errorKind')!r}, error={job.get('error')!r}, progress={job.get('progress')!r}")
 
 
-JOB_SCOPES = f"systemctl --user -M {JOB_USER}@ list-units --all --plain --no-legend 'fondation-job-*'"
+JOB_UNITS = "systemctl list-units --all --plain --no-legend 'fondation-job-*.service'"
 
 
-def job_scopes(vm: VirtualMachine) -> str:
-    """The job user's fondation-job-* units still loaded (there should be none between jobs)."""
-    return vm.ssh(JOB_SCOPES, check=False).stdout.strip()
+def job_units(vm: VirtualMachine) -> str:
+    """The fondation-job-* services PID 1 still has loaded (there should be none between jobs)."""
+    return vm.ssh(JOB_UNITS, check=False).stdout.strip()
 
 
-def wait_no_job_scopes(vm: VirtualMachine, timeout: float = 30) -> None:
-    vm.wait_for(JOB_SCOPES, lambda out: out.strip() == "", timeout=timeout)
+def wait_no_job_units(vm: VirtualMachine, timeout: float = 30) -> None:
+    vm.wait_for(JOB_UNITS, lambda out: out.strip() == "", timeout=timeout)
 
 
 def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
-    """Nothing of any job is left running (the user manager and its session bus stay, as they should)."""
-    vm.wait_for(f"pgrep -a -u {JOB_USER} -f {GUEST_LIB} || true", lambda out: out.strip() == "", timeout=timeout)
+    """No process runs as any job user: nothing of a job outlives its unit."""
+    vm.wait_for(f"pgrep -a -u {POOL_USERS} || true", lambda out: out.strip() == "", timeout=timeout)
 
 
 class Queue:

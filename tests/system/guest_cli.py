@@ -4,10 +4,15 @@
 Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. Modes of its own:
   oom:MB          allocate (and touch) MB MiB, 10 MiB at a time; if it survives, write a course anyway
   forkbomb:S      every process forks as fast as it can for S seconds; the first one then reports what
-                  it saw (its scope's pids.max, how many forks failed) and exits 1
+                  it saw (its unit's pids.max, how many forks failed) and exits 1
   steal:PID       try to read the worker token every way a job user could (PID = the agent's pid) and
                   write what each try got into the output documents
   relay:MARKER    print lines carrying MARKER on stdout (and stderr), then write a course
+  await           wait for a file GO in the clone (the test writes it), then write a course: a victim
+  hostile         wait for GO (it names the victim's job id), then try every escape of a job (read,
+                  plant, stop the victim, systemd managers, limits, cron, at, setuid, the network, …),
+                  leave what it can behind for the next job, and write what each try got
+  inspect         report what a job finds of earlier jobs (/dev/shm, /tmp, /var/tmp, its home)
   pino:MARKER     like the real CLI: pino JSON lines carrying MARKER at levels info, warn, error and
                   fatal (one with an escape sequence), [FONDATION_STEP_N/6] steps, then write a course
 Anything else (succeed, slow:S, hang, crash, …) is handed to fake_cli.py beside this file (the host
@@ -18,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +102,7 @@ def _try(label: str, action) -> str:
         return f"## {label}\nDENIED {type(error).__name__}: {error}\n"
     if isinstance(got, bytes):
         got = got.decode("utf-8", errors="replace")
+    got = str(got)
     return f"## {label}\nGOT {len(got)} characters:\n{got[:20000]}\n"
 
 
@@ -169,6 +176,146 @@ def pino(output: Path, marker: str) -> int:
     return 0
 
 
+WORKSPACES = Path("/var/lib/fondation-agent/workspaces")
+MARK = "hostile-mark"
+LEFT_BEHIND = (Path("/dev/shm") / MARK, Path("/tmp") / MARK, Path("/var/tmp") / MARK)
+
+
+def await_go(repo: str) -> str:
+    go = Path(repo) / "GO"
+    deadline = time.monotonic() + 600
+    while not go.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no GO file")
+        time.sleep(0.2)
+    return go.read_text().strip()
+
+
+def victim(repo: str, output: Path) -> int:
+    progress(1)
+    await_go(repo)
+    write_course(output, "victim course\n")
+    return 0
+
+
+def _command(*argv: str, stdin: str = "") -> str:
+    """A command's output; a failure (non-zero status) is a refusal."""
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise PermissionError(f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout
+
+
+def _connect(address: str, port: int) -> str:
+    with socket.create_connection((address, port), timeout=10) as sock:
+        sock.settimeout(10)
+        return f"connected; got {sock.recv(100)!r}"
+
+
+def _udp(address: str, port: int) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"hostile datagram", (address, port))
+        return "sent"
+
+
+def _signal_others() -> str:
+    """kill(pid, 0) on every pid: how many processes of anyone else this job could signal."""
+    own = {os.getpid()}
+    return f"signalable: {[pid for pid in range(2, 32768) if pid not in own and _can_signal(pid)][:20]}"
+
+
+def _can_signal(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _daemon() -> str:
+    """A double-forked sleeper in its own session: it must not outlive the job's unit."""
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.execv("/bin/sleep", ["sleep", "3600"])  # noqa: S606
+        os._exit(0)
+    os.wait()
+    return "started"
+
+
+def hostile(repo: str, output: Path) -> int:
+    progress(1)
+    victim_id = await_go(repo)
+    own_id = os.environ.get("FONDATION_JOB_ID", "")
+    victim_ws = WORKSPACES / f"{victim_id}-1"
+    own_ws = Path(repo).parent
+    own_unit = f"fondation-job-{own_id}-1.service"
+    tries = [
+        ("whoami", lambda: f"uid={os.getuid()} gid={os.getgid()} groups={os.getgroups()}"),
+        ("no new privileges", lambda: next(line for line in Path("/proc/self/status").read_text().splitlines()
+                                           if line.startswith("NoNewPrivs"))),
+        ("list workspaces", lambda: " ".join(sorted(os.listdir(WORKSPACES)))),
+        ("read victim repo", lambda: (victim_ws / "repo" / "README.md").read_text()),
+        ("plant victim output", lambda: (victim_ws / "output" / "99_planted.md").write_text("# planted\n")),
+        ("victim owner marker", lambda: (victim_ws / ".fondation-owner").write_text("someone-else\n")),
+        ("own owner marker", lambda: (own_ws / ".fondation-owner").write_text("someone-else\n")),
+        ("signal others", _signal_others),
+        ("stop victim unit", lambda: _command("systemctl", "stop", f"fondation-job-{victim_id}-1.service")),
+        ("systemctl user", lambda: _command("systemctl", "--user", "list-units")),
+        ("systemd-run user", lambda: _command("systemd-run", "--user", "sleep", "600")),
+        ("systemd-run system", lambda: _command("systemd-run", "sleep", "600")),
+        ("set-property", lambda: _command("systemctl", "set-property", "--runtime", own_unit, "MemoryMax=infinity",
+                                          "TasksMax=infinity")),
+        ("cgroup limits", lambda: _raise_own_memory_max()),
+        ("crontab", lambda: _command("crontab", "-", stdin=f"* * * * * touch /tmp/{MARK}-cron\n")),
+        ("at", lambda: _command("at", "now", "+", "1", "minute", stdin=f"touch /tmp/{MARK}-at\n")),
+        ("sudo", lambda: _command("sudo", "-n", "true")),
+        ("su", lambda: _command("su", "-c", "true")),
+        ("write /etc", lambda: Path("/etc", MARK).write_text("x")),
+        ("write /opt", lambda: Path("/opt", MARK).write_text("x")),
+        ("write state dir", lambda: Path("/var/lib/fondation-agent", MARK).write_text("x")),
+        ("write cron spool", lambda: Path("/var/spool/cron/crontabs", MARK).write_text("x")),
+        ("read credentials file", lambda: Path("/etc/fondation-agent/job.env").read_text()),
+        ("credential in environment", lambda: "ANTHROPIC_API_KEY set" if os.environ.get("ANTHROPIC_API_KEY")
+         else _raise("no ANTHROPIC_API_KEY")),
+        ("agent port", lambda: _connect("127.0.0.1", 9810)),
+        ("loopback sshd", lambda: _connect("127.0.0.1", 22)),
+        ("host address sshd", lambda: _connect("10.0.2.15", 22)),
+        ("metadata http", lambda: _connect("169.254.169.254", 80)),
+        ("private address", lambda: _connect("10.77.0.1", 80)),
+        ("allowed address", lambda: _connect("10.77.0.2", 80)),
+        ("dns to the resolver", lambda: _udp("169.254.169.254", 53)),
+        ("metadata udp", lambda: _udp("169.254.169.254", 123)),
+        ("leave files", lambda: [path.write_text("left behind\n") for path in LEFT_BEHIND]),
+        ("poison home", lambda: (Path.home() / ".gitconfig").write_text(f"[core]\n\tfsmonitor = touch /tmp/{MARK}\n")),
+        ("daemon", _daemon),
+    ]
+    report = "".join(_try(label, action) for label, action in tries)
+    print(report, flush=True)
+    write_course(output, report)
+    return 0
+
+
+def _raise(message: str):
+    raise RuntimeError(message)
+
+
+def _raise_own_memory_max() -> str:
+    (own_cgroup() / "memory.max").write_text("max\n")
+    return "raised"
+
+
+def inspect(output: Path) -> int:
+    progress(1)
+    found = [str(path) for path in (*LEFT_BEHIND, Path.home() / ".gitconfig") if path.exists()]
+    report = f"## whoami\nuid={os.getuid()}\n## found\n{' '.join(found) or 'nothing'}\n"
+    write_course(output, report)
+    return 0
+
+
 def main() -> int:
     repo, output, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     name, _, argument = mode.partition(":")
@@ -180,6 +327,12 @@ def main() -> int:
         return steal(output, argument)
     if name == "relay":
         return relay(output, argument)
+    if name == "await":
+        return victim(repo, output)
+    if name == "hostile":
+        return hostile(repo, output)
+    if name == "inspect":
+        return inspect(output)
     if name == "pino":
         return pino(output, argument)
     os.execv(sys.executable, [sys.executable, str(HERE / "fake_cli.py"), repo, str(output), mode])  # noqa: S606

@@ -35,13 +35,13 @@ def test_status_is_clean(agent: GuestAgent) -> None:
     assert errors.strip() == "", errors
 
 
-def test_a_job_runs_end_to_end_in_a_scope(agent: GuestAgent, queue: Queue, journal_cursor: str) -> None:
+def test_a_job_runs_end_to_end_in_a_transient_service(agent: GuestAgent, queue: Queue, journal_cursor: str) -> None:
     job_id = queue.enqueue("succeed")
     job = queue.wait_finished(job_id)
     assert job["status"] == "completed", summary(job)
     assert {doc["slug"] for doc in queue.docs(job_id)} >= {"index"}
     lines = agent.journal(f"JOB_ID={job_id}", after=journal_cursor)
-    assert "sandbox=systemd-scope" in lines, lines
+    assert "sandbox=systemd-service" in lines, lines
     assert "fondation-job-" in lines, lines
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.system.guest import ACTIVE, GuestAgent, Queue, job_scopes, summary, wait_no_job_processes
+from tests.system.guest import ACTIVE, GuestAgent, Queue, job_units, summary, wait_no_job_processes
 
 pytestmark = pytest.mark.system
 
@@ -19,7 +19,7 @@ def assert_agent_unharmed(agent: GuestAgent, before: dict[str, str]) -> None:
     assert after["MainPID"] == before["MainPID"], (before, after)
     assert after["NRestarts"] == before["NRestarts"], (before, after)
     assert agent.vm.ssh("systemctl is-system-running", check=False).stdout.strip() == "running"
-    assert job_scopes(agent.vm) == ""
+    assert job_units(agent.vm) == ""
     wait_no_job_processes(agent.vm)
 
 
@@ -42,15 +42,15 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     job_id = queue.enqueue("forkbomb:20", maxAttempts=1)
     queue.wait_for(job_id, lambda job: job["status"] in ACTIVE and job.get("currentStep"), timeout=180)
 
-    # While it rages: the guest answers, and the scope never holds more than TasksMax tasks.
+    # While it rages: the guest answers, and the unit never holds more than TasksMax tasks.
     latencies, peaks = [], []
     finished = threading.Event()
 
     def watch() -> None:
         while not finished.is_set():
             started = time.monotonic()
-            out = agent.vm.ssh("for d in $(find /sys/fs/cgroup/user.slice -maxdepth 6 -type d "
-                               "-name 'fondation-job-*.scope'); do cat $d/pids.current; done 2>/dev/null",
+            out = agent.vm.ssh("for d in /sys/fs/cgroup/fondation.slice/fondation-jobs.slice/fondation-job-*.service; "
+                               "do cat $d/pids.current; done 2>/dev/null",
                                check=False, timeout=60).stdout
             latencies.append(time.monotonic() - started)
             peaks.extend(int(x) for x in out.split())
@@ -69,7 +69,7 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     # The kernel charges a fork by adding to pids.current, then takes the charge back if that went
     # past pids.max: a read can catch one such passing charge per CPU forking at that instant.
     ceiling = tasks_max + agent.vm.cpus
-    assert peaks, "never saw the job's scope"
+    assert peaks, "never saw the job's unit"
     assert max(peaks) <= ceiling, peaks
     assert max(latencies) < 30, latencies
     report = agent.journal(f"JOB_ID={job_id}")

@@ -26,7 +26,9 @@ def test_a_hung_main_loop_is_restarted_by_the_watchdog(agent: GuestAgent, queue:
         after = agent.wait_active()
         assert after["MainPID"] != before["MainPID"], (before, after)
         lines = agent.journal(after=cursor)
-        assert "main loop hanging on purpose" in lines, lines
+        assert "main loop hanging on purpose" in lines, (lines, vm.ssh(
+            "journalctl -b --no-pager -o short-precise --since=-5min | grep -i -B2 -A2 'hanging on purpose'",
+            check=False).stdout)
         assert "Watchdog timeout" in lines, lines
         # The restarted agent exports systemd's count (FondationAgentRestarting alerts on it).
         metrics = vm.wait_for("curl -sS -m 10 http://127.0.0.1:9810/metrics",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.guest import UNIT, GuestAgent, Queue, summary, wait_no_job_processes, wait_no_job_scopes
+from tests.system.guest import UNIT, GuestAgent, Queue, summary, wait_no_job_processes, wait_no_job_units
 
 pytestmark = pytest.mark.system
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -y"
@@ -47,13 +47,13 @@ def test_remove_stops_the_service_and_purge_removes_what_the_package_created(age
     assert vm.ssh(f"systemctl is-active {UNIT}", check=False).stdout.strip() == "inactive"
     assert not exists(agent, "/usr/bin/fondation-agent") and not exists(agent, "/opt/venvs/fondation-agent")
     assert exists(agent, "/etc/fondation-agent/agent.toml"), "remove keeps the configuration"
-    wait_no_job_scopes(vm)
+    wait_no_job_units(vm)
     wait_no_job_processes(vm)
 
     apt(agent, "purge fondation-agent")
-    for path in ("/etc/fondation-agent", "/var/lib/fondation-agent", "/etc/sudoers.d/fondation-agent",
-                 "/var/lib/systemd/linger/fondation-job", f"/usr/lib/systemd/system/{UNIT}"):
+    for path in ("/etc/fondation-agent", "/var/lib/fondation-agent", "/run/fondation-jobs-launcher",
+                 "/run/fondation-jobs-launcher.sock", f"/usr/lib/systemd/system/{UNIT}"):
         assert not exists(agent, path), f"{path} survived the purge"
     assert "fondation-agent" not in vm.ssh("dpkg -l", check=False).stdout
     # Debian policy: system users stay (files they own may remain anywhere); docs/operations.md says so.
-    assert vm.ssh("id -u fondation && id -u fondation-job", check=False).returncode == 0
+    assert vm.ssh("id -u fondation && id -u fondation-job-1", check=False).returncode == 0

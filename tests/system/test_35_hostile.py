@@ -1,0 +1,193 @@
+"""Two concurrent jobs, one hostile: every escape a job could try is refused, and nothing of it is left.
+
+The guest gets a dummy interface carrying 169.254.169.254 (the cloud metadata address, here also the
+resolver, as on some clouds) and two 10.x addresses, with a listener behind each, before any job runs:
+the network rules are judged by what those listeners receive, and no test packet leaves the VM (which
+qemu boots with restrict=on anyway). The table of docs/operations.md, "What a job can and cannot do",
+is this file's assertions, line by line.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.system.guest import (
+    GUEST_LIB,
+    POOL_USERS,
+    GuestAgent,
+    Queue,
+    job_units,
+    wait_no_job_processes,
+    wait_no_job_units,
+)
+
+pytestmark = pytest.mark.system
+LISTENER_LOG = "/run/fondation-test-listener.log"
+LISTENS = ("169.254.169.254:80/tcp", "169.254.169.254:53/udp", "169.254.169.254:123/udp", "10.77.0.1:80/tcp",
+           "10.77.0.2:80/tcp")
+JOB_ENV = "/etc/fondation-agent/job.env"
+WORKSPACES = "/var/lib/fondation-agent/workspaces"
+CLAUDE_KEY = f"sk-ant-test-{secrets.token_hex(8)}"
+MAX_JOB_EXPOSURE = 3.0
+MAX_AGENT_EXPOSURE = 4.5
+
+
+def sections(report: str) -> dict[str, str]:
+    """'## label\\nDENIED …' / 'GOT n characters:\\n…' blocks of a hostile report, by label."""
+    found = {}
+    for block in report.split("## ")[1:]:
+        label, _, body = block.partition("\n")
+        found[label.strip()] = body.strip()
+    return found
+
+
+def exposure(agent: GuestAgent, unit: str) -> float:
+    out = agent.vm.ssh(f"systemd-analyze security --no-pager {unit}", check=False).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def hostile_host(agent: GuestAgent) -> Iterator[GuestAgent]:
+    vm = agent.vm
+    vm.ssh("ip link add fj-test type dummy; ip link set fj-test up; "
+           "for a in 169.254.169.254 10.77.0.1 10.77.0.2; do ip addr add $a/32 dev fj-test; done")
+    vm.ssh(f"rm -f {LISTENER_LOG}; systemd-run --quiet --unit=fondation-test-listener "
+           f"python3 {GUEST_LIB}/guest_listener.py {LISTENER_LOG} {' '.join(LISTENS)}")
+    vm.wait_for(f"cat {LISTENER_LOG} 2>/dev/null", lambda out: "listening" in out, timeout=60)
+    vm.ssh("cp /etc/resolv.conf /root/resolv.conf.saved && echo 'nameserver 169.254.169.254' > /etc/resolv.conf")
+    vm.put(JOB_ENV, f"ANTHROPIC_API_KEY={CLAUDE_KEY}\n", mode="0600", owner="root:root")
+    agent.reload(concurrency=2, job_network_allow=["10.77.0.2"])
+    vm.ssh("systemctl reload fondation-jobs-network")
+    yield agent
+    agent.reload(concurrency=1, job_network_allow=[])
+    vm.ssh(f"cp /root/resolv.conf.saved /etc/resolv.conf; systemctl reload fondation-jobs-network; rm -f {JOB_ENV}; "
+           "systemctl stop fondation-test-listener; ip link del fj-test", check=False)
+
+
+@pytest.fixture(scope="module")
+def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
+    """The hostile job and its victim, concurrently; their reports; the unit scores seen meanwhile."""
+    agent = hostile_host
+    vm = agent.vm
+    # Running means the CLI's first progress line arrived ("analyzing" alone is set before its unit starts).
+    hostile_id = queue.enqueue("hostile", maxAttempts=1)
+    queue.wait_for(hostile_id, running, timeout=180)
+    victim_id = queue.enqueue("await", maxAttempts=1)
+    queue.wait_for(victim_id, running, timeout=180)
+    scores = {"job": exposure(agent, f"fondation-job-{hostile_id}-1.service"),
+              "agent": exposure(agent, "fondation-agent.service")}
+    units = job_units(vm)
+    vm.put(f"{WORKSPACES}/{hostile_id}-1/repo/GO", victim_id + "\n")  # the hostile job starts its tries
+    hostile = queue.wait_completed(hostile_id, timeout=300)
+    vm.put(f"{WORKSPACES}/{victim_id}-1/repo/GO", "\n")  # and only then does the victim finish
+    victim = queue.wait_completed(victim_id, timeout=300)
+    report = "\n".join(doc["content"] for doc in queue.docs(hostile_id))
+    return {"hostile": hostile, "victim": victim, "report": sections(report), "raw": report, "scores": scores,
+            "units": units, "victim_docs": queue.docs(victim_id)}
+
+
+def running(job: dict) -> bool:
+    return job["status"] == "analyzing" and bool(job.get("currentStep"))
+
+
+def denied(run: dict, label: str) -> None:
+    body = run["report"].get(label, "")
+    assert body.startswith("DENIED"), f"{label}: {body[:600]}"
+
+
+def got(run: dict, label: str) -> str:
+    body = run["report"].get(label, "")
+    assert body.startswith("GOT"), f"{label}: {body[:600]}"
+    return body
+
+
+def test_hostile_jobs_run_as_different_job_users_in_units_of_their_own(hostile_run: dict) -> None:
+    units = hostile_run["units"]
+    assert f"fondation-job-{hostile_run['hostile']['_id']}-1.service" in units, units
+    assert f"fondation-job-{hostile_run['victim']['_id']}-1.service" in units, units
+    assert "uid=" in got(hostile_run, "whoami")
+    assert re.search(r"NoNewPrivs:\s+1", got(hostile_run, "no new privileges"))
+
+
+def test_hostile_unit_scores(hostile_run: dict) -> None:
+    scores = hostile_run["scores"]
+    assert scores["job"] <= MAX_JOB_EXPOSURE, scores
+    assert scores["agent"] <= MAX_AGENT_EXPOSURE, scores
+
+
+def test_hostile_job_cannot_see_read_write_or_signal_the_other(hostile_run: dict) -> None:
+    hostile_id = hostile_run["hostile"]["_id"]
+    listing = got(hostile_run, "list workspaces")
+    assert listing.splitlines()[-1].strip() == f"{hostile_id}-1", listing  # its own, nothing else
+    for label in ("read victim repo", "plant victim output", "victim owner marker", "own owner marker",
+                  "stop victim unit"):
+        denied(hostile_run, label)
+    assert got(hostile_run, "signal others").splitlines()[-1] == "signalable: []"
+    docs = hostile_run["victim_docs"]
+    assert any("victim course" in doc["content"] for doc in docs), docs
+    assert not any("planted" in doc["content"] or doc["slug"] == "planted" for doc in docs), docs
+
+
+def test_hostile_job_reaches_no_systemd_manager_and_cannot_lift_its_limits(hostile_run: dict) -> None:
+    for label in ("systemctl user", "systemd-run user", "systemd-run system", "set-property", "cgroup limits"):
+        denied(hostile_run, label)
+
+
+def test_hostile_job_schedules_nothing_and_gains_no_privilege(hostile_run: dict) -> None:
+    for label in ("crontab", "at", "sudo", "su"):
+        denied(hostile_run, label)
+
+
+def test_hostile_job_writes_nowhere_but_its_workspace_and_cannot_read_the_credentials_file(
+        hostile_run: dict) -> None:
+    for label in ("write /etc", "write /opt", "write state dir", "write cron spool", "read credentials file"):
+        denied(hostile_run, label)
+    assert "ANTHROPIC_API_KEY set" in got(hostile_run, "credential in environment")
+
+
+def test_hostile_job_network_is_the_policys(hostile_host: GuestAgent, hostile_run: dict) -> None:
+    for label in ("agent port", "loopback sshd", "host address sshd", "metadata http", "private address"):
+        denied(hostile_run, label)
+    assert "hello" in got(hostile_run, "allowed address")  # job_network_allow opens what the defaults close
+    arrived = hostile_host.vm.read(LISTENER_LOG)
+    assert "udp 169.254.169.254:53 from" in arrived, arrived  # DNS to the configured resolver
+    assert "tcp 10.77.0.2:80 from" in arrived, arrived
+    for refused in ("tcp 169.254.169.254:80", "udp 169.254.169.254:123", "tcp 10.77.0.1:80"):
+        assert refused not in arrived, arrived
+    # The agent itself is unharmed by the tries on its port.
+    assert hostile_host.vm.ssh("curl -sS -m 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:9810/health"
+                               ).stdout.strip() == "200"
+
+
+def test_hostile_job_leaves_nothing_for_the_next_job_or_the_host(hostile_host: GuestAgent, hostile_run: dict,
+                                                                 queue: Queue) -> None:
+    vm = hostile_host.vm
+    for label in ("leave files", "poison home", "daemon"):
+        got(hostile_run, label)  # it could, inside its own namespace: what counts is what remains
+    wait_no_job_units(vm)
+    wait_no_job_processes(vm)
+    hostile_uid = re.search(r"uid=(\d+)", got(hostile_run, "whoami")).group(1)
+    # The next job alone gets the lowest free job user: the hostile one's.
+    inspect_id = queue.enqueue("inspect", maxAttempts=1)
+    queue.wait_completed(inspect_id)
+    inspected = sections("\n".join(doc["content"] for doc in queue.docs(inspect_id)))
+    assert inspected["whoami"] == f"uid={hostile_uid}", inspected
+    assert inspected["found"] == "nothing", inspected
+    wait_no_job_units(vm)
+    wait_no_job_processes(vm)
+    uids = vm.ssh("getent passwd | awk -F: '$1 ~ /^fondation-job-[0-9]+$/ {print $3}'").stdout.split()
+    owned = " -o ".join(f"-uid {uid}" for uid in uids)
+    assert vm.ssh(f"find / /dev/shm /tmp /var/tmp -xdev \\( {owned} \\) -print 2>/dev/null", check=False
+                  ).stdout.strip() == ""
+    assert vm.ssh("find /dev/shm /tmp /var/tmp -name 'hostile-mark*' 2>/dev/null", check=False).stdout.strip() == ""
+    assert vm.ssh("ls -A /var/spool/cron/crontabs 2>/dev/null", check=False).stdout.strip() == ""
+    assert vm.ssh("atq", check=False).stdout.strip() == ""
+    managers = vm.ssh("systemctl list-units --plain --no-legend 'user@*.service'", check=False).stdout
+    assert not any(f"user@{uid}.service" in managers for uid in uids), managers
+    assert vm.ssh(f"pgrep -a -u {POOL_USERS} || true").stdout.strip() == ""
