@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fondation_agent import __version__
-from fondation_agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from fondation_agent.config import DEFAULT_CONFIG_PATH, ConfigError, instance_config_path, load_config
 from fondation_agent.convex_api import ConvexApiError, ConvexHttp
 
 EXIT_USAGE = 2
@@ -30,7 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the worker until stopped")
-    run.add_argument("--config", type=Path, default=None, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, default=None, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    # The units pass their instance name (%i, empty for fondation-agent.service): one unit file for all.
+    where.add_argument("--instance", metavar="NAME", default=None,
+                       help=f"worker instance NAME: config {DEFAULT_CONFIG_PATH.with_name('NAME.toml')}; "
+                            f"an empty NAME means {DEFAULT_CONFIG_PATH}")
 
     check = commands.add_parser("check-config", help="validate a config file; exit 2 with one line per problem")
     check.add_argument("file", type=Path)
@@ -84,7 +89,9 @@ def _run(args: argparse.Namespace) -> int:
     from fondation_agent.worker import run_worker  # the queue commands need none of the worker's imports
 
     path = args.config
-    if path is None and DEFAULT_CONFIG_PATH.exists():
+    if args.instance is not None:
+        path = instance_config_path(args.instance)
+    elif path is None and DEFAULT_CONFIG_PATH.exists():
         path = DEFAULT_CONFIG_PATH
     return run_worker(path)
 

@@ -25,6 +25,8 @@ from fondation_agent.netpolicy import PolicyError, parse_networks
 from fondation_agent.queue_limits import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
+# A worker instance's name (the unit's %i) becomes a file name: nothing that could leave the directory.
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
 SANDBOXES = ("process", "systemd-service")
@@ -245,6 +247,18 @@ def _validate(config: Config) -> list[str]:
     for name in config.cli_env:
         require(name.isidentifier() or name.replace("_", "").isalnum(), "cli_env", f"bad variable name {name!r}")
     return problems
+
+
+def instance_config_path(instance: str) -> Path:
+    """The config of worker instance NAME (fondation-agent@NAME.service): NAME.toml beside agent.toml.
+
+    The unnamed instance (fondation-agent.service, whose %i is empty) reads agent.toml itself.
+    """
+    if not instance:
+        return DEFAULT_CONFIG_PATH
+    if not _INSTANCE_NAME.fullmatch(instance):
+        raise ConfigError([f"--instance: {instance!r} is not an instance name (letters, digits, _ . : -)"])
+    return DEFAULT_CONFIG_PATH.with_name(f"{instance}.toml")
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

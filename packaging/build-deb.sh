@@ -7,8 +7,9 @@
 # and PyPI (pip installs the dependencies into the venv).
 #
 # The source tree is staged under build/deb/ with packaging/debian/ as debian/ and the unit files of
-# systemd/ as debian/fondation-agent{,@}.service (so dh_installsystemd writes the maintainer-script
-# snippets for them); debian/changelog is generated from the version make passes (pyproject.toml's).
+# systemd/ as debian/fondation-agent.* (so dh_installsystemd writes the maintainer-script snippets for
+# them): the one worker unit, systemd/fondation-agent@.service, as both fondation-agent.service and
+# the template. debian/changelog is generated from the version make passes (pyproject.toml's).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,8 +38,9 @@ cp docs/operations.md docs/configuration.md docs/cli-contract.md docs/metrics.md
 cp -r packaging/files "$SRC/packaging/files"
 cp -r monitoring/prometheus monitoring/grafana "$SRC/monitoring/"
 cp -r packaging/debian "$SRC/debian"
-cp systemd/fondation-agent.service "$SRC/debian/fondation-agent.service"
+cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent.service"
 cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent@.service"
+cp systemd/fondation-agent.target "$SRC/debian/fondation-agent.target"
 cp systemd/fondation-jobs-network.service "$SRC/debian/fondation-agent.fondation-jobs-network.service"
 cp systemd/fondation-jobs-launcher.socket "$SRC/debian/fondation-agent.fondation-jobs-launcher.socket"
 # dh_installsystemd enables and starts the socket; the connection template and the slice need neither.

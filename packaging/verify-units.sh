@@ -9,16 +9,22 @@
 # is not touched.
 set -euo pipefail
 SELF=$(readlink -f "$0")
-cd "$(dirname "$SELF")/../systemd"
+SOURCE="$(dirname "$SELF")/../systemd"
 
 check() {
-    systemd-analyze verify ./fondation-agent.service ./fondation-agent@.service
+    # As the package installs them: the one worker unit under both of its names (build-deb.sh).
+    units=$(mktemp -d)
+    cp "$SOURCE"/* "$units/"
+    cp "$SOURCE/fondation-agent@.service" "$units/fondation-agent.service"
+    cd "$units"
+    systemd-analyze verify ./fondation-agent.service ./fondation-agent@.service ./fondation-agent.target
     echo "systemd-analyze verify: clean"
     for unit in fondation-agent.service fondation-agent@.service; do
         echo
         echo "### systemd-analyze security --offline=true $unit"
         systemd-analyze security --offline=true --no-pager "./$unit"
     done
+    cd / && rm -rf "$units"
 }
 
 if [ -x /usr/bin/fondation-agent ]; then

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from fondation_agent.config import Config, ConfigError, load_config
+from fondation_agent.cli import main as cli_main
+from fondation_agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, instance_config_path, load_config
 
 URL = "https://happy-animal-123.convex.cloud"
 SCRIPT = Path(sys.executable).with_name("fondation-agent")
@@ -371,3 +372,21 @@ def test_an_obsolete_key_of_a_kept_conffile_is_ignored(tmp_path: Path) -> None:
     kept = f'convex_url = "{URL}"\nsandbox = "systemd-scope"\njob_user = "fondation-job"\n'  # 0.1.0's agent.toml
     config = load_config(write(tmp_path, kept), {})
     assert config.sandbox == "systemd-service"
+
+
+def test_an_instance_name_picks_its_file_beside_agent_toml_and_the_empty_name_agent_toml_itself() -> None:
+    assert instance_config_path("") == DEFAULT_CONFIG_PATH
+    assert instance_config_path("2") == DEFAULT_CONFIG_PATH.with_name("2.toml")
+    assert instance_config_path("eu-west.b") == DEFAULT_CONFIG_PATH.with_name("eu-west.b.toml")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "x" * 65, "a b"])
+def test_an_instance_name_that_could_leave_the_directory_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="is not an instance name"):
+        instance_config_path(name)
+
+
+def test_run_instance_without_its_file_exits_2_naming_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """What `systemctl enable --now fondation-agent@NAME` without NAME.toml shows in the journal."""
+    assert cli_main(["run", "--instance", "no-such-instance"]) == 2
+    assert f"{DEFAULT_CONFIG_PATH.with_name('no-such-instance.toml')}: cannot read" in capsys.readouterr().err
