@@ -237,8 +237,11 @@ class WorkerApi:
     def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool) -> dict[str, Any]:
         return self._leased("worker:fail", claim, error=error, errorKind=error_kind, retryable=retryable)
 
-    def release(self, claim: Claim, reason: str) -> None:
-        self._leased("worker:release", claim, reason=reason)
+    def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None) -> dict[str, Any]:
+        """Hands the job back uncounted. With host_failure_kind, a release for this host's problem,
+        which Convex counts: past MAX_HOST_RELEASES of them the job fails instead (`failed` is true)."""
+        kind = {"hostFailureKind": host_failure_kind} if host_failure_kind else {}
+        return self._leased("worker:release", claim, reason=reason, **kind)
 
     def canceled(self, claim: Claim) -> None:
         self._leased("worker:canceled", claim)

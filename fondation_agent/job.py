@@ -434,7 +434,9 @@ class Job:
             self.host_failure = failure
             reason = f"host problem on {self.config.worker_id} ({failure.kind}): {failure}"
             reason = bounded(reason, MAX_PROGRESS_LENGTH)
-            self._finally(lambda: self.api.release(self.claim, reason))
+            result = self._finally(lambda: self.api.release(self.claim, reason, failure.kind))
+            if result.get("failed"):
+                self.log.error("job failed: released for host problems too many times", error_kind=failure.kind)
             return HOST_FAILURE
         self.log.warning("job failed", error=str(failure), error_kind=failure.kind, retryable=failure.retryable)
         error = bounded(str(failure), MAX_ERROR_LENGTH)

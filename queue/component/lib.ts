@@ -13,6 +13,10 @@ export const MAX_MAX_ATTEMPTS = 10;
 export const BACKOFF_BASE_MS = 5_000;
 export const BACKOFF_CAP_MS = 10 * 60_000;
 export const MIN_LEASE_MS = 1_000;
+// Releases for host problems (worker:release's hostFailureKind) before the job fails: the problem is
+// read from the CLI's output, which the job controls, so a hostile job could otherwise pause host
+// after host and never end.
+export const MAX_HOST_RELEASES = 3;
 export const MAX_LEASE_MS = 60 * 60_000;
 
 export const MAX_URL_LENGTH = 2_048;
@@ -67,6 +71,15 @@ export function requireWorker(workerToken: string): void {
 export function requireLength(name: string, value: string, max: number): void {
   if (value.length > max) {
     refuse("invalid_argument", `${name} is too long (${value.length} characters, at most ${max})`);
+  }
+}
+
+// Error kinds are snake_case words: programs branch on them (docs/cli-contract.md).
+const ERROR_KIND_PATTERN = /^[a-z][a-z0-9_]{0,49}$/;
+
+export function requireErrorKind(name: string, value: string): void {
+  if (!ERROR_KIND_PATTERN.test(value)) {
+    refuse("invalid_argument", `${name} ${JSON.stringify(value)} must be snake_case, at most 50 characters`);
   }
 }
 

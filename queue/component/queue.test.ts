@@ -380,6 +380,39 @@ describe("release", () => {
     expect(again.attempt).toBe(1);
     expect(again.leaseToken).not.toBe(c.leaseToken);
   });
+
+  test("a job released for host problems by MAX_HOST_RELEASES hosts fails: its own output may be the problem", async () => {
+    const { enqueue, claim, job, t } = setup();
+    const jobId = await enqueue({ maxAttempts: 1 });
+    const release = async (worker: string) => {
+      const c = (await claim(worker))!;
+      const reason = `host problem on ${worker} (claude_auth): Invalid API key`;
+      return t.mutation(api.worker.release, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, reason, hostFailureKind: "claude_auth" });
+    };
+    expect(await release("a")).toEqual({ ok: true });
+    expect(await job(jobId)).toMatchObject({ status: "pending", attempts: 0, hostReleases: 1 });
+    const stopping = (await claim("b"))!; // a release for stopping is nobody's fault: not counted
+    await t.mutation(api.worker.release, { workerToken: TOKEN, jobId, leaseToken: stopping.leaseToken, reason: "agent b is stopping" });
+    expect(await job(jobId)).toMatchObject({ status: "pending", hostReleases: 1 });
+    expect(await release("c")).toEqual({ ok: true });
+    expect(await release("d")).toEqual({ ok: true, failed: true });
+    expect(await job(jobId)).toMatchObject({
+      status: "failed",
+      errorKind: "claude_auth",
+      hostReleases: 3,
+      error: "released 3 times for host problems, the last: host problem on d (claude_auth): Invalid API key",
+    });
+    expect(await claim("e")).toBeNull();
+  });
+
+  test("a host failure kind must be an error kind", async () => {
+    const { enqueue, claim, t } = setup();
+    const jobId = await enqueue();
+    const c = (await claim())!;
+    await expect(
+      t.mutation(api.worker.release, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, reason: "r", hostFailureKind: "Not A Kind" }),
+    ).rejects.toThrow(/hostFailureKind .*Not A Kind.* must be snake_case/);
+  });
 });
 
 describe("cancel", () => {

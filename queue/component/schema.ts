@@ -38,6 +38,8 @@ export default defineSchema({
     claims: v.optional(v.number()),
     // How many attempts ended because their lease ran out (the worker died or stalled).
     leaseExpiries: v.optional(v.number()),
+    // How many attempts were released for host problems (worker:release's hostFailureKind).
+    hostReleases: v.optional(v.number()),
     // The lease token of the attempt whose docs are the job's docs (set by worker:complete).
     docsLeaseToken: v.optional(v.string()),
     // The host app's mutation to run once the job completes (a function handle), and its context.

@@ -30,7 +30,8 @@ export const workerArgs = {
   saveDocs: { ...leased, docs: v.array(docInput) },
   complete: { ...leased, summary: v.optional(v.any()) },
   fail: { ...leased, error: v.string(), errorKind: v.string(), retryable: v.boolean() },
-  release: { ...leased, reason: v.string() },
+  // hostFailureKind: the release is for this host's problem (an error kind), counted towards MAX_HOST_RELEASES.
+  release: { ...leased, reason: v.string(), hostFailureKind: v.optional(v.string()) },
   canceled: leased,
   // `now` is the caller's clock (ms): a query must not read the time.
   queueDepth: { workerToken: v.string(), now: v.number() },

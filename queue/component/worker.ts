@@ -15,6 +15,7 @@ import {
   MAX_ERROR_LENGTH,
   MAX_LEASE_MS,
   MAX_KIND_LENGTH,
+  MAX_HOST_RELEASES,
   MAX_PROGRESS_LENGTH,
   MAX_STEP,
   MAX_TITLE_LENGTH,
@@ -27,6 +28,7 @@ import {
   requireLength,
   requireWorker,
   SLUG_PATTERN,
+  requireErrorKind,
 } from "./lib";
 import { workerArgs } from "./validators";
 
@@ -280,9 +282,7 @@ export const fail = mutation({
   args: workerArgs.fail,
   handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable }) => {
     requireWorker(workerToken);
-    if (!/^[a-z][a-z0-9_]{0,49}$/.test(errorKind)) {
-      refuse("invalid_argument", `errorKind ${JSON.stringify(errorKind)} must be snake_case, at most 50 characters`);
-    }
+    requireErrorKind("errorKind", errorKind);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     const now = Date.now();
@@ -318,9 +318,10 @@ export const fail = mutation({
 
 export const release = mutation({
   args: workerArgs.release,
-  handler: async (ctx, { workerToken, jobId, leaseToken, reason }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, reason, hostFailureKind }) => {
     requireWorker(workerToken);
     requireLength("reason", reason, MAX_PROGRESS_LENGTH);
+    if (hostFailureKind !== undefined) requireErrorKind("hostFailureKind", hostFailureKind);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     const now = Date.now();
@@ -329,10 +330,25 @@ export const release = mutation({
       await ctx.db.patch(job._id, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
       return { ok: true };
     }
+    const hostReleases = (job.hostReleases ?? 0) + (hostFailureKind === undefined ? 0 : 1);
+    if (hostFailureKind !== undefined && hostReleases >= MAX_HOST_RELEASES) {
+      await ctx.db.patch(job._id, {
+        ...endOfLease,
+        status: "failed",
+        hostReleases,
+        error: `released ${hostReleases} times for host problems, the last: ${reason}`,
+        errorKind: hostFailureKind,
+        failureRetryable: true,
+        updatedAt: now,
+        finishedAt: now,
+      });
+      return { ok: true, failed: true };
+    }
     await ctx.db.patch(job._id, {
       ...endOfLease,
       status: "pending",
       attempts: job.attempts - 1, // a released attempt does not count
+      hostReleases,
       availableAt: now,
       progress: `Released: ${reason}`,
       currentStep: undefined,

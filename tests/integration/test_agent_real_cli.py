@@ -217,3 +217,15 @@ def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
     assert (job["status"], job["attempts"]) == ("pending", 0), job
     assert "host problem on agent (host_error): the CLI cannot be started" in job["progress"]
     assert "cannot be started" in agent.health()[1]["reason"]
+
+
+def test_a_job_that_keeps_reporting_host_problems_fails_after_max_host_releases(repo, queue, agents):
+    """The problem is read from the CLI's output, which a hostile repository controls: such a job
+    must not bounce between hosts (pausing each) for ever."""
+    agent = agents(host_failure_threshold=10)
+    job_id = queue.enqueue(repo, prompt="auth-unless-fixed")
+    job = queue.wait_finished(job_id, timeout=120)
+    assert (job["status"], job["errorKind"], job["hostReleases"]) == ("failed", "claude_auth", 3), job
+    assert job["error"].startswith("released 3 times for host problems, the last: host problem on ")
+    assert agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 3
+    assert agent.metric("fondation_agent_host_paused") == 0
