@@ -25,6 +25,8 @@ from pathlib import Path
 
 import git
 
+from fondation_agent.untrusted import clean_text
+
 MAX_URL_LENGTH = 2048
 MAX_BRANCH_LENGTH = 200
 POLL_INTERVAL = 0.25
@@ -569,9 +571,8 @@ def _clean_line(line: str, secrets: list[str]) -> str:
     """One stderr line fit for a job's error field: no secrets, no terminal escapes, bounded."""
     for secret in secrets:
         line = line.replace(secret, "***")
-    line = "".join(ch if ch.isprintable() else " " for ch in line).strip()
     # Bounded: a hostile server controls "remote:" lines and they end up in the job row.
-    return line[:MESSAGE_MAX_CHARS]
+    return clean_text(line, MESSAGE_MAX_CHARS)
 
 
 def _read_head(source: RepositorySource, dest: Path) -> str:
