@@ -29,7 +29,7 @@ import pytest
 
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
-from tests.system.guest import CONFIG, GUEST_LIB, GUEST_REPO, TOKEN_FILE, UNIT, GuestAgent, Queue
+from tests.system.guest import GUEST_LIB, GUEST_REPO, TOKEN_FILE, UNIT, GuestAgent, Queue
 from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,8 @@ def agent(vm: VirtualMachine, deb: Path, localconvex: LocalConvex) -> GuestAgent
     if done.returncode != 0:
         pytest.fail(f"{UNIT} did not start: {done.stderr.strip()}\n{guest.diagnostics()}")
     guest.wait_active()
-    assert CONFIG in vm.ssh(f"systemctl show {UNIT} -p ExecStart").stdout
+    # The one worker unit under its plain name: the empty instance, which reads CONFIG (agent.toml).
+    assert "argv[]=/usr/bin/fondation-agent run --instance= ;" in vm.ssh(f"systemctl show {UNIT} -p ExecStart").stdout
     return guest
 
 
