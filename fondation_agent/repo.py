@@ -25,7 +25,8 @@ from pathlib import Path
 
 import git
 
-MAX_URL_LENGTH = 2048
+from fondation_agent.queue_rules import MAX_URL_LENGTH, ErrorKind
+
 MAX_BRANCH_LENGTH = 200
 POLL_INTERVAL = 0.25
 # A small pack can expand to a huge tree of tiny files: the clone is limited in files as well as bytes.
@@ -64,7 +65,7 @@ class CloneFailed(Exception):
     (permanent), clone_timeout | clone_failed (retryable).
     """
 
-    def __init__(self, message: str, *, kind: str, retryable: bool):
+    def __init__(self, message: str, *, kind: ErrorKind, retryable: bool):
         super().__init__(message)
         self.message = message
         self.kind = kind
@@ -435,14 +436,14 @@ def _run_clone(
     if outcome == "timeout":
         raise CloneFailed(
             f"git clone of {source.display} timed out after {timeout:g} s",
-            kind="clone_timeout",
+            kind=ErrorKind.CLONE_TIMEOUT,
             retryable=True,
         )
     if outcome in ("too_large", "too_many_files"):
         limit = f"{max_bytes} bytes" if outcome == "too_large" else f"{max_files} files (clone_max_files)"
         raise CloneFailed(
             f"repository {source.display} is larger than {limit}",
-            kind="repository_too_large",
+            kind=ErrorKind.REPOSITORY_TOO_LARGE,
             retryable=False,
         )
     if proc.returncode != 0:
@@ -529,17 +530,17 @@ class _StderrReader:
 
 
 # Checked in order; the first pattern found anywhere in stderr decides the kind.
-_FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
+_FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind, bool], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind, retryable)
     for pattern, kind, retryable in (
-        (r"Remote branch .* not found", "branch_not_found", False),
-        (r"Repository not found", "repository_not_found", False),
-        (r"Authentication failed", "repository_not_found", False),
-        (r"could not read (Username|Password)", "repository_not_found", False),
-        (r"terminal prompts disabled", "repository_not_found", False),
-        (r"returned error: (401|403|404)\b", "repository_not_found", False),
-        (r"does not appear to be a git repository", "repository_not_found", False),
-        (r"not found", "repository_not_found", False),
+        (r"Remote branch .* not found", ErrorKind.BRANCH_NOT_FOUND, False),
+        (r"Repository not found", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"Authentication failed", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"could not read (Username|Password)", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"terminal prompts disabled", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"returned error: (401|403|404)\b", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"does not appear to be a git repository", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"not found", ErrorKind.REPOSITORY_NOT_FOUND, False),
     )
 )
 
@@ -547,7 +548,7 @@ _FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
 def _classify(source: RepositorySource, returncode: int, stderr: str, secrets: list[str]) -> CloneFailed:
     lines = [_clean_line(line, secrets) for line in stderr.splitlines()]
     lines = [line for line in lines if line]
-    kind, retryable, line = "clone_failed", True, None
+    kind, retryable, line = ErrorKind.CLONE_FAILED, True, None
     for pattern, pattern_kind, pattern_retryable in _FAILURE_PATTERNS:
         line = next((candidate for candidate in lines if pattern.search(candidate)), None)
         if line is not None:
@@ -580,14 +581,14 @@ def _read_head(source: RepositorySource, dest: Path) -> str:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise CloneFailed(
             f"git clone of {source.display} did not produce a git work tree",
-            kind="invalid_repository",
+            kind=ErrorKind.INVALID_REPOSITORY,
             retryable=False,
         ) from None
     try:
         if repo.bare or repo.working_tree_dir is None:
             raise CloneFailed(
                 f"git clone of {source.display} did not produce a git work tree",
-                kind="invalid_repository",
+                kind=ErrorKind.INVALID_REPOSITORY,
                 retryable=False,
             )
         try:
@@ -596,7 +597,7 @@ def _read_head(source: RepositorySource, dest: Path) -> str:
             return git.SymbolicReference.dereference_recursive(repo, "HEAD")
         except ValueError:
             raise CloneFailed(
-                f"repository {source.display} has no commits", kind="invalid_repository", retryable=False
+                f"repository {source.display} has no commits", kind=ErrorKind.INVALID_REPOSITORY, retryable=False
             ) from None
     finally:
         repo.close()

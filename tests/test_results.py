@@ -12,12 +12,12 @@ from fondation_agent.results import (
     CHUNK_MAX_BYTES,
     Document,
     InvalidOutput,
-    Limits,
+    OutputLimits,
     chunks,
     collect_documents,
 )
 
-LIMITS = Limits(max_doc_bytes=10_000, max_docs=20, max_total_bytes=50_000)
+LIMITS = OutputLimits(max_doc_bytes=10_000, max_docs=20, max_total_bytes=50_000)
 ABSTRACTIONS = """- name: Queue
   description: Jobs wait here.
   file_paths: [queue.py]

@@ -8,6 +8,8 @@ import type { Doc, Id } from "./_generated/dataModel";
 import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
 import {
   ACTIVE_STATUSES,
+  ERROR_KIND_PATTERN,
+  LEASE_EXPIRED,
   MAX_BYTES_PER_CALL,
   MAX_DOC_CONTENT_BYTES,
   MAX_DOCS_PER_CALL,
@@ -116,7 +118,7 @@ async function retireStalled(ctx: MutationCtx, job: Doc<"jobs">, now: number): P
     await ctx.db.patch(job._id, {
       ...endOfLease,
       status: "failed",
-      errorKind: "lease_expired",
+      errorKind: LEASE_EXPIRED,
       failureRetryable: true,
       error:
         `the worker's lease expired ${leaseExpiries} time(s) (last worker: ${job.leaseOwner}); ` +
@@ -280,7 +282,7 @@ export const fail = mutation({
   args: workerArgs.fail,
   handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable }) => {
     requireWorker(workerToken);
-    if (!/^[a-z][a-z0-9_]{0,49}$/.test(errorKind)) {
+    if (!ERROR_KIND_PATTERN.test(errorKind)) {
       refuse("invalid_argument", `errorKind ${JSON.stringify(errorKind)} must be snake_case, at most 50 characters`);
     }
     const job = await leasedJob(ctx, jobId, leaseToken);
