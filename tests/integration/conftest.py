@@ -14,9 +14,9 @@ import pytest
 
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
+from tests.git_repos import make_git_repo
 from tests.integration.agent import Agent
 from tests.integration.cli_processes import job_processes
-from tests.integration.git_repos import make_git_repo
 from tests.operator_queue import Queue
 
 TOKEN = "test-worker-token"

@@ -52,7 +52,7 @@ def test_a_symlink_to_a_secret_in_the_output_is_never_read(repo, queue, agents, 
 
 
 def test_an_output_directory_shipped_in_the_repository_is_not_taken_for_results(tmp_path, queue, agents):
-    from tests.integration.git_repos import make_git_repo
+    from tests.git_repos import make_git_repo
 
     planted = make_git_repo(tmp_path / "planted", {
         "app.py": "print('hi')\n",

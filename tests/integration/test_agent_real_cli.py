@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.git_repos import make_git_repo
 from tests.helpers import eventually
-from tests.integration.git_repos import make_git_repo
 from tests.integration.test_agent_systemd_protocol import NotifySocket
 
 pytestmark = pytest.mark.timeout(300)  # several agents and jobs each; generous on a loaded machine

@@ -1,4 +1,4 @@
-"""Real git repositories for the agents of the integration tests to clone."""
+"""Real git repositories for tests to clone (the job's unit tests, the integration tests' agents)."""
 
 from __future__ import annotations
 
