@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import git
@@ -431,16 +432,16 @@ def _run_clone(
     finally:
         _kill_group(proc)
         stderr.join()
-    if outcome == "stopped":
+    if outcome == CloneEnd.STOPPED:
         raise CloneAborted(f"clone of {source.display} was stopped")
-    if outcome == "timeout":
+    if outcome == CloneEnd.TIMEOUT:
         raise CloneFailed(
             f"git clone of {source.display} timed out after {timeout:g} s",
             kind=ErrorKind.CLONE_TIMEOUT,
             retryable=True,
         )
-    if outcome in ("too_large", "too_many_files"):
-        limit = f"{max_bytes} bytes" if outcome == "too_large" else f"{max_files} files (clone_max_files)"
+    if outcome in (CloneEnd.TOO_LARGE, CloneEnd.TOO_MANY_FILES):
+        limit = f"{max_bytes} bytes" if outcome == CloneEnd.TOO_LARGE else f"{max_files} files (clone_max_files)"
         raise CloneFailed(
             f"repository {source.display} is larger than {limit}",
             kind=ErrorKind.REPOSITORY_TOO_LARGE,
@@ -450,30 +451,40 @@ def _run_clone(
         raise _classify(source, proc.returncode, stderr.text(), secrets)
 
 
+class CloneEnd(StrEnum):
+    """How waiting for git clone ended."""
+
+    DONE = "done"
+    STOPPED = "stopped"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    TOO_MANY_FILES = "too_many_files"
+
+
 def _watch(
     proc: subprocess.Popen, dest: Path, *, timeout: float, limits: tuple[int, int], should_stop: Callable[[], bool]
-) -> str:
-    """Wait for git; "done", "stopped", "timeout", "too_large" or "too_many_files" (git still running then)."""
+) -> CloneEnd:
+    """Waits for git to end, or for a reason to stop it (then git is still running)."""
     max_bytes, max_files = limits
     deadline = time.monotonic() + timeout
     interval = POLL_INTERVAL
     while True:
         if should_stop():
-            return "stopped"
+            return CloneEnd.STOPPED
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return "timeout"
+            return CloneEnd.TIMEOUT
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=min(interval, remaining))
         started = time.monotonic()
         # Checked after exit too, so a clone that finishes between two polls still obeys the limits.
         size, files = _tree_usage(dest, max_bytes=max_bytes, max_files=max_files)
         if size > max_bytes:
-            return "too_large"
+            return CloneEnd.TOO_LARGE
         if files > max_files:
-            return "too_many_files"
+            return CloneEnd.TOO_MANY_FILES
         if proc.returncode is not None:
-            return "done"
+            return CloneEnd.DONE
         # Walking a huge tree is not free: keep the walk to at most ~20% of the time.
         interval = max(POLL_INTERVAL, 4 * (time.monotonic() - started))
 

@@ -20,7 +20,7 @@ import pytest
 from fondation_agent import queue_rules as q
 from fondation_agent.config import Config
 from fondation_agent.convex_api import Claim, InvalidArgument, LeaseLost
-from fondation_agent.job import Job, JobOutcome
+from fondation_agent.job import Job, JobOutcome, Stage
 from fondation_agent.logs import get_logger
 from fondation_agent.metrics import Metrics
 from fondation_agent.queue_rules import ErrorKind, Status
@@ -243,3 +243,10 @@ def test_a_cli_that_cannot_start_is_the_hosts_problem_and_is_released(tmp_path: 
     api = FakeApi()
     assert run_job(tmp_path, source, api, MissingCli()) == JobOutcome.HOST_FAILURE
     assert api.names()[-1] == "release" and "fail" not in api.names()
+
+
+def test_every_outcome_and_stage_is_a_documented_metric_label():
+    table = {line.split("|")[1].strip(" `"): line for line in (Path(__file__).parent.parent / "docs" / "metrics.md")
+             .read_text().splitlines() if line.startswith("| `fondation_agent_")}
+    assert all(f"`{outcome}`" in table["fondation_agent_jobs_finished_total"] for outcome in JobOutcome)
+    assert all(f"`{stage}`" in table["fondation_agent_stage_duration_seconds"] for stage in Stage)
