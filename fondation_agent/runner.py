@@ -4,7 +4,9 @@ A runner starts the CLI for one job attempt under limits and hands back a `Runni
 lines, a non-blocking `stop()`, and `wait()` for its `Outcome`. Two runners exist, chosen by the
 `sandbox` setting: `process_runner.ProcessRunner` (a plain process group: laptops, CI) and
 `service_runner.SystemdServiceRunner` (a hardened transient systemd service started by the root
-job launcher, launcher.py: production).
+job launcher, launcher.py: production). The rooms follow the programs and their users: the agent
+(user fondation) runs the runners; the launcher, a program of its own, runs as root; nothing of the
+agent's code runs as a job user, whose unit runs the CLI itself.
 """
 
 from __future__ import annotations
