@@ -4,8 +4,8 @@ out its whole process tree.
 `ProcessRunner` puts the CLI in its own session and process group, for laptops and CI where systemd
 is not the init. It cannot limit memory, CPU or tasks, and a child that calls setsid() leaves the
 group: production uses the systemd-service runner (service_runner.py), which has the same
-interface (runner.Runner). Each running group is recorded in a file (pid and kernel start time), so that an
-agent restarted after a crash can kill the CLIs its predecessor left running.
+interface (runner.Runner). Each running group is recorded in a file (pid and kernel start time),
+so that an agent restarted after a crash can kill the CLIs its predecessor left running.
 """
 
 from __future__ import annotations
