@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-convex test-python test-rules lint backend demo bench clean deb print-deb
+.PHONY: install test test-convex test-python test-unit test-integration test-rules lint backend demo bench clean deb print-deb
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -24,8 +24,16 @@ test: install lint test-rules test-convex test-python
 test-convex: node_modules/.installed
 	npx vitest run
 
+# Every Python test but the VM tier's (pyproject's addopts deselect it). The tiers are directories:
+# tests/ the unit tests (no backend, no agent process: well under a minute), tests/integration/.
 test-python: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest --ignore=tests/integration tests $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 # The alert rules shipped in the package, and their unit tests (promtool: Debian's prometheus package).
 RULES := monitoring/prometheus
@@ -58,7 +66,9 @@ DEB := dist/fondation-agent_$(VERSION)_amd64.deb
 deb: $(DEB)
 print-deb:
 	@echo $(DEB)
-$(DEB): Makefile pyproject.toml $(shell find fondation_agent packaging systemd examples/course-cli monitoring -type f -not -name '*.pyc')
+# Its prerequisites include the docs it ships (packaging/debian/fondation-agent.docs, the one list).
+$(DEB): Makefile pyproject.toml $(shell cat packaging/debian/fondation-agent.docs) \
+		$(shell find fondation_agent packaging systemd examples/course-cli monitoring -type f -not -name '*.pyc')
 	packaging/build-deb.sh $(VERSION)
 
 # The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,

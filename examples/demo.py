@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from fondation_agent.contract import STEPS
+from fondation_agent.cli_contract import STEPS
 from fondation_agent.convex_api import ConvexHttp
+from fondation_agent.queue_rules import FINISHED_STATUSES
 from localconvex.launcher import LocalConvex
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE_CLI = ROOT / "examples" / "course-cli" / "cli.mjs"
-TERMINAL = ("completed", "failed", "canceled")
 SHOWN_PER_KIND = 4
 STEP_DELAY_MS = 1500  # each of the six steps takes this long, so every one shows
 
@@ -67,7 +67,7 @@ def follow(client: ConvexHttp, job_id: str, timeout: float = 300) -> dict:
             step = f"[step {int(job['currentStep'])}/{int(job['totalSteps'])}]" if job.get("currentStep") else ""
             print(f"  job {job['status']:<10} {step:<12} {job.get('progress', '')}", flush=True)
             last = shown
-        if job["status"] in TERMINAL:
+        if job["status"] in FINISHED_STATUSES:
             return job
         time.sleep(0.2)
     raise SystemExit(f"demo: the job did not finish within {timeout} s")

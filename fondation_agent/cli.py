@@ -18,10 +18,10 @@ from typing import Any
 from fondation_agent import __version__
 from fondation_agent.config import DEFAULT_CONFIG_PATH, ConfigError, instance_config_path, load_config
 from fondation_agent.convex_api import ConvexApiError, ConvexHttp
+from fondation_agent.queue_rules import Status
 
 EXIT_USAGE = 2
 DEFAULT_PROMPT = "Turn this repository into a course for new contributors."
-STATUSES = ("pending", "running", "cloning", "analyzing", "gathering", "completed", "failed", "canceled")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", type=int, default=None)
 
     jobs = queue_command("jobs", "list jobs, newest first")
-    jobs.add_argument("--status", choices=STATUSES, default=None)
+    jobs.add_argument("--status", choices=[status.value for status in Status], default=None)
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
 

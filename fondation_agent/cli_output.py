@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from fondation_agent.contract import Progress, parse_progress
+from fondation_agent.cli_contract import Progress, parse_progress
 from fondation_agent.untrusted import clean_text
 
 MAX_TEXT = 2000

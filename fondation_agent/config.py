@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fondation_agent.netpolicy import PolicyError, parse_networks
-from fondation_agent.queue_limits import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
+from fondation_agent.queue_rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 # A worker instance's name (the unit's %i) becomes a file name: nothing that could leave the directory.

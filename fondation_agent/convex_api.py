@@ -19,6 +19,7 @@ import urllib3
 from convex.values import convex_to_json, json_to_convex
 
 from fondation_agent import __version__
+from fondation_agent.queue_rules import ErrorCode
 
 # (path, seconds, outcome) with outcome "ok", "error" (the function refused) or "unavailable".
 CallObserver = Callable[[str, float, str], None]
@@ -44,19 +45,19 @@ class FunctionError(ConvexApiError):
 
 
 class Unauthorized(FunctionError):
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
 class InvalidArgument(FunctionError):
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class NotFound(FunctionError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class Conflict(FunctionError):
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class LeaseLost(ConvexApiError):

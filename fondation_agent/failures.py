@@ -12,10 +12,7 @@ import errno
 import re
 from dataclasses import dataclass
 
-CLAUDE_AUTH = "claude_auth"
-HOST_ERROR = "host_error"
-RATE_LIMITED = "rate_limited"
-CLI_FAILED = "cli_failed"
+from fondation_agent.queue_rules import ErrorKind
 
 # Claude Code and the Anthropic API, as they word it: 401 authentication_error ("invalid x-api-key"),
 # "Invalid API key · Please run /login", an expired OAuth login, 403 permission_error, and billing
@@ -33,7 +30,7 @@ _RATE_LIMITED = re.compile(
     re.IGNORECASE,
 )
 # The CLI could not be started at all: node missing its script, systemd-run not finding the program or
-# refused the job's unit, the job launcher refusing the job or out of reach (jobservice.py, launcher.py).
+# refused the job's unit, the job launcher refusing the job or out of reach (service_runner.py, launcher.py).
 _CANNOT_START = re.compile(
     r"Cannot find module '/|ERR_MODULE_NOT_FOUND|Failed to find executable |Failed to start transient service unit"
     r"|fondation-jobs-launcher: |the job launcher"
@@ -43,7 +40,7 @@ HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE,
 
 @dataclass(frozen=True)
 class Kind:
-    kind: str
+    kind: ErrorKind
     retryable: bool
     host: bool = False  # released rather than failed, and counted towards pausing this host
 
@@ -51,10 +48,10 @@ class Kind:
 def classify_cli_failure(text: str) -> Kind:
     """The errorKind of a CLI that exited non-zero, from what it said."""
     if _CLAUDE_AUTH.search(text):
-        return Kind(CLAUDE_AUTH, True, host=True)
+        return Kind(ErrorKind.CLAUDE_AUTH, True, host=True)
     if _RATE_LIMITED.search(text):
-        return Kind(RATE_LIMITED, True)
+        return Kind(ErrorKind.RATE_LIMITED, True)
     if _CANNOT_START.search(text):
-        return Kind(HOST_ERROR, True, host=True)
-    return Kind(CLI_FAILED, True)
+        return Kind(ErrorKind.HOST_ERROR, True, host=True)
+    return Kind(ErrorKind.CLI_FAILED, True)
 

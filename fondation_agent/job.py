@@ -12,17 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fondation_agent.cli_contract import SEED_OUTPUT_DIR, Progress, cli_argv, cli_environment, remove_shipped_files
 from fondation_agent.cli_output import read_cli_line
 from fondation_agent.config import Config
-from fondation_agent.contract import SEED_OUTPUT_DIR, Progress, cli_argv, cli_environment, remove_shipped_files
 from fondation_agent.convex_api import Claim, ConvexUnavailable, FunctionError, InvalidArgument, LeaseLost, WorkerApi
-from fondation_agent.failures import HOST_ERRNOS, HOST_ERROR, classify_cli_failure
+from fondation_agent.failures import HOST_ERRNOS, classify_cli_failure
 from fondation_agent.metrics import Metrics
 from fondation_agent.progress_watch import OutputWatcher
-from fondation_agent.queue_limits import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, bounded
+from fondation_agent.queue_rules import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, ErrorKind, Status, bounded
 from fondation_agent.repo import (
     CloneAborted,
     CloneFailed,
@@ -30,24 +31,49 @@ from fondation_agent.repo import (
     check_repository,
     clone_repository,
 )
-from fondation_agent.results import InvalidOutput, chunks, collect_documents, total_bytes
-from fondation_agent.results import Limits as ResultLimits
-from fondation_agent.sandbox import Limits, Outcome
+from fondation_agent.results import InvalidOutput, OutputLimits, chunks, collect_documents, total_bytes
+from fondation_agent.runner import Limits, Outcome, Runner, RunningCli, RunResult
 from fondation_agent.untrusted import clean_text
 from fondation_agent.workspace import Workspace, is_safe_job_id
 
-# Why a job stops before its end.
-CANCELED = "canceled"
-LEASE_LOST = "lease_lost"
-RELEASED = "released"
-HOST_FAILURE = "host_failure"  # a jobs_finished_total outcome: released, the host's fault
+
+class StopReason(StrEnum):
+    """Why a job stops before its end."""
+
+    CANCELED = "canceled"
+    LEASE_LOST = "lease_lost"
+    RELEASED = "released"  # the agent is stopping
+
+
+class JobOutcome(StrEnum):
+    """How an attempt ended: the jobs_finished_total label (docs/metrics.md)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELED = "canceled"
+    LEASE_LOST = "lease_lost"
+    RELEASED = "released"
+    HOST_FAILURE = "host_failure"  # released, the host's fault
+    ABANDONED = "abandoned"  # Convex unreachable at the end: claimed again once the lease expires
+    AGENT_ERROR = "agent_error"  # the job's thread crashed (worker.py)
+
+
+class Stage(StrEnum):
+    """The stages of an attempt: the stage_duration_seconds label."""
+
+    CLONE = "clone"
+    CLI = "cli"
+    RESULTS = "results"
+    UPLOAD = "upload"
+
 
 # How a CLI outcome becomes a failure: (errorKind, retryable); an exit code is read further
 # (failures.classify_cli_failure).
 CLI_FAILURES = {
-    "signal": ("crashed", True),
-    "timeout": ("timeout", True),
-    "oom-kill": ("oom", False),  # the same limits would kill it again
+    RunResult.SIGNAL: (ErrorKind.CRASHED, True),
+    RunResult.TIMEOUT: (ErrorKind.TIMEOUT, True),
+    RunResult.OOM_KILL: (ErrorKind.OOM, False),  # the same limits would kill it again
 }
 MAX_RELAYED_LINES = 5000  # per job: a CLI flooding stdout must not flood the journal (then only new steps)
 PROGRESS_BEAT_MIN_INTERVAL = 1.0
@@ -85,7 +111,8 @@ class LeaseKeeper(threading.Thread):
         """False once a lease_time has passed since Convex last renewed it: it has certainly expired."""
         return time.monotonic() - self.last_renewed < self.job.config.lease_time
 
-    def report(self, *, status: str | None = None, progress: Progress | None = None, text: str | None = None) -> bool:
+    def report(self, *, status: Status | None = None, progress: Progress | None = None,
+               text: str | None = None) -> bool:
         """Queues a report for the next heartbeat; with progress, True when it moves to a later step
         (progress of an earlier step than one reported is dropped)."""
         with self._wake:
@@ -134,7 +161,7 @@ class LeaseKeeper(threading.Thread):
         try:
             cancel_requested = job.api.heartbeat(job.claim, job.config.lease_ms, **report)
         except LeaseLost:
-            job.stop(LEASE_LOST)
+            job.stop(StopReason.LEASE_LOST)
             return False
         except InvalidArgument as error:
             # Convex refused what we reported: sending it again would be refused again until the
@@ -149,14 +176,14 @@ class LeaseKeeper(threading.Thread):
                 self._last_beat -= job.config.heartbeat_interval * 2 / 3
             if not self.lease_valid_locally():
                 job.log.warning("lease expired while Convex was unreachable", error=str(error))
-                job.stop(LEASE_LOST)
+                job.stop(StopReason.LEASE_LOST)
                 return False
             job.log.warning("heartbeat failed; retrying", error=str(error))
             return True
         self.last_renewed = time.monotonic()
         job.metrics.lease_renewals.inc()
         if cancel_requested:
-            job.stop(CANCELED)
+            job.stop(StopReason.CANCELED)
         return True
 
 
@@ -167,7 +194,7 @@ class Job:
         *,
         config: Config,
         api: WorkerApi,
-        runner: Any,
+        runner: Runner,
         metrics: Metrics,
         log: Any,
         claimed_at: float,
@@ -182,17 +209,17 @@ class Job:
         self.log = log.bind(job_id=claim.job_id, attempt=claim.attempt)
         self.claimed_at = claimed_at
         self.keeper = LeaseKeeper(self, claimed_at)
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self._lock = threading.Lock()
-        self._cli: Any = None
+        self._cli: RunningCli | None = None
         self._relayed_lines = 0
         self._last_cli_error: str | None = None  # the CLI's last error-level log line
         self.host_failure: JobFailure | None = None
-        self.status = "running"
+        self.status = Status.RUNNING
 
     # ---- control from other threads -------------------------------------------------------------
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         """Stops the job as soon as possible; the first reason given is the one that counts."""
         with self._lock:
             if self.stop_reason is not None:
@@ -205,30 +232,31 @@ class Job:
 
     # ---- the job's own thread -------------------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> JobOutcome:
         """Runs the attempt to its end and returns the outcome (a jobs_finished_total label)."""
         self.keeper.start()
         self._workspace: Workspace | None = None
         try:
             outcome = self._attempt()
         except LeaseLost:
-            outcome = LEASE_LOST
+            outcome = JobOutcome.LEASE_LOST
         except ConvexUnavailable as error:
             self.log.error("Convex unreachable at the end of the job; it will be claimed again", error=str(error))
-            outcome = "abandoned"
+            outcome = JobOutcome.ABANDONED
         finally:
             self.keeper.finish()
             if self._workspace is not None:
                 self._workspace.remove()
-        if outcome == LEASE_LOST:
+        if outcome == JobOutcome.LEASE_LOST:
             self.metrics.lease_losses.inc()
         self.log.info("job ended", outcome=outcome, seconds=round(time.monotonic() - self.claimed_at, 3))
         return outcome
 
-    def _attempt(self) -> str:
+    def _attempt(self) -> JobOutcome:
         try:
             if not is_safe_job_id(self.claim.job_id):
-                raise JobFailure(f"job id {self.claim.job_id!r} is not a plain identifier", "invalid_job", False)
+                raise JobFailure(f"job id {self.claim.job_id!r} is not a plain identifier", ErrorKind.INVALID_JOB,
+                                 False)
             source = self._check_repository()
             self._workspace = Workspace(Path(self.config.temp_dir), self.claim.job_id, self.claim.attempt)
             return self._run_stages(source, self._workspace.create(self.config.worker_id))
@@ -240,9 +268,9 @@ class Job:
             raise
         except Exception as error:  # a bug of ours must not kill the worker or lose the job
             if isinstance(error, OSError) and error.errno in HOST_ERRNOS:  # a full disk, no memory
-                return self._end_failed(JobFailure(f"host problem: {error}", HOST_ERROR, True, host=True))
+                return self._end_failed(JobFailure(f"host problem: {error}", ErrorKind.HOST_ERROR, True, host=True))
             self.log.exception("internal error in the agent")
-            return self._end_failed(JobFailure(f"internal agent error: {error!r}", "agent_error", True))
+            return self._end_failed(JobFailure(f"internal agent error: {error!r}", ErrorKind.AGENT_ERROR, True))
 
     def _check_repository(self):
         job = self.claim.job
@@ -254,41 +282,41 @@ class Job:
                 allow_local=self.config.allow_local_repositories,
             )
         except RepositoryRefused as refused:
-            raise JobFailure(str(refused), "repository_refused", False) from None
+            raise JobFailure(str(refused), ErrorKind.REPOSITORY_REFUSED, False) from None
 
-    def _run_stages(self, source, workspace: Workspace) -> str:
+    def _run_stages(self, source, workspace: Workspace) -> JobOutcome:
         self.log = self.log.bind(repository=source.display)
-        self._enter("cloning", f"Cloning {source.display}")
-        with self._stage("clone"):
+        self._enter(Status.CLONING, f"Cloning {source.display}")
+        with self._stage(Stage.CLONE):
             commit = self._clone(source, workspace)
         removed = remove_shipped_files(workspace.repo)
         if removed:
             self.log.info("removed from the clone before the CLI runs", paths=removed)
 
-        self._enter("analyzing", "Running the course generator")
-        with self._stage("cli"):
+        self._enter(Status.ANALYZING, "Running the course generator")
+        with self._stage(Stage.CLI):
             outcome = self._run_cli(workspace)
-        if outcome.result == "stopped":
+        if outcome.result == RunResult.STOPPED:
             raise JobStopped
-        if outcome.result != "success":
+        if outcome.result != RunResult.SUCCESS:
             raise self._cli_failure(outcome)
 
-        self._enter("gathering", "Collecting the documents")
-        with self._stage("results"):
+        self._enter(Status.GATHERING, "Collecting the documents")
+        with self._stage(Stage.RESULTS):
             documents = self._collect(workspace)
-        with self._stage("upload"):
+        with self._stage(Stage.UPLOAD):
             for chunk in chunks(documents):
                 self._check_stop()
                 try:
                     self._reliably(lambda chunk=chunk: self.api.save_docs(self.claim, chunk))
                 except InvalidArgument as refused:  # a check of ours missed it: still the output's fault
-                    raise JobFailure(f"invalid CLI output: Convex refused it: {refused}", "invalid_output",
+                    raise JobFailure(f"invalid CLI output: Convex refused it: {refused}", ErrorKind.INVALID_OUTPUT,
                                      False) from None
         self._check_stop()
         summary = {"documents": len(documents), "bytes": total_bytes(documents), "commit": commit,
                    "worker": self.config.worker_id, "attempt": self.claim.attempt}
         self._finally(lambda: self.api.complete(self.claim, summary))
-        return "completed"
+        return JobOutcome.COMPLETED
 
     def _clone(self, source, workspace: Workspace) -> str:
         try:
@@ -306,7 +334,7 @@ class Job:
             raise JobStopped from None
         except CloneFailed as failure:
             if "No space left on device" in str(failure):  # git's words for ENOSPC: the host's disk
-                raise JobFailure(f"host problem: {failure}", HOST_ERROR, True, host=True) from None
+                raise JobFailure(f"host problem: {failure}", ErrorKind.HOST_ERROR, True, host=True) from None
             raise JobFailure(str(failure), failure.kind, failure.retryable) from None
 
     def _limits(self) -> Limits:
@@ -325,7 +353,7 @@ class Job:
             try:
                 self._cli = self.runner.start(argv, env=env, cwd=workspace.repo, unit=unit, limits=self._limits())
             except OSError as error:  # the CLI (or the sandbox's launcher) is missing or not executable
-                raise JobFailure(f"the CLI cannot be started: {error}", HOST_ERROR, True, host=True) from None
+                raise JobFailure(f"the CLI cannot be started: {error}", ErrorKind.HOST_ERROR, True, host=True) from None
         self.log.info("CLI started", pid=getattr(self._cli, "pid", None), unit=unit, sandbox=self.runner.name)
         relay = threading.Thread(target=self._relay_output, args=(self._cli,), daemon=True, name=f"relay-{job_id}")
         relay.start()
@@ -340,7 +368,7 @@ class Job:
         self.log.info("CLI ended", result=outcome.result, exit_code=outcome.exit_code)
         return outcome
 
-    def _relay_output(self, cli: Any) -> None:
+    def _relay_output(self, cli: RunningCli) -> None:
         """Carries the CLI's stdout into the journal (with the job's id, at the level the CLI logged
         it) and its progress to Convex. Past MAX_RELAYED_LINES only lines that reach a new step are
         relayed, so at most MAX_STEP more."""
@@ -361,7 +389,7 @@ class Job:
         nothing, from its last error-level log line (the real CLI logs its failures on stdout)."""
         said = clean_text(outcome.stderr_tail[-1500:], 1500) or self._last_cli_error or ""
         message = outcome.describe(self._limits()) + (f": {said}" if said else "")
-        if outcome.result != "exit-code":
+        if outcome.result != RunResult.EXIT_CODE:
             kind, retryable = CLI_FAILURES[outcome.result]
             return JobFailure(message, kind, retryable)
         classified = classify_cli_failure(said)
@@ -372,21 +400,21 @@ class Job:
         try:
             return collect_documents(
                 [workspace.output, workspace.repo / SEED_OUTPUT_DIR],
-                ResultLimits(c.max_doc_bytes, c.max_docs, c.max_output_bytes),
+                OutputLimits(c.max_doc_bytes, c.max_docs, c.max_output_bytes),
             )
         except InvalidOutput as invalid:
-            raise JobFailure(f"invalid CLI output: {invalid}", "invalid_output", False) from None
+            raise JobFailure(f"invalid CLI output: {invalid}", ErrorKind.INVALID_OUTPUT, False) from None
 
     # ---- helpers --------------------------------------------------------------------------------
 
-    def _enter(self, status: str, text: str) -> None:
+    def _enter(self, status: Status, text: str) -> None:
         self._check_stop()
         self.status = status
         self.log.info("stage", status=status)
         self.keeper.report(status=status, text=text)
 
     @contextmanager
-    def _stage(self, name: str):
+    def _stage(self, name: Stage):
         started = time.monotonic()
         try:
             yield
@@ -401,7 +429,7 @@ class Job:
     def _reliably(self, call: Callable[[], T]) -> T:
         """Repeats a call Convex did not answer while our lease can still be valid."""
         while True:
-            if self.stop_reason == LEASE_LOST:
+            if self.stop_reason == StopReason.LEASE_LOST:
                 raise LeaseLost("lease lost")
             try:
                 return call()
@@ -417,15 +445,15 @@ class Job:
         self.keeper.finish()
         return self._reliably(call)
 
-    def _end_stopped(self) -> str:
-        reason = self.stop_reason
-        if reason == CANCELED:
+    def _end_stopped(self) -> JobOutcome:
+        reason = self.stop_reason or StopReason.LEASE_LOST
+        if reason == StopReason.CANCELED:
             self._finally(lambda: self.api.canceled(self.claim))
-        elif reason == RELEASED:
+        elif reason == StopReason.RELEASED:
             self._finally(lambda: self.api.release(self.claim, f"agent {self.config.worker_id} is stopping"))
-        return reason or LEASE_LOST
+        return JobOutcome(reason.value)  # each stop reason is also the outcome of its name
 
-    def _end_failed(self, failure: JobFailure) -> str:
+    def _end_failed(self, failure: JobFailure) -> JobOutcome:
         if self.stop_reason is not None:
             return self._end_stopped()
         if failure.host:
@@ -437,8 +465,8 @@ class Job:
             result = self._finally(lambda: self.api.release(self.claim, reason, failure.kind))
             if result.get("failed"):
                 self.log.error("job failed: released for host problems too many times", error_kind=failure.kind)
-            return HOST_FAILURE
+            return JobOutcome.HOST_FAILURE
         self.log.warning("job failed", error=str(failure), error_kind=failure.kind, retryable=failure.retryable)
         error = bounded(str(failure), MAX_ERROR_LENGTH)
         result = self._finally(lambda: self.api.fail(self.claim, error, failure.kind, failure.retryable))
-        return "retrying" if result.get("willRetry") else "failed"
+        return JobOutcome.RETRYING if result.get("willRetry") else JobOutcome.FAILED

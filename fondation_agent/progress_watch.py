@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from fondation_agent.contract import ABSTRACTIONS, ORDER, RELATIONSHIPS, STEPS, Progress
+from fondation_agent.cli_contract import ABSTRACTIONS, ORDER, RELATIONSHIPS, STEPS, Progress
 from fondation_agent.untrusted import UntrustedInput, load_yaml, open_directory, read_regular_file
 
 # The step each directory's files belong to, and the word for their progress.

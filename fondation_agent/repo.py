@@ -21,13 +21,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import git
 
+from fondation_agent.queue_rules import MAX_URL_LENGTH, ErrorKind
 from fondation_agent.untrusted import clean_text
 
-MAX_URL_LENGTH = 2048
 MAX_BRANCH_LENGTH = 200
 POLL_INTERVAL = 0.25
 # A small pack can expand to a huge tree of tiny files: the clone is limited in files as well as bytes.
@@ -66,7 +67,7 @@ class CloneFailed(Exception):
     (permanent), clone_timeout | clone_failed (retryable).
     """
 
-    def __init__(self, message: str, *, kind: str, retryable: bool):
+    def __init__(self, message: str, *, kind: ErrorKind, retryable: bool):
         super().__init__(message)
         self.message = message
         self.kind = kind
@@ -432,49 +433,59 @@ def _run_clone(
     finally:
         _kill_group(proc)
         stderr.join()
-    if outcome == "stopped":
+    if outcome == CloneEnd.STOPPED:
         raise CloneAborted(f"clone of {source.display} was stopped")
-    if outcome == "timeout":
+    if outcome == CloneEnd.TIMEOUT:
         raise CloneFailed(
             f"git clone of {source.display} timed out after {timeout:g} s",
-            kind="clone_timeout",
+            kind=ErrorKind.CLONE_TIMEOUT,
             retryable=True,
         )
-    if outcome in ("too_large", "too_many_files"):
-        limit = f"{max_bytes} bytes" if outcome == "too_large" else f"{max_files} files (clone_max_files)"
+    if outcome in (CloneEnd.TOO_LARGE, CloneEnd.TOO_MANY_FILES):
+        limit = f"{max_bytes} bytes" if outcome == CloneEnd.TOO_LARGE else f"{max_files} files (clone_max_files)"
         raise CloneFailed(
             f"repository {source.display} is larger than {limit}",
-            kind="repository_too_large",
+            kind=ErrorKind.REPOSITORY_TOO_LARGE,
             retryable=False,
         )
     if proc.returncode != 0:
         raise _classify(source, proc.returncode, stderr.text(), secrets)
 
 
+class CloneEnd(StrEnum):
+    """How waiting for git clone ended."""
+
+    DONE = "done"
+    STOPPED = "stopped"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    TOO_MANY_FILES = "too_many_files"
+
+
 def _watch(
     proc: subprocess.Popen, dest: Path, *, timeout: float, limits: tuple[int, int], should_stop: Callable[[], bool]
-) -> str:
-    """Wait for git; "done", "stopped", "timeout", "too_large" or "too_many_files" (git still running then)."""
+) -> CloneEnd:
+    """Waits for git to end, or for a reason to stop it (then git is still running)."""
     max_bytes, max_files = limits
     deadline = time.monotonic() + timeout
     interval = POLL_INTERVAL
     while True:
         if should_stop():
-            return "stopped"
+            return CloneEnd.STOPPED
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return "timeout"
+            return CloneEnd.TIMEOUT
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=min(interval, remaining))
         started = time.monotonic()
         # Checked after exit too, so a clone that finishes between two polls still obeys the limits.
         size, files = _tree_usage(dest, max_bytes=max_bytes, max_files=max_files)
         if size > max_bytes:
-            return "too_large"
+            return CloneEnd.TOO_LARGE
         if files > max_files:
-            return "too_many_files"
+            return CloneEnd.TOO_MANY_FILES
         if proc.returncode is not None:
-            return "done"
+            return CloneEnd.DONE
         # Walking a huge tree is not free: keep the walk to at most ~20% of the time.
         interval = max(POLL_INTERVAL, 4 * (time.monotonic() - started))
 
@@ -531,17 +542,17 @@ class _StderrReader:
 
 
 # Checked in order; the first pattern found anywhere in stderr decides the kind.
-_FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
+_FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind, bool], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind, retryable)
     for pattern, kind, retryable in (
-        (r"Remote branch .* not found", "branch_not_found", False),
-        (r"Repository not found", "repository_not_found", False),
-        (r"Authentication failed", "repository_not_found", False),
-        (r"could not read (Username|Password)", "repository_not_found", False),
-        (r"terminal prompts disabled", "repository_not_found", False),
-        (r"returned error: (401|403|404)\b", "repository_not_found", False),
-        (r"does not appear to be a git repository", "repository_not_found", False),
-        (r"not found", "repository_not_found", False),
+        (r"Remote branch .* not found", ErrorKind.BRANCH_NOT_FOUND, False),
+        (r"Repository not found", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"Authentication failed", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"could not read (Username|Password)", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"terminal prompts disabled", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"returned error: (401|403|404)\b", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"does not appear to be a git repository", ErrorKind.REPOSITORY_NOT_FOUND, False),
+        (r"not found", ErrorKind.REPOSITORY_NOT_FOUND, False),
     )
 )
 
@@ -549,7 +560,7 @@ _FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
 def _classify(source: RepositorySource, returncode: int, stderr: str, secrets: list[str]) -> CloneFailed:
     lines = [_clean_line(line, secrets) for line in stderr.splitlines()]
     lines = [line for line in lines if line]
-    kind, retryable, line = "clone_failed", True, None
+    kind, retryable, line = ErrorKind.CLONE_FAILED, True, None
     for pattern, pattern_kind, pattern_retryable in _FAILURE_PATTERNS:
         line = next((candidate for candidate in lines if pattern.search(candidate)), None)
         if line is not None:
@@ -581,14 +592,14 @@ def _read_head(source: RepositorySource, dest: Path) -> str:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise CloneFailed(
             f"git clone of {source.display} did not produce a git work tree",
-            kind="invalid_repository",
+            kind=ErrorKind.INVALID_REPOSITORY,
             retryable=False,
         ) from None
     try:
         if repo.bare or repo.working_tree_dir is None:
             raise CloneFailed(
                 f"git clone of {source.display} did not produce a git work tree",
-                kind="invalid_repository",
+                kind=ErrorKind.INVALID_REPOSITORY,
                 retryable=False,
             )
         try:
@@ -597,7 +608,7 @@ def _read_head(source: RepositorySource, dest: Path) -> str:
             return git.SymbolicReference.dereference_recursive(repo, "HEAD")
         except ValueError:
             raise CloneFailed(
-                f"repository {source.display} has no commits", kind="invalid_repository", retryable=False
+                f"repository {source.display} has no commits", kind=ErrorKind.INVALID_REPOSITORY, retryable=False
             ) from None
     finally:
         repo.close()

@@ -9,7 +9,7 @@ The CLI ran on an untrusted repository, so its output directory may hold symlink
 FIFOs, huge files or deep trees. Everything is opened relative to a directory descriptor with
 O_NOFOLLOW: a symlink anywhere (the directory itself, a subdirectory, a file) is skipped, never
 followed, so nothing outside the output directory is ever read. A document Convex would refuse
-(queue_limits.py) is refused here, naming its file.
+(queue_rules.py) is refused here, naming its file.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fondation_agent import queue_limits as q
-from fondation_agent.contract import ABSTRACTIONS, ORDER, RELATIONSHIPS
+from fondation_agent import queue_rules as q
+from fondation_agent.cli_contract import ABSTRACTIONS, ORDER, RELATIONSHIPS
 from fondation_agent.untrusted import UntrustedInput, clean_text, load_yaml, open_directory, read_regular_file
 
 MAX_DEPTH = 4
@@ -70,20 +70,20 @@ class Document:
 
 
 @dataclass(frozen=True)
-class Limits:
+class OutputLimits:
     max_doc_bytes: int
     max_docs: int
     max_total_bytes: int
 
 
 def slugify(text: str) -> str:
-    """A slug Convex accepts (queue_limits.SLUG_PATTERN): lower case, starting with a letter or digit."""
+    """A slug Convex accepts (queue_rules.SLUG_PATTERN): lower case, starting with a letter or digit."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
     slug = re.sub(r"^[^a-z0-9]+", "", slug)[:200].rstrip("-.")
     return slug or "document"
 
 
-def _files(directory: Path, limits: Limits) -> Iterator[tuple[str, bytes]]:
+def _files(directory: Path, limits: OutputLimits) -> Iterator[tuple[str, bytes]]:
     """(relative path, bytes) of the top-level YAML files and all *.md files, refusing oversized ones."""
     try:
         root = open_directory(directory)
@@ -237,8 +237,8 @@ def _table_of_contents(yaml_documents: dict[str, Document], chapters: list[Docum
     return Document("Table of contents", "toc", "toc", 0, content)
 
 
-def _check(document: Document, limits: Limits) -> None:
-    """Refuses here what worker:saveDocs would refuse (queue_limits), so a job fails once, clearly."""
+def _check(document: Document, limits: OutputLimits) -> None:
+    """Refuses here what worker:saveDocs would refuse (queue_rules), so a job fails once, clearly."""
     size = len(document.content.encode())
     limit = min(limits.max_doc_bytes, q.MAX_DOC_CONTENT_BYTES)
     if size > limit:
@@ -247,7 +247,7 @@ def _check(document: Document, limits: Limits) -> None:
         raise InvalidOutput(f"document {document.slug!r}: slug or kind the queue would refuse")
 
 
-def collect_documents(directories: list[Path], limits: Limits) -> list[Document]:
+def collect_documents(directories: list[Path], limits: OutputLimits) -> list[Document]:
     """Documents from the first directory that has any, in the platform's kinds, ordered by chapter."""
     max_docs = min(limits.max_docs, q.MAX_DOCS_PER_JOB)
     for directory in directories:

@@ -25,11 +25,12 @@ from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
 from fondation_agent.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.host_pause import HostPause
-from fondation_agent.job import HOST_FAILURE, RELEASED, Job
+from fondation_agent.job import Job, JobOutcome, StopReason
 from fondation_agent.logs import configure_logging, get_logger
 from fondation_agent.metrics import Metrics, MetricsServer
 from fondation_agent.notify import Notifier, systemd_restarts
-from fondation_agent.sandbox import ProcessRunner
+from fondation_agent.process_runner import ProcessRunner
+from fondation_agent.runner import Runner
 from fondation_agent.workspace import remove_leftover_workspaces
 
 # Settings a reload cannot change: they shape connections and files the running process holds.
@@ -42,9 +43,9 @@ QUEUE_DEPTH_INTERVAL = 30.0
 HANG_SWITCH_ENV = "FONDATION_AGENT_TEST_HANG_FILE"
 
 
-def make_runner(config: Config):
+def make_runner(config: Config) -> Runner:
     if config.sandbox == "systemd-service":
-        from fondation_agent.jobservice import SystemdServiceRunner
+        from fondation_agent.service_runner import SystemdServiceRunner
 
         return SystemdServiceRunner(config)
     # A dot-directory of this worker's own: not a workspace, so workspace clean-up leaves it alone.
@@ -72,7 +73,6 @@ class Worker:
         self.draining = False
         self.release_now = False
         self.reload_requested = False
-        self.drain_deadline = 0.0
         self.next_poll = 0.0
         self.next_depth_read = 0.0
         self.unreachable_streak = 0
@@ -171,6 +171,7 @@ class Worker:
         try:
             while self._tick():
                 pass
+            self._drain()
         finally:
             self._shut_down()
         return 0
@@ -207,16 +208,14 @@ class Worker:
         self.notifier.ready(self._status_line())
 
     def _tick(self) -> bool:
-        """One turn of the loop; False when the agent may exit."""
+        """One turn of the loop; False once a stop signal came (then the agent drains)."""
         self.last_tick = time.monotonic()
         self._hang_if_asked()
         if self.reload_requested:
             self._reload()
         if self.draining:
-            if not self._drain():
-                return False
-        else:
-            self._claim_into_free_slots()
+            return False
+        self._claim_into_free_slots()
         self._read_queue_depth()
         self._report()
         # A paused host has free slots but must not claim: sleeping until next_poll would spin.
@@ -286,7 +285,7 @@ class Worker:
         thread.start()
 
     def _run_job(self, job: Job) -> None:
-        outcome = "agent_error"
+        outcome = JobOutcome.AGENT_ERROR
         try:
             outcome = job.run()
         except Exception:  # job.run handles its own errors; this only keeps the slot from leaking
@@ -301,33 +300,42 @@ class Worker:
                 self.counts[outcome if outcome in ("completed", "failed") else "other"] += 1
             self._wake()
 
-    def _count_for_host(self, job: Job, outcome: str) -> None:
+    def _count_for_host(self, job: Job, outcome: JobOutcome) -> None:
         failure = job.host_failure
-        if outcome == HOST_FAILURE and failure is not None:
+        if outcome == JobOutcome.HOST_FAILURE and failure is not None:
             self.metrics.host_failures.labels(failure.kind).inc()
             seconds = self.host_pause.host_failure(failure.kind, str(failure))
             if seconds:
                 self.log.error(
                     "host problems in a row: claiming paused", seconds=seconds, reason=self.host_pause.reason
                 )
-        elif outcome in ("completed", "failed", "retrying"):
+        elif outcome in (JobOutcome.COMPLETED, JobOutcome.FAILED, JobOutcome.RETRYING):
             self.host_pause.job_ended_normally()
 
-    def _drain(self) -> bool:
-        """Drain step; False once nothing is left to wait for."""
-        now = time.monotonic()
-        if not self.drain_deadline:
-            self.drain_deadline = now + self.config.drain_timeout
-            self.metrics.draining.set(1)
-            self.log.info("draining: no new jobs", running=len(self.jobs), drain_timeout=self.config.drain_timeout)
+    def _drain(self) -> None:
+        """A graceful stop, in order (as dramatiq's Worker.stop): claim nothing more (the loop has
+        stopped), tell systemd, let running jobs finish within drain_timeout, release those still
+        running (at once after a second stop signal), and wait until their releases reached Convex."""
+        deadline = time.monotonic() + self.config.drain_timeout
+        self.metrics.draining.set(1)
+        self.log.info("draining: no new jobs", running=len(self.jobs), drain_timeout=self.config.drain_timeout)
+        self._drain_turn(deadline, 0.0)
+        while self.jobs and not self.release_now and time.monotonic() < deadline:
+            self._drain_turn(deadline, min(LOOP_TICK, deadline - time.monotonic()))
+        with self.jobs_lock:
+            jobs = [job for job, _ in self.jobs.values()]
+        for job in jobs:
+            job.stop(StopReason.RELEASED)
+        while self.jobs:
+            self._drain_turn(deadline, LOOP_TICK)
+
+    def _drain_turn(self, deadline: float, sleep: float) -> None:
+        """One turn of the loop while draining: systemd hears that the agent is alive and stopping."""
+        self.last_tick = time.monotonic()
         # Releasing may wait for Convex until a lease runs out: ask systemd for that much more time.
-        self.notifier.stopping(extend_timeout_s=max(0.0, self.drain_deadline - now) + self.config.lease_time + 10)
-        if (self.release_now or now >= self.drain_deadline) and self.jobs:
-            with self.jobs_lock:
-                jobs = [job for job, _ in self.jobs.values()]
-            for job in jobs:
-                job.stop(RELEASED)
-        return bool(self.jobs)
+        self.notifier.stopping(extend_timeout_s=max(0.0, deadline - self.last_tick) + self.config.lease_time + 10)
+        self._report()
+        self._sleep(sleep)
 
     def _reload(self) -> None:
         self.reload_requested = False

@@ -30,11 +30,12 @@ if [ -n "$missing" ]; then
 fi
 
 rm -rf "$BUILD"
-mkdir -p "$SRC/examples/course-cli" "$SRC/docs" "$SRC/packaging" "$SRC/monitoring" "$ROOT/dist"
+mkdir -p "$SRC/examples/course-cli" "$SRC/packaging" "$SRC/monitoring" "$ROOT/dist"
 cp pyproject.toml README.md "$SRC/"
 tar --exclude=__pycache__ --exclude='*.pyc' -cf - fondation_agent | tar -xf - -C "$SRC"
 cp examples/course-cli/cli.mjs examples/course-cli/README.md "$SRC/examples/course-cli/"
-cp docs/operations.md docs/configuration.md docs/cli-contract.md docs/metrics.md docs/queue.md "$SRC/docs/"
+# The shipped docs: the one list, debian/fondation-agent.docs (dh_installdocs and make deb read it too).
+xargs -a packaging/debian/fondation-agent.docs cp --parents -t "$SRC"
 cp -r packaging/files "$SRC/packaging/files"
 cp -r monitoring/prometheus monitoring/grafana "$SRC/monitoring/"
 cp -r packaging/debian "$SRC/debian"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from fondation_agent.metrics import Metrics, MetricsServer
-from tests.conftest import eventually
+from tests.helpers import eventually
 
 
 @pytest.fixture

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent import results
+from fondation_agent import queue_rules, results
 from fondation_agent.results import (
     CHUNK_MAX_BYTES,
     Document,
     InvalidOutput,
-    Limits,
+    OutputLimits,
     chunks,
     collect_documents,
+    slugify,
 )
 
-LIMITS = Limits(max_doc_bytes=10_000, max_docs=20, max_total_bytes=50_000)
+LIMITS = OutputLimits(max_doc_bytes=10_000, max_docs=20, max_total_bytes=50_000)
 ABSTRACTIONS = """- name: Queue
   description: Jobs wait here.
   file_paths: [queue.py]
@@ -167,3 +168,9 @@ def test_reading_stops_one_past_max_docs(tmp_path, monkeypatch):
     with pytest.raises(InvalidOutput, match="more than 20 documents"):
         collect_documents([out], LIMITS)
     assert len(reads) == LIMITS.max_docs + 1
+
+
+@pytest.mark.parametrize("text", ["_intro", "__init__", "-dash", ".hidden", "Ünïcode title", "", "a" * 300, "x/../y"])
+def test_every_slug_is_one_worker_save_docs_accepts(text: str):
+    # Regression: a leading "_" was kept, and worker:saveDocs refused the whole chunk.
+    assert queue_rules.SLUG.match(slugify(text)), slugify(text)

@@ -1,12 +1,28 @@
 // Rules shared by the queue's functions: who may call, what is valid, and the numbers.
 import { ConvexError } from "convex/values";
+// The vocabulary and limits the agent checks too, defined once for both languages (the agent's
+// Python package ships the file; fondation_agent/queue_rules.py reads it).
+import rules from "../../fondation_agent/queue_rules.json";
 import type { Doc } from "./_generated/dataModel";
 import { env } from "./_generated/server";
 
+// Literal types for the schema and the client's types, which a JSON import cannot give; checked
+// against the JSON file when this module loads, so a copy that differs cannot deploy or test.
 export const ACTIVE_STATUSES = ["running", "cloning", "analyzing", "gathering"] as const;
 export const UNFINISHED_STATUSES = ["pending", ...ACTIVE_STATUSES] as const;
 export const ALL_STATUSES = [...UNFINISHED_STATUSES, "completed", "failed", "canceled"] as const;
 export type ActiveStatus = (typeof ACTIVE_STATUSES)[number];
+const ERROR_CODES = ["unauthorized", "invalid_argument", "not_found", "conflict"] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+function requireSame(name: string, typed: readonly string[], defined: readonly string[]): void {
+  if (typed.join() !== defined.join()) {
+    throw new Error(`queue/component/lib.ts: ${name} [${typed}] differ from queue_rules.json's [${defined}]`);
+  }
+}
+requireSame("active statuses", ACTIVE_STATUSES, rules.statuses.active);
+requireSame("statuses", ALL_STATUSES, [...rules.statuses.waiting, ...rules.statuses.active, ...rules.statuses.finished]);
+requireSame("error codes", ERROR_CODES, rules.errorCodes);
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const MAX_MAX_ATTEMPTS = 10;
@@ -19,27 +35,31 @@ export const MIN_LEASE_MS = 1_000;
 export const MAX_HOST_RELEASES = 3;
 export const MAX_LEASE_MS = 60 * 60_000;
 
-export const MAX_URL_LENGTH = 2_048;
+export const MAX_URL_LENGTH = rules.limits.maxUrlLength;
 export const MAX_PROMPT_LENGTH = 20_000;
-export const MAX_ERROR_LENGTH = 4_000;
-export const MAX_PROGRESS_LENGTH = 500;
+export const MAX_ERROR_LENGTH = rules.limits.maxErrorLength;
+export const MAX_PROGRESS_LENGTH = rules.limits.maxProgressLength;
 // A Convex document is at most 1 MiB; keep room for the other fields.
-export const MAX_DOC_CONTENT_BYTES = 1_000_000;
-export const MAX_DOCS_PER_CALL = 100;
-export const MAX_BYTES_PER_CALL = 4 * 1024 * 1024;
-export const MAX_DOCS_PER_JOB = 1_000;
+export const MAX_DOC_CONTENT_BYTES = rules.limits.maxDocContentBytes;
+export const MAX_DOCS_PER_CALL = rules.limits.maxDocsPerCall;
+export const MAX_BYTES_PER_CALL = rules.limits.maxBytesPerCall;
+// Also the largest chapterIndex.
+export const MAX_DOCS_PER_JOB = rules.limits.maxDocsPerJob;
 export const MAX_DEDUP_KEY_LENGTH = 200;
 export const MAX_LIST_LIMIT = 200;
 // jobs:stats counts through the status index; past this many it says "at least".
 export const STATS_COUNT_CAP = 1_000;
-export const MAX_TITLE_LENGTH = 500;
-export const MAX_KIND_LENGTH = 50;
+export const MAX_TITLE_LENGTH = rules.limits.maxTitleLength;
+export const MAX_KIND_LENGTH = rules.limits.maxKindLength;
 // currentStep and totalSteps of a heartbeat.
-export const MAX_STEP = 1_000;
+export const MAX_STEP = rules.limits.maxStep;
 // A document's slug: what the UI puts in its URLs.
-export const SLUG_PATTERN = /^[a-z0-9][a-z0-9._-]{0,199}$/;
-
-export type ErrorCode = "unauthorized" | "invalid_argument" | "not_found" | "conflict";
+export const SLUG_PATTERN = new RegExp(rules.slugPattern);
+// worker:fail's errorKind: the kinds of queue_rules.json, and any other snake_case a host app's worker names.
+export const ERROR_KIND_PATTERN = new RegExp(rules.errorKindPattern);
+// The kind Convex itself sets, when the workers' leases on a job expired maxAttempts times.
+export const LEASE_EXPIRED = "lease_expired";
+requireSame("the lease_expired kind", [LEASE_EXPIRED], rules.errorKinds.filter((kind) => kind === LEASE_EXPIRED));
 
 /** A refusal the caller can act on: `data.code` for programs, `data.message` for people. */
 export function refuse(code: ErrorCode, message: string): never {
@@ -73,9 +93,6 @@ export function requireLength(name: string, value: string, max: number): void {
     refuse("invalid_argument", `${name} is too long (${value.length} characters, at most ${max})`);
   }
 }
-
-// Error kinds are snake_case words: programs branch on them (docs/cli-contract.md).
-const ERROR_KIND_PATTERN = /^[a-z][a-z0-9_]{0,49}$/;
 
 export function requireErrorKind(name: string, value: string): void {
   if (!ERROR_KIND_PATTERN.test(value)) {

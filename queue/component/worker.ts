@@ -8,6 +8,7 @@ import type { Doc, Id } from "./_generated/dataModel";
 import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
 import {
   ACTIVE_STATUSES,
+  LEASE_EXPIRED,
   MAX_BYTES_PER_CALL,
   MAX_DOC_CONTENT_BYTES,
   MAX_DOCS_PER_CALL,
@@ -118,7 +119,7 @@ async function retireStalled(ctx: MutationCtx, job: Doc<"jobs">, now: number): P
     await ctx.db.patch(job._id, {
       ...endOfLease,
       status: "failed",
-      errorKind: "lease_expired",
+      errorKind: LEASE_EXPIRED,
       failureRetryable: true,
       error:
         `the worker's lease expired ${leaseExpiries} time(s) (last worker: ${job.leaseOwner}); ` +

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import eventually
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_job_runs_to_completion_with_progress_and_documents(repo, queue, agents):
-    job_id = queue.enqueue(repo, prompt="slow:1.2")
+    job_id = queue.enqueue(repository=repo, prompt="slow:1.2")
     agent = agents()
     seen = queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep"))
     assert seen["totalSteps"] == 6
@@ -38,7 +38,7 @@ def test_a_job_runs_to_completion_with_progress_and_documents(repo, queue, agent
 
 
 def test_a_crashing_cli_is_retried_then_fails_with_the_stderr_tail(repo, queue, agents):
-    job_id = queue.enqueue(repo, prompt="crash", maxAttempts=1)
+    job_id = queue.enqueue(repository=repo, prompt="crash", maxAttempts=1)
     agents()
     job = queue.wait_finished(job_id)
     assert job["status"] == "failed"
@@ -48,7 +48,7 @@ def test_a_crashing_cli_is_retried_then_fails_with_the_stderr_tail(repo, queue, 
 
 
 def test_a_job_that_fails_once_succeeds_on_retry_with_one_set_of_docs(repo, queue, agents):
-    job_id = queue.enqueue(repo, prompt="fail-first")
+    job_id = queue.enqueue(repository=repo, prompt="fail-first")
     agents()
     job = queue.wait_finished(job_id, timeout=60)
     assert job["status"] == "completed", job

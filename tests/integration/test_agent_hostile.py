@@ -21,7 +21,7 @@ HOSTILE_REPOSITORIES = [
 
 
 def test_hostile_repositories_fail_permanently_before_any_process_starts(queue, agents):
-    jobs = {queue.enqueue(url, prompt="pid-file,succeed", **({"branch": b} if b else {})): (url, b, hint)
+    jobs = {queue.enqueue(repository=url, prompt="pid-file,succeed", **({"branch": b} if b else {})): (url, b, hint)
             for url, b, hint in HOSTILE_REPOSITORIES}
     # Production policy: no local repositories, github.com only.
     agent = agents(allow_local_repositories=False, concurrency=4)
@@ -42,7 +42,7 @@ def test_a_symlink_to_a_secret_in_the_output_is_never_read(repo, queue, agents, 
     secret = tmp_path / "secrets" / "worker-token"
     secret.parent.mkdir()
     secret.write_text("TOP-SECRET-VALUE\n")
-    job_id = queue.enqueue(repo, prompt="symlink")
+    job_id = queue.enqueue(repository=repo, prompt="symlink")
     agents(cli_env={"FAKE_CLI_SECRET": str(secret)})
     job = queue.wait_finished(job_id)
     assert job["status"] == "completed", job
@@ -52,13 +52,13 @@ def test_a_symlink_to_a_secret_in_the_output_is_never_read(repo, queue, agents, 
 
 
 def test_an_output_directory_shipped_in_the_repository_is_not_taken_for_results(tmp_path, queue, agents):
-    from tests.conftest import make_git_repo
+    from tests.git_repos import make_git_repo
 
     planted = make_git_repo(tmp_path / "planted", {
         "app.py": "print('hi')\n",
         ".claude-tutorial-output/99_fake.md": "# Planted by the repository\n",
     })
-    job_id = queue.enqueue(planted, prompt="succeed")
+    job_id = queue.enqueue(repository=planted, prompt="succeed")
     agents()
     job = queue.wait_finished(job_id)
     assert job["status"] == "completed"
@@ -66,7 +66,7 @@ def test_an_output_directory_shipped_in_the_repository_is_not_taken_for_results(
 
 
 def test_a_huge_document_fails_the_job_as_invalid_output_with_a_clear_error(repo, queue, agents):
-    job_id = queue.enqueue(repo, prompt="huge")
+    job_id = queue.enqueue(repository=repo, prompt="huge")
     agents()
     job = queue.wait_finished(job_id)
     assert job["status"] == "failed"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import eventually
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 def test_an_agent_exports_how_many_jobs_wait_since_when_and_how_many_run(repo, queue, agents):
     # Queued before the agent starts: its first turn claims one (one slot), then reads the depth.
     for _ in range(3):
-        queue.enqueue(repo, prompt="hang")
+        queue.enqueue(repository=repo, prompt="hang")
     enqueued_at = time.time()
     agent = agents(concurrency=1)
     eventually(lambda: agent.metric("fondation_agent_queue_active") == 1)

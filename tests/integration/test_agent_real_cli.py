@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import eventually, make_git_repo
+from tests.git_repos import make_git_repo
+from tests.helpers import eventually
 from tests.integration.test_agent_systemd_protocol import NotifySocket
 
 pytestmark = pytest.mark.timeout(300)  # several agents and jobs each; generous on a loaded machine
@@ -41,7 +42,7 @@ def kinds(docs: list[dict]) -> list[tuple[str, int, str]]:
 @pytest.mark.parametrize("form", ["json", "tty", "progress"])
 def test_progress_in_each_form_the_cli_prints(repo, queue, agents, form):
     agent = agents()
-    job_id = queue.enqueue(repo, prompt=f"steps:{form}")
+    job_id = queue.enqueue(repository=repo, prompt=f"steps:{form}")
     shown = walk_the_steps(queue, agent, job_id)
     assert [job["progress"].startswith(f"Step {n}/6: ") for n, job in enumerate(shown, 1)] == [True] * 6
     assert shown[1]["progress"].startswith("Step 2/6: Analyzing relationships")
@@ -51,7 +52,7 @@ def test_progress_in_each_form_the_cli_prints(repo, queue, agents, form):
 
 def test_a_silent_cli_shows_its_steps_and_counts_from_its_files(repo, queue, agents):
     agent = agents()
-    job_id = queue.enqueue(repo, prompt="steps:silent")
+    job_id = queue.enqueue(repository=repo, prompt="steps:silent")
     shown = walk_the_steps(queue, agent, job_id)
     assert [job["progress"] for job in shown] == [
         "Step 1/6: Extracting abstractions",
@@ -66,7 +67,7 @@ def test_a_silent_cli_shows_its_steps_and_counts_from_its_files(repo, queue, age
 
 def test_the_real_layout_becomes_the_platforms_kinds_and_the_log_reads_as_text(repo, queue, agents):
     agent = agents()
-    job_id = queue.enqueue(repo, prompt="steps:json")
+    job_id = queue.enqueue(repository=repo, prompt="steps:json")
     walk_the_steps(queue, agent, job_id)
     assert queue.wait_finished(job_id)["status"] == "completed"
     docs = queue.docs(job_id)
@@ -87,7 +88,7 @@ def test_the_real_layout_becomes_the_platforms_kinds_and_the_log_reads_as_text(r
 
 def test_an_error_logged_on_stdout_is_the_jobs_error(repo, queue, agents):
     agent = agents()
-    job_id = queue.enqueue(repo, prompt="error:Failed to create abstractions file", maxAttempts=1)
+    job_id = queue.enqueue(repository=repo, prompt="error:Failed to create abstractions file", maxAttempts=1)
     job = queue.wait_finished(job_id)
     assert (job["status"], job["errorKind"]) == ("failed", "cli_failed")
     assert job["error"] == "the CLI exited with status 1: Analysis failed: Failed to create abstractions file"
@@ -98,7 +99,7 @@ def test_an_error_logged_on_stdout_is_the_jobs_error(repo, queue, agents):
 
 def test_rate_limits_and_overload_retry_later(repo, queue, agents):
     agents()
-    jobs = [queue.enqueue(repo, prompt=f"error:{text}", maxAttempts=2)
+    jobs = [queue.enqueue(repository=repo, prompt=f"error:{text}", maxAttempts=2)
             for text in ("429 rate_limit_error: Number of requests has exceeded your rate limit",
                          "529 overloaded_error: Overloaded")]
     for job_id in jobs:
@@ -109,7 +110,7 @@ def test_rate_limits_and_overload_retry_later(repo, queue, agents):
 def test_a_broken_claude_login_pauses_the_host_releases_its_jobs_and_sighup_resumes(tmp_path, repo, queue, agents):
     notify = NotifySocket(tmp_path / "notify.sock")
     agent = agents(env={"NOTIFY_SOCKET": str(notify.path)}, host_failure_threshold=2, host_pause_initial=600)
-    jobs = [queue.enqueue(repo, prompt="auth-unless-fixed") for _ in range(3)]
+    jobs = [queue.enqueue(repository=repo, prompt="auth-unless-fixed") for _ in range(3)]
     eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
     assert agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 2
     status, health = agent.health()
@@ -131,7 +132,7 @@ def test_a_broken_claude_login_pauses_the_host_releases_its_jobs_and_sighup_resu
 
 def test_a_pause_ends_by_itself_and_a_healthy_host_takes_the_jobs_meanwhile(repo, queue, agents):
     broken = agents("broken", host_failure_threshold=1, host_pause_initial=600)
-    job_id = queue.enqueue(repo, prompt="auth-unless-fixed")
+    job_id = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
     eventually(lambda: broken.metric("fondation_agent_host_paused") == 1, timeout=60)
     healthy = agents("healthy")
     (healthy.state / "fixed").touch()
@@ -141,7 +142,7 @@ def test_a_pause_ends_by_itself_and_a_healthy_host_takes_the_jobs_meanwhile(repo
     short = agents("short", host_failure_threshold=1, host_pause_initial=1)
     broken.stop()
     healthy.stop()
-    second = queue.enqueue(repo, prompt="auth-unless-fixed")
+    second = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
     eventually(lambda: any(e["event"] == "host problems in a row: claiming paused" for e in short.log_events()),
                timeout=60)
     (short.state / "fixed").touch()
@@ -158,7 +159,7 @@ def test_a_pause_ends_by_itself_and_a_healthy_host_takes_the_jobs_meanwhile(repo
 )
 def test_output_convex_would_refuse_fails_once_as_invalid_output(repo, queue, agents, front_matter, message):
     agents()
-    job_id = queue.enqueue(repo, prompt=f"front-matter:{front_matter}")
+    job_id = queue.enqueue(repository=repo, prompt=f"front-matter:{front_matter}")
     job = queue.wait_finished(job_id)
     assert (job["status"], job["errorKind"], job["attempts"]) == ("failed", "invalid_output", 1), job
     assert message in job["error"] and "03_extra.md" in job["error"]
@@ -166,7 +167,7 @@ def test_output_convex_would_refuse_fails_once_as_invalid_output(repo, queue, ag
 
 def test_a_slug_convex_would_refuse_is_made_valid(repo, queue, agents):
     agents()
-    job_id = queue.enqueue(repo, prompt="front-matter:slug: _intro")
+    job_id = queue.enqueue(repository=repo, prompt="front-matter:slug: _intro")
     assert queue.wait_finished(job_id)["status"] == "completed"
     assert "intro" in [d["slug"] for d in queue.docs(job_id)]
 
@@ -175,7 +176,7 @@ def test_a_progress_text_longer_than_the_queue_takes_is_cut_not_resent(tmp_path,
     deep = tmp_path / ("r" * 200) / ("e" * 200) / ("p" * 200)
     long_repo = make_git_repo(deep)
     agent = agents()
-    job_id = queue.enqueue(long_repo, prompt="succeed")
+    job_id = queue.enqueue(repository=long_repo, prompt="succeed")
     job = queue.wait_finished(job_id)
     assert (job["status"], job["attempts"]) == ("completed", 1), job
     assert not any(e["event"] == "heartbeat refused; its report is dropped" for e in agent.log_events())
@@ -188,7 +189,7 @@ def test_the_repository_cannot_configure_claude_code(tmp_path, queue, agents):
         ".mcp.json": '{"mcpServers": {"evil": {"command": "sh"}}}',
     })
     agent = agents()
-    job_id = queue.enqueue(hooked, prompt="claude-config")
+    job_id = queue.enqueue(repository=hooked, prompt="claude-config")
     assert queue.wait_finished(job_id)["status"] == "completed"
     removed = [e for e in agent.log_events() if e["event"] == "removed from the clone before the CLI runs"]
     assert removed and removed[0]["paths"] == [".claude", ".mcp.json"]
@@ -199,7 +200,7 @@ def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
     import subprocess
     import sys
 
-    from tests.agent_process import FAKE_CLI
+    from tests.integration.agent import FAKE_CLI
 
     hooked = make_git_repo(tmp_path / "hooked", {"app.py": "X = 1\n", ".mcp.json": "{}"})
     (tmp_path / "out").mkdir()
@@ -210,7 +211,7 @@ def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
 
 def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
     agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}", host_failure_threshold=1)
-    job_id = queue.enqueue(repo, prompt="succeed")
+    job_id = queue.enqueue(repository=repo, prompt="succeed")
     eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
     assert agent.metric("fondation_agent_host_failures_total", 'kind="host_error"') == 1
     job = queue.get(job_id)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.contract import STEPS
+from fondation_agent.cli_contract import STEPS
 from fondation_agent.convex_api import FunctionError
-from tests.conftest import TERMINAL, eventually
-from tests.integration.agent_processes import (
-    ACTIVE,
+from fondation_agent.queue_rules import ACTIVE_STATUSES, FINISHED_STATUSES
+from tests.helpers import eventually
+from tests.integration.cli_processes import (
     alive,
     cli_env,
     cli_pids,
@@ -80,7 +80,7 @@ def events(agent, **fields) -> list[dict]:
 def test_a_job_whose_agent_is_killed_is_finished_by_another_once_the_lease_expires(
     repo, queue, agents, backend, tmp_path
 ):
-    job_id = queue.enqueue(repo, prompt="slow:1,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="slow:1,pid-file")
     first = agents("a", cli_env=cli_env(tmp_path, "a", FAKE_CLI_SLOW="600"))
     cli = running_cli(queue, first, job_id)
 
@@ -89,7 +89,7 @@ def test_a_job_whose_agent_is_killed_is_finished_by_another_once_the_lease_expir
     # CLI would otherwise live on as an orphan until its next write to the closed pipe.
     os.killpg(cli, signal.SIGKILL)
     still_leased = queue.get(job_id)
-    assert still_leased["status"] in ACTIVE and still_leased["leaseOwner"] == "a"
+    assert still_leased["status"] in ACTIVE_STATUSES and still_leased["leaseOwner"] == "a"
 
     agents("b", cli_env=cli_env(tmp_path, "b", FAKE_CLI_SLOW="1"))
     job = queue.wait_finished(job_id, timeout=90)
@@ -109,7 +109,7 @@ def test_a_paused_agent_that_wakes_up_after_losing_its_lease_writes_nothing(
     """A paused agent's CLI goes on (it is in its own session): either it still runs when the agent
     wakes up (it must be killed), or it has finished (the agent's saveDocs/complete must be refused)."""
     still_running = paused_cli == "still_running"
-    job_id = queue.enqueue(repo, prompt="slow:1,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="slow:1,pid-file")
     first = agents("a", cli_env=cli_env(tmp_path, "a", FAKE_CLI_SLOW="600" if still_running else "2"))
     first_cli = running_cli(queue, first, job_id)
 
@@ -124,7 +124,7 @@ def test_a_paused_agent_that_wakes_up_after_losing_its_lease_writes_nothing(
         else:
             running_cli(queue, second, job_id)  # the second agent is mid-way
             eventually(lambda: not alive(first_cli), timeout=30)  # the first one's CLI succeeded meanwhile
-            assert queue.get(job_id)["status"] in ACTIVE
+            assert queue.get(job_id)["status"] in ACTIVE_STATUSES
     finally:
         first.signal(signal.SIGCONT)
 
@@ -151,7 +151,7 @@ def test_a_paused_agent_that_wakes_up_after_losing_its_lease_writes_nothing(
 
 
 def test_convex_down_longer_than_the_lease_loses_no_job_and_duplicates_no_docs(repo, queue, agents, backend, tmp_path):
-    job_id = queue.enqueue(repo, prompt="slow:8,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="slow:8,pid-file")
     agent = agents(cli_env=cli_env(tmp_path, "agent"))
     first_cli = running_cli(queue, agent, job_id)
     assert agent.health()[0] == 200
@@ -180,7 +180,7 @@ def test_convex_down_longer_than_the_lease_loses_no_job_and_duplicates_no_docs(r
 
 def test_convex_down_shorter_than_the_lease_does_not_disturb_the_job(repo, queue, agents, backend, tmp_path):
     """Heartbeats and the final calls (saveDocs, complete) are repeated while the lease is still ours."""
-    job_id = queue.enqueue(repo, prompt="slow:4")
+    job_id = queue.enqueue(repository=repo, prompt="slow:4")
     agent = agents(cli_env=cli_env(tmp_path, "agent"), lease_time=40.0, heartbeat_interval=1.0)
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep"))
 
@@ -221,7 +221,7 @@ def test_fifty_mixed_jobs_end_terminal_and_leave_no_workspace_or_process(repo, q
     )
     assert len(plan) == 50
     random.Random(7).shuffle(plan)  # noqa: S311 - a test's order
-    jobs = {queue.enqueue(repo, prompt=prompt, **extra): expected for prompt, extra, expected in plan}
+    jobs = {queue.enqueue(repository=repo, prompt=prompt, **extra): expected for prompt, extra, expected in plan}
     for job_id, expected in jobs.items():
         if expected == "cancel-pending":
             assert queue.client.mutation("operator:cancel", {"jobId": job_id}) == {"status": "canceled"}
@@ -235,15 +235,16 @@ def test_fifty_mixed_jobs_end_terminal_and_leave_no_workspace_or_process(repo, q
     deadline = time.monotonic() + 240
     while True:
         listed = {job["_id"]: job for job in queue.client.query("operator:list", {"limit": 100})}
-        if all(listed[job_id]["status"] in TERMINAL for job_id in jobs):
+        if all(listed[job_id]["status"] in FINISHED_STATUSES for job_id in jobs):
             break
-        unfinished = {job_id: listed[job_id]["status"] for job_id in jobs if listed[job_id]["status"] not in TERMINAL}
+        unfinished = {job_id: listed[job_id]["status"] for job_id in jobs
+                      if listed[job_id]["status"] not in FINISHED_STATUSES}
         assert time.monotonic() < deadline, unfinished
         for job_id, expected in jobs.items():
             job = listed[job_id]
             # Cancel once running; a job that timed out meanwhile waits for its retry: cancel it there.
             if expected == "cancel-running" and (
-                (job["status"] in ACTIVE and not job.get("cancelRequested"))
+                (job["status"] in ACTIVE_STATUSES and not job.get("cancelRequested"))
                 or (job["status"] == "pending" and job["attempts"] > 0)
             ):
                 with contextlib.suppress(FunctionError):
@@ -276,7 +277,7 @@ def test_fifty_mixed_jobs_end_terminal_and_leave_no_workspace_or_process(repo, q
 
 
 def test_a_crashed_runs_workspace_is_removed_when_the_agent_starts_again(repo, queue, agents, tmp_path):
-    job_id = queue.enqueue(repo, prompt="hang,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="hang,pid-file")
     crashed = agents("crashed", cli_env=cli_env(tmp_path, "crashed"))
     cli = running_cli(queue, crashed, job_id)
     temp_dir = Path(crashed.settings["temp_dir"])
@@ -309,7 +310,7 @@ def test_a_crashed_runs_workspace_is_removed_when_the_agent_starts_again(repo, q
 
 
 def test_a_killed_agents_cli_is_stopped_when_the_agent_starts_again(repo, queue, agents, tmp_path):
-    job_id = queue.enqueue(repo, prompt="hang,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="hang,pid-file")
     crashed = agents("crashed", cli_env=cli_env(tmp_path, "crashed"))
     cli = running_cli(queue, crashed, job_id)
     crashed.kill()
@@ -322,13 +323,13 @@ def test_a_killed_agents_cli_is_stopped_when_the_agent_starts_again(repo, queue,
 
 
 def test_a_cli_flooding_stdout_stalls_neither_the_job_nor_the_agent(repo, queue, agents, backend, tmp_path):
-    job_id = queue.enqueue(repo, prompt="flood")
+    job_id = queue.enqueue(repository=repo, prompt="flood")
     agent = agents(cli_env=cli_env(tmp_path, "agent"))  # /health: 503 after 5 s without a Convex answer
     # Past "running" (set by the claim itself), the agent has read the claim's answer: /health counts it.
     queue.wait_for(job_id, lambda job: job["status"] not in ("pending", "running"))
     codes = []
     deadline = time.monotonic() + 120
-    while queue.get(job_id)["status"] not in TERMINAL and time.monotonic() < deadline:
+    while queue.get(job_id)["status"] not in FINISHED_STATUSES and time.monotonic() < deadline:
         codes.append(agent.health())
         time.sleep(0.5)
     assert {code for code, _ in codes} <= {200}, json.dumps([body for code, body in codes if code != 200])

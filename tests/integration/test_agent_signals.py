@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from tests.conftest import eventually
-from tests.integration.agent_processes import (
-    ACTIVE,
+from fondation_agent.queue_rules import ACTIVE_STATUSES
+from tests.helpers import eventually
+from tests.integration.cli_processes import (
     alive,
     cli_env,
     cli_pids,
@@ -57,14 +57,14 @@ def test_sigterm_on_an_idle_agent_exits_0(agents):
 
 def test_sigterm_lets_the_running_jobs_finish_and_claims_nothing_more(repo, queue, agents, tmp_path):
     agent = agents(concurrency=2, drain_timeout=60.0, cli_env=cli_env(tmp_path))
-    running = [queue.enqueue(repo, prompt="slow:5") for _ in range(2)]
+    running = [queue.enqueue(repository=repo, prompt="slow:5") for _ in range(2)]
     for job_id in running:
         queue.wait_for(job_id, lambda job: job["status"] == "analyzing" and job.get("currentStep"))
-    queued_before = queue.enqueue(repo, prompt="succeed")  # both slots busy: it waits
+    queued_before = queue.enqueue(repository=repo, prompt="succeed")  # both slots busy: it waits
 
     agent.signal(signal.SIGTERM)
     eventually(lambda: agent.health()[1]["draining"])
-    queued_after = queue.enqueue(repo, prompt="succeed")
+    queued_after = queue.enqueue(repository=repo, prompt="succeed")
     # The running jobs end and free their slots; a draining agent leaves the queued jobs to others.
     assert agent.wait(timeout=90) == 0
 
@@ -82,13 +82,13 @@ def test_sigterm_lets_the_running_jobs_finish_and_claims_nothing_more(repo, queu
 
 def test_sigterm_releases_a_job_still_running_at_drain_timeout(repo, queue, agents, tmp_path):
     agent = agents(drain_timeout=3.0, kill_grace=1.0, cli_env=cli_env(tmp_path))
-    job_id = queue.enqueue(repo, prompt="slow:600,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="slow:600,pid-file")
     pids = running_cli(queue, job_id, agent)
 
     agent.signal(signal.SIGTERM)
     time.sleep(1)  # well inside drain_timeout: the job goes on
     assert agent.proc.poll() is None
-    assert queue.get(job_id)["status"] in ACTIVE
+    assert queue.get(job_id)["status"] in ACTIVE_STATUSES
     assert all(alive(pid) for pid in pids)
 
     assert agent.wait(timeout=60) == 0
@@ -105,13 +105,13 @@ def test_sigterm_releases_a_job_still_running_at_drain_timeout(repo, queue, agen
 @pytest.mark.parametrize("second_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_second_stop_signal_releases_at_once(repo, queue, agents, tmp_path, second_signal):
     agent = agents(drain_timeout=600.0, kill_grace=1.0, cli_env=cli_env(tmp_path))
-    job_id = queue.enqueue(repo, prompt="slow:600,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="slow:600,pid-file")
     pids = running_cli(queue, job_id, agent)
 
     agent.signal(signal.SIGTERM)
     eventually(lambda: agent.health()[1]["draining"])
     time.sleep(1)
-    assert agent.proc.poll() is None and queue.get(job_id)["status"] in ACTIVE
+    assert agent.proc.poll() is None and queue.get(job_id)["status"] in ACTIVE_STATUSES
 
     agent.signal(second_signal)
     assert agent.wait(timeout=30) == 0  # far sooner than the 600 s drain_timeout
@@ -126,7 +126,7 @@ def test_a_draining_agent_exits_even_when_convex_is_down_and_the_job_is_taken_up
 ):
     """The release cannot reach Convex: the agent retries while its lease may still be valid, then gives
     the job up to the lease's expiry, so that another agent (or itself, restarted) takes it up again."""
-    job_id = queue.enqueue(repo, prompt="slow:2,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="slow:2,pid-file")
     first = agents("a", drain_timeout=2.0, kill_grace=1.0, cli_env=cli_env(tmp_path, "a", FAKE_CLI_SLOW="600"))
     pids = running_cli(queue, job_id, first)
 
@@ -150,7 +150,7 @@ def test_a_draining_agent_exits_even_when_convex_is_down_and_the_job_is_taken_up
 
 def test_sighup_raises_the_concurrency_without_touching_the_running_job(repo, queue, agents, tmp_path):
     agent = agents(concurrency=1, cli_env=cli_env(tmp_path))
-    job_ids = [queue.enqueue(repo, prompt="hang,pid-file") for _ in range(4)]
+    job_ids = [queue.enqueue(repository=repo, prompt="hang,pid-file") for _ in range(4)]
     eventually(lambda: agent.health()[1]["slots_busy"] == 1, timeout=60)
     time.sleep(1.5)  # several polls: one slot, one job
     assert sorted(statuses(queue, job_ids)).count("pending") == 3
@@ -167,13 +167,13 @@ def test_sighup_raises_the_concurrency_without_touching_the_running_job(repo, qu
     assert reloaded and reloaded[-1]["concurrency"] == 3
     time.sleep(1.5)  # several polls: three slots, never four
     current = statuses(queue, job_ids)
-    assert sum(status in ACTIVE for status in current) == 3 and current.count("pending") == 1, current
+    assert sum(status in ACTIVE_STATUSES for status in current) == 3 and current.count("pending") == 1, current
     # The job that ran through the reload is the same attempt, its CLI the same process.
     assert queue.get(first_job)["attempts"] == 1
     assert alive(first_pid) and cli_pids(agent, first_job)[0] == first_pid
 
     # Down to one slot: the three running jobs go on, nothing more is claimed until they are gone.
-    running = [job_id for job_id, status in zip(job_ids, current, strict=True) if status in ACTIVE]
+    running = [job_id for job_id, status in zip(job_ids, current, strict=True) if status in ACTIVE_STATUSES]
     waiting = [job_id for job_id in job_ids if job_id not in running]
     running_pids = [cli_pids(agent, job_id)[0] for job_id in running]
     agent.write_config(concurrency=1)
@@ -181,13 +181,13 @@ def test_sighup_raises_the_concurrency_without_touching_the_running_job(repo, qu
     eventually(lambda: agent.metric("fondation_agent_slots_total") == 1)
     time.sleep(1.5)
     assert statuses(queue, waiting) == ["pending"]
-    assert all(status in ACTIVE for status in statuses(queue, running))
+    assert all(status in ACTIVE_STATUSES for status in statuses(queue, running))
     assert all(alive(pid) for pid in running_pids)
     for job_id in running:
         queue.client.mutation("operator:cancel", {"jobId": job_id})
     for job_id in running:
         assert queue.wait_finished(job_id, timeout=60)["status"] == "canceled"
-    queue.wait_for(waiting[0], lambda job: job["status"] in ACTIVE, timeout=60)
+    queue.wait_for(waiting[0], lambda job: job["status"] in ACTIVE_STATUSES, timeout=60)
     assert agent.health()[1]["slots_busy"] == 1
     queue.client.mutation("operator:cancel", {"jobId": waiting[0]})
     assert queue.wait_finished(waiting[0], timeout=60)["status"] == "canceled"
@@ -210,7 +210,7 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(repo, queue, agents
     assert status == 200 and health["slots_total"] == 2
     assert agent.metric("fondation_agent_slots_total") == 2
     # The old config still runs jobs, two at a time.
-    job_ids = [queue.enqueue(repo, prompt="slow:4") for _ in range(2)]
+    job_ids = [queue.enqueue(repository=repo, prompt="slow:4") for _ in range(2)]
     eventually(lambda: agent.health()[1]["slots_busy"] == 2, timeout=60)
     for job_id in job_ids:
         assert queue.wait_finished(job_id)["status"] == "completed"
@@ -221,7 +221,7 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(repo, queue, agents
 
 def test_cancel_kills_a_cli_that_ignores_sigterm_and_all_its_children(repo, queue, agents, tmp_path):
     agent = agents(heartbeat_interval=1.0, kill_grace=3.0, cli_env=cli_env(tmp_path))
-    job_id = queue.enqueue(repo, prompt="ignore-term,pid-file")
+    job_id = queue.enqueue(repository=repo, prompt="ignore-term,pid-file")
     pids = running_cli(queue, job_id, agent, count=3)
     assert all(alive(pid) for pid in pids)
 
@@ -243,7 +243,7 @@ def test_cancel_kills_a_cli_that_ignores_sigterm_and_all_its_children(repo, queu
 @pytest.mark.parametrize("mode", ["hang", "ignore-term"])
 def test_job_timeout_stops_the_cli_and_fails_the_job(repo, queue, agents, tmp_path, mode):
     agent = agents(job_timeout=3.0, kill_grace=1.0, cli_env=cli_env(tmp_path))
-    job_id = queue.enqueue(repo, prompt=f"{mode},pid-file", maxAttempts=1)
+    job_id = queue.enqueue(repository=repo, prompt=f"{mode},pid-file", maxAttempts=1)
     pids = running_cli(queue, job_id, agent, count=3 if mode == "ignore-term" else 1)
 
     job = queue.wait_finished(job_id, timeout=60)
@@ -259,7 +259,7 @@ def test_job_timeout_stops_the_cli_and_fails_the_job(repo, queue, agents, tmp_pa
 
 def test_a_job_that_times_out_is_retried_when_attempts_remain(repo, queue, agents, tmp_path):
     agent = agents(job_timeout=2.0, kill_grace=1.0, cli_env=cli_env(tmp_path))
-    job_id = queue.enqueue(repo, prompt="hang", maxAttempts=2)
+    job_id = queue.enqueue(repository=repo, prompt="hang", maxAttempts=2)
     job = queue.wait_finished(job_id, timeout=60)
     assert job["status"] == "failed" and job["errorKind"] == "timeout" and job["attempts"] == 2, job
     # (The pending state between the attempts can last mere milliseconds: full jitter.)

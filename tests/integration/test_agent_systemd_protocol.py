@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import eventually
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,7 +43,7 @@ def test_ready_watchdog_status_reload_and_stopping(tmp_path, repo, queue, agents
     assert "STATUS=0/1 slots busy" in ready[0]
     eventually(lambda: len(notify.seen("WATCHDOG=1")) >= 2, timeout=10)
 
-    job_id = queue.enqueue(repo, prompt="pid-file,hang")
+    job_id = queue.enqueue(repository=repo, prompt="pid-file,hang")
     queue.wait_for(job_id, lambda job: job["status"] == "analyzing")
     eventually(lambda: any(job_id in m for m in notify.seen("STATUS=1/1 slots busy")))
     pid = int(eventually(lambda: (agent.state / f"{job_id}.pid").exists() and
@@ -66,6 +66,6 @@ def test_ready_watchdog_status_reload_and_stopping(tmp_path, repo, queue, agents
 
 def test_without_notify_socket_nothing_breaks(repo, queue, agents):
     agents()
-    job_id = queue.enqueue(repo)
+    job_id = queue.enqueue(repository=repo)
     assert queue.wait_finished(job_id)["status"] == "completed"
     time.sleep(0.2)

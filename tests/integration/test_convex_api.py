@@ -35,8 +35,8 @@ from fondation_agent.convex_api import (
     WorkerApi,
 )
 from localconvex.launcher import LocalConvex, identity_token
-from tests.agent_process import free_port
-from tests.conftest import TOKEN
+from tests.helpers import free_port
+from tests.integration.conftest import TOKEN
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,8 +11,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agent_process import REPO_ROOT
-from tests.conftest import eventually
+from tests.helpers import eventually
+from tests.integration.agent import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,7 +43,7 @@ def scraped_metrics(url: str) -> set[str]:
 
 def test_every_metric_of_the_dashboard_and_the_rules_is_one_a_real_agent_exports(repo, queue, agents):
     agent = agents()
-    job_id = queue.enqueue(repo, prompt="slow:0.2")
+    job_id = queue.enqueue(repository=repo, prompt="slow:0.2")
     assert queue.wait_finished(job_id)["status"] == "completed"
     eventually(lambda: agent.metric("fondation_agent_jobs_finished_total", 'outcome="completed"') == 1)
     # `up` is Prometheus's own, for every target.

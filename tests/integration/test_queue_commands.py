@@ -18,8 +18,8 @@ import pytest
 
 from fondation_agent.convex_api import ConvexHttp, WorkerApi
 from localconvex.launcher import LocalConvex
-from tests.agent_process import free_port
-from tests.conftest import TOKEN
+from tests.helpers import free_port
+from tests.integration.conftest import TOKEN
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -29,7 +29,8 @@ import pytest
 
 from fondation_agent.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
-from tests.system.guest import GUEST_LIB, GUEST_REPO, TOKEN_FILE, UNIT, GuestAgent, Queue
+from tests.operator_queue import Queue
+from tests.system.guest import GUEST_LIB, GUEST_REPO, REPO_URL, TOKEN_FILE, UNIT, GuestAgent
 from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,7 @@ def localconvex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalConve
 @pytest.fixture(scope="session")
 def queue(localconvex: LocalConvex) -> Iterator[Queue]:
     client = ConvexHttp(localconvex.url, read_timeout=30, retries=2, admin_key=localconvex.admin_key)
-    yield Queue(client)
+    yield Queue(client, repository=REPO_URL, timeout=180, poll=0.5)
     client.close()
 
 

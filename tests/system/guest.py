@@ -1,15 +1,14 @@
-"""Helpers of the VM tier: the packaged agent as installed in the guest, and the queue on the host."""
+"""Helpers of the VM tier: the packaged agent as installed in the guest (the queue on the host is
+tests/operator_queue.py's)."""
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
 from typing import Any
 
 import tomli_w
 
-from fondation_agent.convex_api import ConvexHttp
 from vm.qemu import VirtualMachine
 
 UNIT = "fondation-agent.service"
@@ -20,14 +19,6 @@ GUEST_REPO = "/srv/repos/demo"
 # The job-user pool as a comma-separated list, for pgrep -u (evaluated by the guest's shell).
 POOL_USERS = "$(getent passwd | cut -d: -f1 | grep -E '^fondation-job-[0-9]+$' | paste -sd, -)"
 REPO_URL = f"file://{GUEST_REPO}"
-TERMINAL = ("completed", "failed", "canceled")
-ACTIVE = ("running", "cloning", "analyzing", "gathering")
-
-
-def summary(job: dict) -> str:
-    """A job's outcome in one line, for assertion messages (pytest cuts long dicts)."""
-    return (f"job {job.get('_id')}: {job.get('status')} after {job.get('attempts')} attempt(s), "
-            f"errorKind={job.get('errorKind')!r}, error={job.get('error')!r}, progress={job.get('progress')!r}")
 
 
 JOB_UNITS = "systemctl list-units --all --plain --no-legend 'fondation-job-*.service'"
@@ -45,40 +36,6 @@ def wait_no_job_units(vm: VirtualMachine, timeout: float = 30) -> None:
 def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
     """No process runs as any job user: nothing of a job outlives its unit."""
     vm.wait_for(f"pgrep -a -u {POOL_USERS} || true", lambda out: out.strip() == "", timeout=timeout)
-
-
-class Queue:
-    """The operator's side (operator:*, with the admin key), on the host, against the host's localconvex."""
-
-    def __init__(self, client: ConvexHttp):
-        self.client = client
-
-    def enqueue(self, prompt: str, *, repository: str = REPO_URL, **extra: Any) -> str:
-        return self.client.mutation("operator:enqueue", {"repositoryUrl": repository, "prompt": prompt, **extra})
-
-    def get(self, job_id: str) -> dict:
-        return self.client.query("operator:get", {"jobId": job_id})
-
-    def docs(self, job_id: str) -> list[dict]:
-        return self.client.query("operator:docs", {"jobId": job_id})
-
-    def wait_for(self, job_id: str, predicate: Callable[[dict], bool], timeout: float = 180) -> dict:
-        deadline = time.monotonic() + timeout
-        job = self.get(job_id)
-        while not predicate(job):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} did not reach the expected state in {timeout} s: {job}")
-            time.sleep(0.5)
-            job = self.get(job_id)
-        return job
-
-    def wait_finished(self, job_id: str, timeout: float = 180) -> dict:
-        return self.wait_for(job_id, lambda job: job["status"] in TERMINAL, timeout)
-
-    def wait_completed(self, job_id: str, timeout: float = 180) -> dict:
-        job = self.wait_finished(job_id, timeout)
-        assert job["status"] == "completed", summary(job)
-        return job
 
 
 class GuestAgent:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.system.guest import UNIT, GuestAgent, Queue, summary
+from tests.operator_queue import Queue, summary
+from tests.system.guest import UNIT, GuestAgent
 
 pytestmark = pytest.mark.system
 DEMO_CLI = "/usr/share/fondation-agent/examples/course-cli/cli.mjs"

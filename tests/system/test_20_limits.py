@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from tests.system.guest import ACTIVE, GuestAgent, Queue, job_units, summary, wait_no_job_processes
+from fondation_agent.queue_rules import ACTIVE_STATUSES
+from tests.operator_queue import Queue, summary
+from tests.system.guest import GuestAgent, job_units, wait_no_job_processes
 
 pytestmark = pytest.mark.system
 
@@ -40,7 +42,7 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     before = agent.show()
     tasks_max = agent.settings["tasks_max"]
     job_id = queue.enqueue("forkbomb:20", maxAttempts=1)
-    queue.wait_for(job_id, lambda job: job["status"] in ACTIVE and job.get("currentStep"), timeout=180)
+    queue.wait_for(job_id, lambda job: job["status"] in ACTIVE_STATUSES and job.get("currentStep"), timeout=180)
 
     # While it rages: the guest answers, and the unit never holds more than TasksMax tasks.
     latencies, peaks = [], []

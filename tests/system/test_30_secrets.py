@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system.guest import TOKEN_FILE, GuestAgent, Queue, summary
+from tests.operator_queue import Queue, summary
+from tests.system.guest import TOKEN_FILE, GuestAgent
 
 pytestmark = pytest.mark.system
 

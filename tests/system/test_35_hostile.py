@@ -15,15 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.system.guest import (
-    GUEST_LIB,
-    POOL_USERS,
-    GuestAgent,
-    Queue,
-    job_units,
-    wait_no_job_processes,
-    wait_no_job_units,
-)
+from tests.operator_queue import Queue
+from tests.system.guest import GUEST_LIB, POOL_USERS, GuestAgent, job_units, wait_no_job_processes, wait_no_job_units
 
 pytestmark = pytest.mark.system
 LISTENER_LOG = "/run/fondation-test-listener.log"

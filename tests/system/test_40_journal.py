@@ -7,7 +7,8 @@ import secrets
 
 import pytest
 
-from tests.system.guest import GuestAgent, Queue
+from tests.operator_queue import Queue
+from tests.system.guest import GuestAgent
 
 pytestmark = pytest.mark.system
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system.guest import UNIT, GuestAgent, Queue
+from tests.operator_queue import Queue
+from tests.system.guest import UNIT, GuestAgent
 
 pytestmark = pytest.mark.system
 DROP_IN = f"/etc/systemd/system/{UNIT}.d/50-system-test-hang.conf"

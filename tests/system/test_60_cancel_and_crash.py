@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system.guest import (
-    UNIT,
-    GuestAgent,
-    Queue,
-    job_units,
-    summary,
-    wait_no_job_processes,
-    wait_no_job_units,
-)
+from tests.operator_queue import Queue, summary
+from tests.system.guest import UNIT, GuestAgent, job_units, wait_no_job_processes, wait_no_job_units
 
 pytestmark = pytest.mark.system
 

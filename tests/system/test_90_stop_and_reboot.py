@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from tests.system.guest import ACTIVE, UNIT, GuestAgent, Queue, summary
+from fondation_agent.queue_rules import ACTIVE_STATUSES
+from tests.operator_queue import Queue, summary
+from tests.system.guest import UNIT, GuestAgent
 
 pytestmark = pytest.mark.system
 
@@ -14,13 +16,14 @@ pytestmark = pytest.mark.system
 def test_stop_drains_the_running_job(agent: GuestAgent, queue: Queue) -> None:
     vm = agent.vm
     job_id = queue.enqueue("slow:24", maxAttempts=1)
-    queue.wait_for(job_id, lambda job: job["status"] in ACTIVE and (job.get("currentStep") or 0) >= 1, timeout=180)
+    queue.wait_for(job_id, lambda job: job["status"] in ACTIVE_STATUSES and (job.get("currentStep") or 0) >= 1,
+                   timeout=180)
     cursor = agent.cursor()
     vm.ssh(f"systemctl stop --no-block {UNIT}")
     # Draining: the unit is deactivating while the job goes on.
     vm.wait_for(f"systemctl show {UNIT} -p ActiveState --value", lambda out: out.strip() == "deactivating",
                 timeout=30, interval=0.5)
-    assert queue.get(job_id)["status"] in ACTIVE
+    assert queue.get(job_id)["status"] in ACTIVE_STATUSES
     job = queue.wait_finished(job_id, timeout=300)
     assert job["status"] == "completed", summary(job)
     assert queue.docs(job_id)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.guest import UNIT, GuestAgent, Queue, summary, wait_no_job_processes, wait_no_job_units
+from tests.operator_queue import Queue, summary
+from tests.system.guest import UNIT, GuestAgent, wait_no_job_processes, wait_no_job_units
 
 pytestmark = pytest.mark.system
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -y"

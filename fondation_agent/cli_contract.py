@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fondation_agent.queue_limits import MAX_STEP
+from fondation_agent.queue_rules import MAX_STEP
 
 # Variables a job may inherit from the agent; everything else (the worker token above all,
 # NOTIFY_SOCKET, the agent's own settings) stays behind.

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.sandbox import Limits, ProcessRunner
+from fondation_agent.process_runner import ProcessRunner
+from fondation_agent.runner import Limits
 
 pytestmark = pytest.mark.timeout(60)
 LIMITS = Limits(timeout=30, kill_grace=0.5, memory_max="1G", cpu_quota="100%", tasks_max=64)

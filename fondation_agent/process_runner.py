@@ -1,10 +1,11 @@
-"""Runners for the CLI: start it, stream its stdout, stop or time out its whole process tree.
+"""The plain process runner (sandbox = "process"): start the CLI, stream its stdout, stop or time
+out its whole process tree.
 
-`ProcessRunner` (sandbox = "process") puts the CLI in its own session and process group, for
-laptops and CI where systemd is not the init. It cannot limit memory, CPU or tasks, and a child
-that calls setsid() leaves the group: production uses the systemd-service runner, which has the
-same interface. Each running group is recorded in a file (pid and kernel start time), so that an
-agent restarted after a crash can kill the CLIs its predecessor left running.
+`ProcessRunner` puts the CLI in its own session and process group, for laptops and CI where systemd
+is not the init. It cannot limit memory, CPU or tasks, and a child that calls setsid() leaves the
+group: production uses the systemd-service runner (service_runner.py), which has the same
+interface (runner.Runner). Each running group is recorded in a file (pid and kernel start time),
+so that an agent restarted after a crash can kill the CLIs its predecessor left running.
 """
 
 from __future__ import annotations
@@ -16,75 +17,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-STDERR_TAIL_BYTES = 8192
-MAX_LINE_BYTES = 64 * 1024
+from fondation_agent.runner import Limits, Outcome, StderrTail, classify, pipe_lines
+
 # How long wait() gives SIGKILLed processes to be gone (the kernel needs milliseconds).
 GROUP_EXIT_WAIT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout: float
-    kill_grace: float
-    memory_max: str
-    cpu_quota: str
-    tasks_max: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    # "success", "exit-code", "signal", "timeout", "oom-kill", or "stopped" (we stopped it)
-    result: str
-    exit_code: int | None
-    stderr_tail: str
-
-    def describe(self, limits: Limits) -> str:
-        if self.result == "timeout":
-            return f"the CLI ran past job_timeout ({limits.timeout:g} s) and was stopped"
-        if self.result == "oom-kill":
-            return f"the CLI ran out of memory (MemoryMax={limits.memory_max}) and was killed"
-        if self.result == "signal":
-            return f"the CLI was killed by signal {-(self.exit_code or 0)}"
-        return f"the CLI exited with status {self.exit_code}"
-
-
-def classify(code: int, *, stopped: bool, timed_out: bool, oom_killed: bool = False) -> str:
-    """An Outcome.result from how the CLI ended: what we did to it first, then what the kernel did."""
-    if stopped:
-        return "stopped"
-    if timed_out:
-        return "timeout"
-    if code == 0:
-        return "success"
-    if oom_killed:
-        return "oom-kill"
-    return "signal" if code < 0 else "exit-code"
-
-
-def pipe_lines(pipe) -> Iterator[str]:
-    """Decoded lines of a CLI's stdout (over-long lines are cut); ends when the pipe closes."""
-    for raw in iter(lambda: pipe.readline(MAX_LINE_BYTES), b""):
-        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
-
-
-class StderrTail(threading.Thread):
-    """Drains a pipe, keeping only its last bytes (for error messages), so the child never blocks."""
-
-    def __init__(self, pipe):
-        super().__init__(daemon=True, name="cli-stderr")
-        self.pipe = pipe
-        self.tail = bytearray()
-
-    def run(self) -> None:
-        for chunk in iter(lambda: self.pipe.read1(65536), b""):
-            self.tail += chunk
-            del self.tail[:-STDERR_TAIL_BYTES]
-
-    def text(self) -> str:
-        return self.tail.decode("utf-8", errors="replace").strip()
 
 
 def _stat_fields(stat: Path) -> list[str] | None:
@@ -102,6 +40,8 @@ def _start_time(pid: int) -> str | None:
 
 
 class ProcessCli:
+    """One CLI run as a process group (runner.RunningCli)."""
+
     def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, limits: Limits, record: Path):
         self.limits = limits
         self._deadline = time.monotonic() + limits.timeout
@@ -187,6 +127,8 @@ def _group_has_running_member(pgid: int) -> bool:
 
 
 class ProcessRunner:
+    """runner.Runner for sandbox = \"process\"."""
+
     name = "process"
 
     def __init__(self, records: Path):

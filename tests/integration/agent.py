@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ from typing import Any
 import requests
 import tomli_w
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_CLI = REPO_ROOT / "tests" / "fixtures" / "fake_cli.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Agent:

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 from fondation_agent.config import ConfigError
-from fondation_agent.jobservice import SystemdServiceRunner
 from fondation_agent.launcher import Connection, LauncherError, parse_run
-from fondation_agent.sandbox import Limits
+from fondation_agent.runner import Limits
+from fondation_agent.service_runner import SystemdServiceRunner
 from fondation_agent.workspace import Workspace
 
 LIMITS = Limits(timeout=60, kill_grace=2, memory_max="1G", cpu_quota="100%", tasks_max=64)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fondation_agent.launcher import RESERVED_ENV, SOCKET_PATH, UNIT_PATTERN, WORKSPACES, unit_description
-from fondation_agent.sandbox import Limits, Outcome, StderrTail, classify, pipe_lines
+from fondation_agent.runner import Limits, Outcome, RunResult, StderrTail, classify, pipe_lines
 
 # After RuntimeMaxSec (plus the stop's kill_grace) systemd has stopped the unit; this is only a backstop.
 SAFETY_MARGIN_S = 30.0
@@ -64,7 +64,7 @@ class _Channel:
 
 
 class ServiceCli:
-    """One CLI run in a transient service; the same interface as sandbox.ProcessCli."""
+    """One CLI run in a transient service (runner.RunningCli)."""
 
     def __init__(self, runner: SystemdServiceRunner, argv: list[str], *, env: Mapping[str, str], cwd: Path,
                  unit: str, limits: Limits):
@@ -147,11 +147,11 @@ class ServiceCli:
         refusal = self._refusal or report.get("error", "")
         if refusal or report.get("event") != "finished":
             message = refusal or "the job launcher ended without a report"
-            return Outcome("exit-code", EX_SOFTWARE, f"{tail}\n{message}".strip())
+            return Outcome(RunResult.EXIT_CODE, EX_SOFTWARE, f"{tail}\n{message}".strip())
         code = int(report.get("exit_code") or 0)
         result = report.get("result", "")
-        outcome = classify(code, stopped=self._stopped, timed_out=self._timed_out or result == "timeout",
-                           oom_killed=result == "oom-kill")
+        outcome = classify(code, stopped=self._stopped, timed_out=self._timed_out or result == RunResult.TIMEOUT,
+                           oom_killed=result == RunResult.OOM_KILL)
         return Outcome(outcome, code, tail)
 
     def _read_answer(self, timeout: float) -> dict[str, Any]:
@@ -177,6 +177,8 @@ class ServiceCli:
 
 
 class SystemdServiceRunner:
+    """runner.Runner for sandbox = \"systemd-service\"."""
+
     name = "systemd-service"
 
     def __init__(self, config: Any, *, socket_path: str = SOCKET_PATH, workspaces: Path = WORKSPACES):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.contract import cli_argv, cli_environment, parse_progress, remove_shipped_files
+from fondation_agent.cli_contract import cli_argv, cli_environment, parse_progress, remove_shipped_files
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import eventually
-
-ACTIVE = ("running", "cloning", "analyzing", "gathering")
+from tests.helpers import eventually
 
 
 def cli_env(tmp_path: Path, name: str = "agent", **extra: str) -> dict[str, str]:
-    """The agent's cli_env: its own fake-CLI state dir (as tests/agent_process.py makes it) plus a tag."""
+    """The agent's cli_env: its own fake-CLI state dir (as agent.Agent makes it) plus a tag."""
     return {"FAKE_CLI_STATE": str(tmp_path / name / "cli-state"), "FAKE_CLI_TAG": name, **extra}
 
 
