@@ -224,7 +224,7 @@ def test_a_job_that_keeps_reporting_host_problems_fails_after_max_host_releases(
     """The problem is read from the CLI's output, which a hostile repository controls: such a job
     must not bounce between hosts (pausing each) for ever."""
     agent = agents(host_failure_threshold=10)
-    job_id = queue.enqueue(repo, prompt="auth-unless-fixed")
+    job_id = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
     job = queue.wait_finished(job_id, timeout=120)
     assert (job["status"], job["errorKind"], job["hostReleases"]) == ("failed", "claude_auth", 3), job
     assert job["error"].startswith("released 3 times for host problems, the last: host problem on ")
