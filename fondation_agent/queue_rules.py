@@ -22,12 +22,13 @@ ErrorCode = StrEnum("ErrorCode", [(name.upper(), name) for name in _RULES["error
 ErrorKind = StrEnum("ErrorKind", [(name.upper(), name) for name in _RULES["errorKinds"]])
 ERROR_KIND_PATTERN = _RULES["errorKindPattern"]
 
+# A document's kind, as the platform's docs table has it; the order documents are listed in.
+DOC_KINDS: tuple[str, ...] = tuple(_RULES["docKinds"])
 SLUG_PATTERN = _RULES["slugPattern"]
 SLUG = re.compile(SLUG_PATTERN)
 _LIMITS = _RULES["limits"]
 MAX_URL_LENGTH = _LIMITS["maxUrlLength"]  # repositoryUrl
 MAX_TITLE_LENGTH = _LIMITS["maxTitleLength"]
-MAX_KIND_LENGTH = _LIMITS["maxKindLength"]
 MAX_PROGRESS_LENGTH = _LIMITS["maxProgressLength"]  # heartbeat progress, release reason
 MAX_ERROR_LENGTH = _LIMITS["maxErrorLength"]
 MAX_STEP = _LIMITS["maxStep"]  # currentStep, totalSteps

@@ -33,7 +33,7 @@ MAX_DEPTH = 4
 CHUNK_MAX_DOCS = q.MAX_DOCS_PER_CALL
 CHUNK_MAX_BYTES = q.MAX_BYTES_PER_CALL * 3 // 4
 # The platform's document kinds (its docs table: chapter | tutorial | toc | yaml).
-KINDS = ("chapter", "tutorial", "toc", "yaml")
+KINDS = q.DOC_KINDS
 YAML_FILES = {ABSTRACTIONS: (1, "Abstractions"), RELATIONSHIPS: (2, "Relationships"), ORDER: (3, "Chapter order")}
 # Where a file lies says what it is; reviewed chapters replace raw ones.
 DIRECTORY_KINDS = {"chapters": "chapter", "reviewed-chapters": "chapter", "tutorials": "tutorial"}
@@ -243,8 +243,8 @@ def _check(document: Document, limits: OutputLimits) -> None:
     limit = min(limits.max_doc_bytes, q.MAX_DOC_CONTENT_BYTES)
     if size > limit:
         raise InvalidOutput(f"document {document.slug!r} is {size} bytes; at most {limit} (max_doc_bytes)")
-    if not q.SLUG.match(document.slug) or len(document.kind) > q.MAX_KIND_LENGTH:
-        raise InvalidOutput(f"document {document.slug!r}: slug or kind the queue would refuse")
+    if not q.SLUG.match(document.slug):
+        raise InvalidOutput(f"document {document.slug!r}: a slug the queue would refuse")
 
 
 def collect_documents(directories: list[Path], limits: OutputLimits) -> list[Document]:

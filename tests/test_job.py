@@ -68,7 +68,8 @@ class FakeApi:
             if not q.SLUG.match(doc["slug"]):
                 self._refuse(f"slug {doc['slug']!r} must match {q.SLUG_PATTERN}")
             self._check_length("title", doc["title"], q.MAX_TITLE_LENGTH)
-            self._check_length("kind", doc["kind"], q.MAX_KIND_LENGTH)
+            if doc["kind"] not in q.DOC_KINDS:
+                self._refuse(f"kind {doc['kind']!r} is not a doc kind")
             if not 0 <= doc["chapterIndex"] <= q.MAX_DOCS_PER_JOB:
                 self._refuse(f"chapterIndex {doc['chapterIndex']} out of range")
 

@@ -26,6 +26,7 @@ def test_the_queue_functions_check_what_the_agent_checks():
     assert typescript.pop("ALL_STATUSES") == [status.value for status in Status]
     assert set(typescript.pop("ACTIVE_STATUSES")) == ACTIVE_STATUSES
     assert ErrorKind(typescript.pop("LEASE_EXPIRED"))
+    typescript["DOC_KINDS"] = tuple(typescript["DOC_KINDS"])
     python = {name: getattr(queue_rules, name) for name in typescript}
     assert python == typescript
 

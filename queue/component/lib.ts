@@ -12,6 +12,9 @@ export const ACTIVE_STATUSES = ["running", "cloning", "analyzing", "gathering"] 
 export const UNFINISHED_STATUSES = ["pending", ...ACTIVE_STATUSES] as const;
 export const ALL_STATUSES = [...UNFINISHED_STATUSES, "completed", "failed", "canceled"] as const;
 export type ActiveStatus = (typeof ACTIVE_STATUSES)[number];
+// A document's kind: the platform's docs table takes these only.
+export const DOC_KINDS = ["chapter", "tutorial", "toc", "yaml"] as const;
+export type DocKind = (typeof DOC_KINDS)[number];
 const ERROR_CODES = ["unauthorized", "invalid_argument", "not_found", "conflict"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -23,6 +26,7 @@ function requireSame(name: string, typed: readonly string[], defined: readonly s
 requireSame("active statuses", ACTIVE_STATUSES, rules.statuses.active);
 requireSame("statuses", ALL_STATUSES, [...rules.statuses.waiting, ...rules.statuses.active, ...rules.statuses.finished]);
 requireSame("error codes", ERROR_CODES, rules.errorCodes);
+requireSame("doc kinds", DOC_KINDS, rules.docKinds);
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const MAX_MAX_ATTEMPTS = 10;
@@ -50,7 +54,6 @@ export const MAX_LIST_LIMIT = 200;
 // jobs:stats counts through the status index; past this many it says "at least".
 export const STATS_COUNT_CAP = 1_000;
 export const MAX_TITLE_LENGTH = rules.limits.maxTitleLength;
-export const MAX_KIND_LENGTH = rules.limits.maxKindLength;
 // currentStep and totalSteps of a heartbeat.
 export const MAX_STEP = rules.limits.maxStep;
 // A document's slug: what the UI puts in its URLs.

@@ -1,6 +1,7 @@
 import { convexTest } from "convex-test";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { api } from "./_generated/api";
+import { DOC_KINDS, type DocKind } from "./lib";
 import schema from "./schema";
 
 const modules = import.meta.glob("./**/*.*s");
@@ -35,7 +36,7 @@ function setup() {
 const someDoc = (slug: string, chapterIndex = 1) => ({
   title: `Title ${slug}`,
   slug,
-  kind: "chapter",
+  kind: "chapter" as DocKind,
   chapterIndex,
   content: `# ${slug}\n`,
 });
@@ -504,6 +505,17 @@ describe("docs", () => {
       t.mutation(api.worker.saveDocs, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, docs });
     await expect(save([someDoc("../etc/passwd")])).rejects.toThrow(/slug/);
     await expect(save(Array.from({ length: 101 }, (_, i) => someDoc(`d${i}`)))).rejects.toThrow(/at most 100 docs per call/);
+  });
+
+  test("a doc's kind is one the platform's docs table takes", async () => {
+    const { enqueue, claim, t } = setup();
+    const jobId = await enqueue();
+    const c = (await claim())!;
+    // A string, as an untyped caller (the agent, over HTTP) sends it.
+    const save = (kind: string) =>
+      t.mutation(api.worker.saveDocs, { workerToken: TOKEN, jobId, leaseToken: c.leaseToken, docs: [{ ...someDoc(kind), kind: kind as DocKind }] });
+    for (const kind of DOC_KINDS) expect(await save(kind)).toEqual({ ok: true, saved: 1 });
+    await expect(save("script")).rejects.toThrow(/Expected one of[\s\S]*script/);
   });
 });
 

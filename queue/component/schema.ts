@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { jobStatus, onCompleteArg } from "./validators";
+import { docKind, jobStatus, onCompleteArg } from "./validators";
 
 export default defineSchema({
   jobs: defineTable({
@@ -56,7 +56,7 @@ export default defineSchema({
     jobId: v.id("jobs"),
     title: v.string(),
     slug: v.string(),
-    kind: v.string(),
+    kind: docKind,
     chapterIndex: v.number(),
     content: v.string(),
     // The claim (lease token) that wrote it: docs are staged per attempt, and the job shows only

@@ -1,15 +1,16 @@
 // Argument shapes shared by the component's functions and the client class that wraps them, so
 // the app's worker:* take exactly what the component's worker functions take.
 import { v } from "convex/values";
-import { ACTIVE_STATUSES, ALL_STATUSES } from "./lib";
+import { ACTIVE_STATUSES, ALL_STATUSES, DOC_KINDS } from "./lib";
 
 export const jobStatus = v.union(...ALL_STATUSES.map((status) => v.literal(status)));
 export const activeStatus = v.union(...ACTIVE_STATUSES.map((status) => v.literal(status)));
+export const docKind = v.union(...DOC_KINDS.map((kind) => v.literal(kind)));
 
 export const docInput = v.object({
   title: v.string(),
   slug: v.string(),
-  kind: v.string(),
+  kind: docKind,
   chapterIndex: v.number(),
   content: v.string(),
 });

@@ -15,7 +15,6 @@ import {
   MAX_DOCS_PER_JOB,
   MAX_ERROR_LENGTH,
   MAX_LEASE_MS,
-  MAX_KIND_LENGTH,
   MAX_HOST_RELEASES,
   MAX_PROGRESS_LENGTH,
   MAX_STEP,
@@ -197,7 +196,6 @@ export const saveDocs = mutation({
     let callBytes = 0;
     for (const { title, slug, kind, chapterIndex, content } of docs) {
       requireLength("title", title, MAX_TITLE_LENGTH);
-      requireLength("kind", kind, MAX_KIND_LENGTH);
       if (!SLUG_PATTERN.test(slug)) {
         refuse("invalid_argument", `slug ${JSON.stringify(slug)} must be 1-200 of a-z 0-9 . _ - (lower case)`);
       }

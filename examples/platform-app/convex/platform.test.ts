@@ -3,6 +3,7 @@
 import { convexTest } from "convex-test";
 import { afterEach, beforeEach, expect, test, vi } from "vitest";
 import { registerQueue } from "../../../queue/test";
+import type { DocKind } from "../../../queue/component/lib";
 import { api } from "./_generated/api";
 import schema from "./schema";
 
@@ -36,7 +37,7 @@ async function setup() {
 }
 
 /** One agent attempt that saves `docs` and completes the job. */
-async function runJob(t: Awaited<ReturnType<typeof setup>>["t"], docs: { slug: string; kind: string; chapterIndex: number }[]) {
+async function runJob(t: Awaited<ReturnType<typeof setup>>["t"], docs: { slug: string; kind: DocKind; chapterIndex: number }[]) {
   const claimed = (await t.mutation(api.worker.claim, { workerToken: TOKEN, workerId: "w1", leaseMs: 30_000 }))!;
   const lease = { workerToken: TOKEN, jobId: claimed.job._id, leaseToken: claimed.leaseToken };
   await t.mutation(api.worker.saveDocs, {
@@ -56,7 +57,7 @@ test("a user's course: queued for their repository, run by an agent, copied into
   const claimed = await runJob(t, [
     { slug: "toc", kind: "toc", chapterIndex: 0 },
     { slug: "one", kind: "chapter", chapterIndex: 1 },
-    { slug: "notes", kind: "notes", chapterIndex: 2 },
+    { slug: "setup", kind: "tutorial", chapterIndex: 2 },
   ]);
   expect(claimed.job).toMatchObject({ repositoryUrl: "https://github.com/alice/widgets", branch: "main", userId: ids.alice, repositoryId });
   expect(await alice.query(api.courses.job, { jobId })).toMatchObject({ status: "completed" });
@@ -64,7 +65,7 @@ test("a user's course: queued for their repository, run by an agent, copied into
   expect(course.map((d) => [d.slug, d.kind, d.jobId, d.repositoryId])).toEqual([
     ["toc", "toc", jobId, repositoryId],
     ["one", "chapter", jobId, repositoryId],
-    ["notes", "chapter", jobId, repositoryId], // not a platform kind
+    ["setup", "tutorial", jobId, repositoryId],
   ]);
   expect(course.every((d) => typeof d.createdAt === "number")).toBe(true);
 

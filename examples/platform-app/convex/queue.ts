@@ -9,8 +9,6 @@ import { internalMutation } from "./_generated/server";
 // Annotated: the onComplete reference makes the type refer to itself.
 export const queue: FondationQueue = new FondationQueue(components.fondationQueue, { onComplete: internal.queue.copyDocs });
 
-const PLATFORM_KINDS = new Set(["chapter", "tutorial", "toc", "yaml"]);
-
 /** Runs once a job completed (scheduled by the component): the repository's course becomes this job's docs. */
 export const copyDocs = internalMutation({
   args: { jobId: v.string(), context: v.object({ repositoryId: v.id("repositories") }) },
@@ -20,9 +18,8 @@ export const copyDocs = internalMutation({
     }
     const createdAt = Date.now();
     for (const doc of await queue.docs(ctx, jobId)) {
-      // The platform's kinds are a union; anything else the CLI wrote is shown as a chapter.
-      const kind = (PLATFORM_KINDS.has(doc.kind) ? doc.kind : "chapter") as "chapter" | "tutorial" | "toc" | "yaml";
-      const { title, slug, chapterIndex, content } = doc;
+      // The component's kinds are the platform's union (worker:saveDocs takes no other).
+      const { title, slug, chapterIndex, content, kind } = doc;
       await ctx.db.insert("docs", { jobId, repositoryId: repositoryId as Id<"repositories">, title, slug, chapterIndex, content, kind, createdAt });
     }
   },
