@@ -30,10 +30,13 @@ from fondation_agent.logs import configure_logging, get_logger
 from fondation_agent.metrics import Metrics, MetricsServer
 from fondation_agent.notify import Notifier, systemd_restarts
 from fondation_agent.sandbox import ProcessRunner
+from fondation_agent.wake import UP, WakeSubscription
 from fondation_agent.workspace import remove_leftover_workspaces
 
 # Settings a reload cannot change: they shape connections and files the running process holds.
-RESTART_ONLY = ("convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox")
+RESTART_ONLY = (
+    "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
+)
 MAX_UNREACHABLE_BACKOFF = 30.0
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.
@@ -84,12 +87,25 @@ class Worker:
         self._wakeup_read, self._wakeup_write = os.pipe()
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
+        self.wake = (
+            WakeSubscription(config.convex_url, worker_token, self._wake, self.log, self.metrics)
+            if config.wake == "subscription"
+            else None
+        )
+        # Claim timing with a subscription (main thread only): see _claim_at.
+        self.last_claim_at = 0.0
+        self.safety_poll_factor = 1.0
+        self.tried_version = -1  # the subscription's value the last empty claim was made for
+        self.retry_at = float("inf")
+        self.jitter = (-1, 0.0)  # (version, delay) drawn once per value
 
     # ---- observability ----------------------------------------------------------------------
 
     def _observe_call(self, function: str, seconds: float, outcome: str) -> None:
         self.metrics.observe_convex_call(function, seconds, outcome)
         self.convex_reachable = outcome != "unavailable"
+        if outcome == "unavailable" and self.wake is not None:
+            self.wake.convex_unreachable()
         if outcome == "ok":
             self.last_convex_ok = time.monotonic()
 
@@ -118,6 +134,8 @@ class Worker:
             "jobs": running,
             "draining": self.draining,
             "paused_seconds_left": round(self.host_pause.paused_for(), 1),
+            "wake": self.config.wake,
+            "wake_subscription": None if self.wake is None else self.wake.current().state,
         }
         return healthy, body
 
@@ -204,6 +222,8 @@ class Worker:
             convex_url=config.convex_url,
             metrics=self.metrics_server.address if self.metrics_server else None,
         )
+        if self.wake is not None:
+            self.wake.start()
         self.notifier.ready(self._status_line())
 
     def _tick(self) -> bool:
@@ -221,15 +241,40 @@ class Worker:
         self._report()
         # A paused host has free slots but must not claim: sleeping until next_poll would spin.
         can_claim = not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
-        self._sleep(min(LOOP_TICK, max(0.0, self.next_poll - time.monotonic())) if can_claim else LOOP_TICK)
+        self._sleep(min(LOOP_TICK, max(0.0, self._claim_at() - time.monotonic())) if can_claim else LOOP_TICK)
         return True
+
+    def _claim_at(self) -> float:
+        """When the next claim is due (monotonic time).
+
+        Polling (wake = poll, or while the subscription is not up): next_poll, as set after each claim.
+        With the subscription up: the moment its value says a job is due (plus a small random delay, so
+        that a fleet of idle agents does not all claim the same job: the first claim changes the value
+        and the others see it before their delay is over), else a slow safety poll. A value an empty
+        claim was already made for is not claimed for again, but for a retry after poll_interval when
+        it said "due now" (the clocks of agent and Convex may differ).
+        """
+        due = None if self.wake is None else self.wake.current()
+        if due is None or due.state != UP:
+            return self.next_poll
+        at = self.last_claim_at + self.config.safety_poll_interval * self.safety_poll_factor
+        if due.version == self.tried_version:
+            return min(at, self.retry_at)
+        if due.at_ms is None:
+            return at
+        if self.jitter[0] != due.version:
+            self.jitter = (due.version, random.uniform(0, self.config.wake_jitter))  # noqa: S311
+        return min(at, time.monotonic() + due.at_ms / 1000 - time.time() + self.jitter[1])
 
     def _claim_into_free_slots(self) -> None:
         if self.host_pause.paused_for():
             return
         # A stop signal may land during a claim: claim nothing more once draining.
-        while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self.next_poll:
+        while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self._claim_at():
             claimed_at = time.monotonic()
+            due = None if self.wake is None else self.wake.current()
+            self.last_claim_at = claimed_at
+            self.safety_poll_factor = random.uniform(0.8, 1.2)  # noqa: S311
             try:
                 claim = self.api.claim(self.config.lease_ms)
             except (ConvexUnavailable, FunctionError) as error:
@@ -241,6 +286,10 @@ class Worker:
             self.metrics.last_poll.set(time.time())
             if claim is None:
                 self.next_poll = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
+                if due is not None:
+                    self.tried_version = due.version
+                    said_due_now = due.at_ms is not None and due.at_ms <= time.time() * 1000
+                    self.retry_at = self.next_poll if said_due_now else float("inf")
                 return
             self._start_job(claim, claimed_at)
 
