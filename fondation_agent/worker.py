@@ -115,7 +115,10 @@ class Worker:
         convex_age = now - self.last_convex_ok if self.last_convex_ok else None
         loop_alive = loop_age < max(10.0, 3 * LOOP_TICK)
         # Silence, not the last call's outcome: one dropped keep-alive connection is no outage.
-        convex_ok = convex_age is not None and convex_age < self.config.health_max_silence
+        # An idle agent on its subscription calls little: the subscription being up counts as an answer
+        # (it is taken down as soon as a call finds Convex unreachable).
+        subscription = None if self.wake is None else self.wake.current().state
+        convex_ok = (convex_age is not None and convex_age < self.config.health_max_silence) or subscription == UP
         paused = self.host_pause.describe()
         with self.jobs_lock:
             running = sorted(self.jobs)
@@ -135,7 +138,7 @@ class Worker:
             "draining": self.draining,
             "paused_seconds_left": round(self.host_pause.paused_for(), 1),
             "wake": self.config.wake,
-            "wake_subscription": None if self.wake is None else self.wake.current().state,
+            "wake_subscription": subscription,
         }
         return healthy, body
 
