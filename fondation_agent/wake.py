@@ -12,6 +12,7 @@ from then until it delivers again (a reconnect delivers the current value).
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ STATES = (CONNECTING, UP, DOWN)
 # A refused subscription (a wrong worker token, an old deployment without worker:nextDue) is retried
 # this much later: the agent polls meanwhile, and the log is not flooded.
 RETRY_AFTER_ERROR = 30.0
+# The widest the herd delay grows (seconds): enough to spread a few dozen idle agents.
+MAX_HERD_SPREAD = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class Due:
     state: str
     version: int
     at_ms: float | None
+
+    def says_due(self, now_ms: float) -> bool:
+        return self.state == UP and self.at_ms is not None and self.at_ms <= now_ms
 
 
 def due_at_ms(value: dict) -> float | None:
@@ -106,3 +112,28 @@ class WakeSubscription:
     def _set_state_gauge(self, state: str) -> None:
         for name in STATES:
             self._metrics.wake_subscription.labels(name).set(1 if name == state else 0)
+
+
+class HerdDelay:
+    """The random delay before claiming what the subscription announced.
+
+    Every idle agent hears of a new job at the same moment. The first claim changes the value, and
+    an agent that hears of that before its own delay is over does not claim for nothing. The range
+    of the delay adapts to the fleet, which no agent knows: it doubles after each race this agent
+    lost (an empty claim for a job said to be due), and halves after each job it won, between
+    `wake_jitter` and MAX_HERD_SPREAD. A lone agent keeps the shortest delay; in a fleet, the
+    agents that keep losing step back, so a job costs few claims and still starts quickly.
+    """
+
+    def __init__(self, floor: float):
+        self.spread = floor
+
+    def draw(self, floor: float) -> float:
+        self.spread = max(self.spread, floor)
+        return random.uniform(0, self.spread)  # noqa: S311 - spreading load, not a secret
+
+    def lost(self, floor: float) -> None:
+        self.spread = min(max(self.spread * 2, floor), max(floor, MAX_HERD_SPREAD))
+
+    def won(self, floor: float) -> None:
+        self.spread = max(self.spread / 2, floor)

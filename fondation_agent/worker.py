@@ -30,7 +30,7 @@ from fondation_agent.logs import configure_logging, get_logger
 from fondation_agent.metrics import Metrics, MetricsServer
 from fondation_agent.notify import Notifier, systemd_restarts
 from fondation_agent.sandbox import ProcessRunner
-from fondation_agent.wake import UP, WakeSubscription
+from fondation_agent.wake import UP, HerdDelay, WakeSubscription
 from fondation_agent.workspace import remove_leftover_workspaces
 
 # Settings a reload cannot change: they shape connections and files the running process holds.
@@ -97,7 +97,8 @@ class Worker:
         self.safety_poll_factor = 1.0
         self.tried_version = -1  # the subscription's value the last empty claim was made for
         self.retry_at = float("inf")
-        self.jitter = (-1, 0.0)  # (version, delay) drawn once per value
+        self.herd = HerdDelay(config.wake_jitter)
+        self.jitter = (-1, 0.0)  # (version, herd delay) drawn once per value
 
     # ---- observability ----------------------------------------------------------------------
 
@@ -251,11 +252,10 @@ class Worker:
         """When the next claim is due (monotonic time).
 
         Polling (wake = poll, or while the subscription is not up): next_poll, as set after each claim.
-        With the subscription up: the moment its value says a job is due (plus a small random delay, so
-        that a fleet of idle agents does not all claim the same job: the first claim changes the value
-        and the others see it before their delay is over), else a slow safety poll. A value an empty
-        claim was already made for is not claimed for again, but for a retry after poll_interval when
-        it said "due now" (the clocks of agent and Convex may differ).
+        With the subscription up: the moment its value says a job is due (plus the herd delay, so that
+        a fleet of idle agents does not all claim the same job: wake.HerdDelay), else a slow safety
+        poll. A value an empty claim was already made for is not claimed for again, but for a retry
+        after poll_interval when it said "due now" (the clocks of agent and Convex may differ).
         """
         due = None if self.wake is None else self.wake.current()
         if due is None or due.state != UP:
@@ -266,7 +266,7 @@ class Worker:
         if due.at_ms is None:
             return at
         if self.jitter[0] != due.version:
-            self.jitter = (due.version, random.uniform(0, self.config.wake_jitter))  # noqa: S311
+            self.jitter = (due.version, self.herd.draw(self.config.wake_jitter))
         return min(at, time.monotonic() + due.at_ms / 1000 - time.time() + self.jitter[1])
 
     def _claim_into_free_slots(self) -> None:
@@ -276,6 +276,7 @@ class Worker:
         while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self._claim_at():
             claimed_at = time.monotonic()
             due = None if self.wake is None else self.wake.current()
+            said_due = due is not None and due.says_due(time.time() * 1000)
             self.last_claim_at = claimed_at
             self.safety_poll_factor = random.uniform(0.8, 1.2)  # noqa: S311
             try:
@@ -287,13 +288,20 @@ class Worker:
                 self.log.info("Convex reachable again", after_failures=self.unreachable_streak)
                 self.unreachable_streak = 0
             self.metrics.last_poll.set(time.time())
+            retry_at = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
+            if due is not None and due.state == UP:
+                # This value is used up; the next one (the claim itself changes it) says what to do. But
+                # for a retry: after a job (another may have come in the same ms: an unchanged value),
+                # or after nothing was found for a job said to be due (the clocks may differ).
+                self.tried_version = due.version
+                self.retry_at = retry_at if claim is not None or said_due else float("inf")
             if claim is None:
-                self.next_poll = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
-                if due is not None:
-                    self.tried_version = due.version
-                    said_due_now = due.at_ms is not None and due.at_ms <= time.time() * 1000
-                    self.retry_at = self.next_poll if said_due_now else float("inf")
+                self.next_poll = retry_at
+                if said_due:
+                    self.herd.lost(self.config.wake_jitter)
                 return
+            if said_due:
+                self.herd.won(self.config.wake_jitter)
             self._start_job(claim, claimed_at)
 
     def _claim_failed(self, error: Exception) -> None:
