@@ -62,6 +62,9 @@ export function decodeTs(text: string): bigint {
   return bytes.length === 8 ? bytes.readBigUInt64LE() : 0n;
 }
 
+/** Absent for a plain error: the clients take any errorData, null included, for a ConvexError's. */
+const wireErrorData = (data: unknown) => (data === undefined ? undefined : new ConvexJson(data));
+
 type Query = { udfPath: string; args: Value; sent?: string };
 type Version = { querySet: number; identity: number; ts: bigint };
 
@@ -133,8 +136,7 @@ class Connection<Caller> {
           const ts = kind === "mutation" ? encodeTs(outcome.ts ?? this.hub.clock.last) : undefined;
           this.send({ type, requestId: message.requestId, success: true, result: new ConvexJson(outcome.value), ts, logLines: [] });
         } else {
-          const errorData = outcome.errorData === undefined ? undefined : new ConvexJson(outcome.errorData);
-          this.send({ type, requestId: message.requestId, success: false, result: outcome.errorMessage, errorData, logLines: [] });
+          this.send({ type, requestId: message.requestId, success: false, result: outcome.errorMessage, errorData: wireErrorData(outcome.errorData), logLines: [] });
         }
         if (kind === "action") return;
         // A mutation's promise resolves once a Transition (at or past its ts) follows its response;
@@ -175,7 +177,7 @@ class Connection<Caller> {
       const outcome = await this.hub.query(query.udfPath, query.args, this.caller, end.ts);
       const update = outcome.ok
         ? { type: "QueryUpdated", queryId, value: new ConvexJson(outcome.value), logLines: [], journal: null }
-        : { type: "QueryFailed", queryId, errorMessage: outcome.errorMessage, errorData: new ConvexJson(outcome.errorData ?? null), logLines: [], journal: null };
+        : { type: "QueryFailed", queryId, errorMessage: outcome.errorMessage, errorData: wireErrorData(outcome.errorData), logLines: [], journal: null };
       const text = toEnvelopeJson(update);
       if (this.queries.get(queryId) !== query || query.sent === text) continue; // removed meanwhile, or unchanged
       query.sent = text;

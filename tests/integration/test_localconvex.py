@@ -474,6 +474,9 @@ def test_sync_identities_errors_and_the_admin_key_as_over_http(backend: LocalCon
     assert raised.value.data == {"code": "x", "message": "y"}
     with pytest.raises(Exception, match="Could not find public function for 'items:secret'"):
         anonymous.mutation("items:secret", {})
+    with pytest.raises(Exception, match="Uncaught Error: boom") as failed:
+        anonymous.query("items:boom", {})
+    assert not isinstance(failed.value, ConvexError)  # a plain error carries no errorData
 
     alice = ConvexClient(backend.url)
     alice.set_auth(identity_token("alice"))
