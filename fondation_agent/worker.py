@@ -88,7 +88,7 @@ class Worker:
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
         self.wake = (
-            WakeSubscription(config.convex_url, worker_token, self._wake, self.log, self.metrics)
+            WakeSubscription(config.convex_url, worker_token, self._subscription_changed, self.log, self.metrics)
             if config.wake == "subscription"
             else None
         )
@@ -171,6 +171,12 @@ class Worker:
 
     def _on_reload_signal(self, signum: int, _frame) -> None:
         self.reload_requested = True
+
+    def _subscription_changed(self) -> None:
+        # Only a loop that can claim needs to turn now: a full or paused one reads the value when it
+        # can claim again (turns it does not need would each cost a watchdog message, too).
+        if not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for():
+            self._wake()
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe means the loop is awake already
