@@ -289,18 +289,17 @@ class Worker:
                 claim = self.api.claim(self.config.lease_ms)
             except (ConvexUnavailable, FunctionError) as error:
                 self._claim_failed(error)
+                self._used_up(due, self.next_poll)
                 return
             if self.unreachable_streak:
                 self.log.info("Convex reachable again", after_failures=self.unreachable_streak)
                 self.unreachable_streak = 0
             self.metrics.last_poll.set(time.time())
             retry_at = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
-            if due is not None and due.state == UP:
-                # This value is used up; the next one (the claim itself changes it) says what to do. But
-                # for a retry: after a job (another may have come in the same ms: an unchanged value),
-                # or after nothing was found for a job said to be due (the clocks may differ).
-                self.tried_version = due.version
-                self.retry_at = retry_at if claim is not None or said_due else float("inf")
+            # The next value (the claim itself changes it) says what to do. But for a retry: after a job
+            # (another may have come in the same ms: an unchanged value), or after nothing was found for
+            # a job said to be due (the clocks may differ).
+            self._used_up(due, retry_at if claim is not None or said_due else float("inf"))
             if claim is None:
                 self.next_poll = retry_at
                 if said_due:
@@ -309,6 +308,11 @@ class Worker:
             if said_due:
                 self.herd.won(self.config.wake_jitter)
             self._start_job(claim, claimed_at)
+
+    def _used_up(self, due, retry_at: float) -> None:
+        """A claim was made for this value of the subscription: claim again only when it changes, or at retry_at."""
+        if due is not None and due.state == UP:
+            self.tried_version, self.retry_at = due.version, retry_at
 
     def _claim_failed(self, error: Exception) -> None:
         self.unreachable_streak += 1
