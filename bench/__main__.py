@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import idle, pickup, scope, throughput, upload
+from bench import idle, pickup, restart, scope, throughput, upload
 from bench.harness import load, machine, make_git_repo, say, workdir
 
-SCENARIOS = ("pickup", "throughput", "idle", "upload", "scope")
+SCENARIOS = ("pickup", "restart", "throughput", "idle", "upload", "scope")
 FULL = {
-    "pickup_jobs": 300, "pickup_gap": 2.0, "pickup_concurrency": 16,
+    "pickup_jobs": 300, "pickup_gap": 2.0, "pickup_concurrency": 16, "restart_jobs": 60,
     "throughput_jobs": 500, "throughput_agents": 4, "throughput_concurrency": 4, "serial_jobs": 100,
     "idle_seconds": 300.0, "upload_docs": 200, "upload_size": 50 * 1024, "upload_repeats": 5,
     "scope_samples": 100,
 }
-QUICK = {**FULL, "pickup_jobs": 20, "throughput_jobs": 50, "serial_jobs": 20, "idle_seconds": 30.0,
+QUICK = {**FULL, "pickup_jobs": 20, "restart_jobs": 10, "throughput_jobs": 50, "serial_jobs": 20, "idle_seconds": 30.0,
          "upload_repeats": 1, "scope_samples": 10}
 
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {
         "pickup": lambda: pickup.run(directory, repo, jobs=args.pickup_jobs, mean_gap=args.pickup_gap,
                                      concurrency=args.pickup_concurrency),
+        "restart": lambda: restart.run(directory, repo, jobs=args.restart_jobs, mean_gap=1.0),
         "throughput": lambda: throughput.run(directory, repo, jobs=args.throughput_jobs,
                                              agents=args.throughput_agents, concurrency=args.throughput_concurrency,
                                              serial_jobs=args.serial_jobs),
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "scope": lambda: scope.run(samples=args.scope_samples, user=args.scope_user, ssh=args.scope_ssh,
                                    vm=args.scope_vm, directory=directory),
     }
-    modules = {"pickup": pickup, "throughput": throughput, "idle": idle, "upload": upload, "scope": scope}
+    modules = {"pickup": pickup, "restart": restart, "throughput": throughput, "idle": idle, "upload": upload,
+               "scope": scope}
     failed = False
     for name in SCENARIOS:
         if name not in chosen:
@@ -107,7 +109,7 @@ def _jsonable(value: Any) -> Any:
 
 def any_problems(results: dict[str, Any]) -> bool:
     scenarios = results["scenarios"]
-    if scenarios.get("throughput", {}).get("problems"):
+    if scenarios.get("throughput", {}).get("problems") or scenarios.get("restart", {}).get("problems"):
         return True
     return any(c["problems"] for c in scenarios.get("pickup", {}).get("configurations", []))
 

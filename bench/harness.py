@@ -115,9 +115,10 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def backend() -> LocalConvex:
-    """An in-memory localconvex (no state file: we measure the agent, not snapshot writes)."""
-    return LocalConvex(token=TOKEN, env={"FONDATION_ACCEPT_ANY_REPOSITORY_URL": "1"})
+def backend(state_file: Path | None = None) -> LocalConvex:
+    """A localconvex, in memory unless a scenario needs it to survive a restart (we measure the agent,
+    not snapshot writes)."""
+    return LocalConvex(token=TOKEN, env={"FONDATION_ACCEPT_ANY_REPOSITORY_URL": "1"}, state_file=state_file)
 
 
 class BenchAgent:

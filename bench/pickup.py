@@ -1,6 +1,7 @@
 """Pickup latency: how long a job waits for an idle fleet to notice it.
 
-For each (poll_interval, number of agents) one localconvex backend and its own agents; all
+For each way of waking (the subscription, polling at 2 s and at 5 s) and number of agents, one
+localconvex backend and its own agents; all
 configurations run side by side (separate backends, separate agents), so the whole matrix costs
 one arrival schedule's time. Jobs arrive as a Poisson process (exponential gaps, mean `mean_gap`)
 and the CLI exits at once, so every job finds the fleet idle: each agent has more slots
@@ -8,7 +9,9 @@ and the CLI exits at once, so every job finds the fleet idle: each agent has mor
 schedule whatever the arrivals do. The harness checks that no agent ever had all its slots busy.
 
 Measured per job: created (Convex `createdAt`) → `job claimed` (agent log), and → `CLI started`.
-Same machine, same clock.
+Same machine, same clock. And per configuration, the fleet's `worker:claim` calls per job (idle
+polls included: what a job costs Convex). Subscribed agents keep every other setting at its
+default (`wake_jitter` 0.1 s, `safety_poll_interval` 60 s).
 """
 
 from __future__ import annotations
@@ -27,24 +30,43 @@ from bench.harness import (
     fmt,
     job_timelines,
     load,
+    metric_sum,
     run_in_threads,
     say,
     table,
 )
 
-INTERVALS = (2.0, 5.0)  # our default (config.py) and the seed's
+# (wake, poll_interval): the subscription (default; polling at 2 s only while it is down), our
+# polling default and the seed's.
+MODES = (("subscription", 2.0), ("poll", 2.0), ("poll", 5.0))
 FLEETS = (1, 4, 16)
 JITTER = (0.8, 1.2)  # worker.py: next poll = poll_interval x uniform(0.8, 1.2)
+CALLS = "fondation_agent_convex_calls_total"
+
+
+def mode_name(wake: str, interval: float) -> str:
+    return "subscription" if wake == "subscription" else f"poll {interval:g} s"
+
+
+def mode_tag(wake: str, interval: float) -> str:
+    """For agent names."""
+    return "sub" if wake == "subscription" else f"poll{interval:g}s"
+
+
+def claim_calls(agents: list[BenchAgent]) -> float:
+    return sum(metric_sum(a.metrics(), CALLS, function="worker:claim") for a in agents)
 
 
 def run_configuration(
-    directory: Path, repo: Path, interval: float, fleet: int, *, jobs: int, mean_gap: float, concurrency: int, seed: int
+    directory: Path, repo: Path, wake: str, interval: float, fleet: int, *, jobs: int, mean_gap: float,
+    concurrency: int, seed: int,
 ) -> dict[str, Any]:
-    name = f"poll{interval:g}s-{fleet}agents"
+    name = f"{mode_tag(wake, interval)}-{fleet}agents"
     rng = random.Random(seed)
     with backend() as server:
         agents = [
-            BenchAgent(directory / name, server.url, f"{name}-{i}", poll_interval=interval, concurrency=concurrency)
+            BenchAgent(directory / name, server.url, f"{name}-{i}", wake=wake, poll_interval=interval,
+                       concurrency=concurrency)
             for i in range(fleet)
         ]
         # Agents started at random moments within one poll interval: independent phases, as on real hosts.
@@ -52,6 +74,7 @@ def run_configuration(
             time.sleep(interval * JITTER[1])  # every agent past its start-up poll
             producer = Producer(server)
             load_before = load()
+            claims_before = claim_calls(agents)
             job_ids = []
             started = time.monotonic()
             due = started
@@ -61,10 +84,12 @@ def run_configuration(
                 job_ids.append(producer.enqueue(repo, "instant"))
             arrivals_seconds = time.monotonic() - started
             rows = producer.wait_all_finished(job_ids, timeout=120 + 3 * interval)
+            claims = claim_calls(agents) - claims_before
             producer.close()
             load_after = load()
     timelines = job_timelines(agents)
-    return analyse(name, interval, fleet, concurrency, job_ids, rows, timelines) | {
+    return analyse(name, wake, interval, fleet, concurrency, job_ids, rows, timelines) | {
+        "claim_calls_per_job": claims / len(job_ids),
         "mean_gap": mean_gap,
         "arrivals_seconds": round(arrivals_seconds, 1),
         "load_before": load_before,
@@ -72,7 +97,7 @@ def run_configuration(
     }
 
 
-def analyse(name, interval, fleet, concurrency, job_ids, rows, timelines) -> dict[str, Any]:
+def analyse(name, wake, interval, fleet, concurrency, job_ids, rows, timelines) -> dict[str, Any]:
     to_claim, to_cli, claim_to_cli = [], [], []
     problems = []
     for job_id in job_ids:
@@ -102,6 +127,7 @@ def analyse(name, interval, fleet, concurrency, job_ids, rows, timelines) -> dic
         problems.append(f"an agent had all {concurrency} slots busy: some jobs queued for a slot")
     return {
         "name": name,
+        "wake": wake,
         "poll_interval": interval,
         "agents": fleet,
         "concurrency": concurrency,
@@ -110,7 +136,6 @@ def analyse(name, interval, fleet, concurrency, job_ids, rows, timelines) -> dic
         "created_to_cli_started": distribution(to_cli),
         "claimed_to_cli_started": distribution(claim_to_cli),
         "max_slots_busy": busiest,
-        "idle_claim_calls_per_agent_hour": 3600 / interval,
         "problems": problems,
         "raw_created_to_claimed": [round(x, 4) for x in to_claim],
     }
@@ -142,17 +167,17 @@ def interval_for_p95(fleet: int, target: float = 1.0) -> float:
 
 
 def run(directory: Path, repo: Path, *, jobs: int, mean_gap: float, concurrency: int,
-        intervals=INTERVALS, fleets=FLEETS) -> dict[str, Any]:
-    configurations = [(interval, fleet) for interval in intervals for fleet in fleets]
+        modes=MODES, fleets=FLEETS) -> dict[str, Any]:
+    configurations = [(wake, interval, fleet) for wake, interval in modes for fleet in fleets]
     say(f"pickup: {len(configurations)} configurations side by side, {jobs} jobs each, "
         f"Poisson arrivals with mean gap {mean_gap} s (≈ {jobs * mean_gap / 60:.1f} min)")
     results = run_in_threads([
-        (lambda i=i, f=f, n=n: run_configuration(directory, repo, i, f, jobs=jobs, mean_gap=mean_gap,
-                                                 concurrency=concurrency, seed=1000 + n))
-        for n, (i, f) in enumerate(configurations)
+        (lambda w=w, i=i, f=f, n=n: run_configuration(directory, repo, w, i, f, jobs=jobs, mean_gap=mean_gap,
+                                                      concurrency=concurrency, seed=1000 + n))
+        for n, (w, i, f) in enumerate(configurations)
     ])
     for result in results:
-        result["model"] = model(result["poll_interval"], result["agents"])
+        result["model"] = model(result["poll_interval"], result["agents"]) if result["wake"] == "poll" else None
     targets = {fleet: interval_for_p95(fleet) for fleet in (1, 2, 4, 8, 14, 16, 32)}
     return {"configurations": results, "interval_for_p95_1s": targets}
 
@@ -162,20 +187,22 @@ def report(result: dict[str, Any]) -> str:
     for c in result["configurations"]:
         claim, cli, model_ = c["created_to_claimed"], c["created_to_cli_started"], c["model"]
         rows.append([
-            f"{c['poll_interval']:g} s", c["agents"], claim["n"],
+            mode_name(c["wake"], c["poll_interval"]), c["agents"], claim["n"],
             fmt(claim["p50"]), fmt(claim["p95"]), fmt(claim["p99"]), fmt(claim["max"]),
             fmt(cli["p50"]), fmt(cli["p95"]), fmt(cli["p99"]),
             fmt(c["claimed_to_cli_started"]["p50"]),
-            f"{fmt(model_['p50'], digits=2)} / {fmt(model_['p95'], digits=2)}",
-            f"{c['idle_claim_calls_per_agent_hour']:.0f}",
+            "—" if model_ is None else f"{fmt(model_['p50'], digits=2)} / {fmt(model_['p95'], digits=2)}",
+            f"{c['claim_calls_per_job']:.2f}",
             "ok" if not c["problems"] else f"{len(c['problems'])} PROBLEMS",
         ])
     text = table(
-        ["poll", "agents", "jobs", "→claimed p50", "p95", "p99", "max", "→CLI started p50", "p95", "p99",
-         "claimed→CLI p50", "model p50/p95", "idle calls/agent·h", "check"],
+        ["wake", "agents", "jobs", "→claimed p50", "p95", "p99", "max", "→CLI started p50", "p95", "p99",
+         "claimed→CLI p50", "model p50/p95", "claim calls/job", "check"],
         rows,
     )
-    text += "\n\nSeconds. Model: a job arriving at a random moment, N agents polling every interval x U(0.8, 1.2)."
+    text += ("\n\nSeconds. Model: a job arriving at a random moment, N agents polling every interval x U(0.8, 1.2)."
+             " Claim calls per job: the fleet's worker:claim calls from the first arrival to the last job's end,"
+             " idle polls included, divided by the jobs.")
     lines = ["", "Longest poll_interval whose modelled p95 pickup is < 1 s, and what polling then costs:", ""]
     lines.append(table(
         ["agents", "poll_interval", "idle calls/agent·h", "idle calls/fleet·h", "vs seed (720/agent·h)"],

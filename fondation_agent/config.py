@@ -30,6 +30,7 @@ _INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
 SANDBOXES = ("process", "systemd-service")
+WAKE_MODES = ("subscription", "poll")
 # The mechanism's old name (a scope of a user manager) keeps working and means the same runner.
 SANDBOX_ALIASES = {"systemd-scope": "systemd-service"}
 CREDENTIAL_NAME = "worker-token"
@@ -59,6 +60,10 @@ class Config:
     worker_token_file: str = ""
     concurrency: int = field(default=1, metadata=_env("MAX_CONCURRENT_JOBS"))
     poll_interval: float = field(default=2.0, metadata=_env("POLL_INTERVAL"))
+    # How an idle agent learns of a job (wake.py): a Convex subscription, or polling every poll_interval.
+    wake: str = "subscription"
+    safety_poll_interval: float = 60.0
+    wake_jitter: float = 0.1
     lease_time: float = field(default=60.0, metadata=_env("LEASE_TIME"))
     heartbeat_interval: float = field(default=20.0, metadata=_env("HEARTBEAT_INTERVAL"))
     temp_dir: str = field(default="/var/lib/fondation-agent/workspaces", metadata=_env("TEMP_DIR"))
@@ -194,6 +199,9 @@ def _validate(config: Config) -> list[str]:
     require(0 < len(config.worker_id) <= 200, "worker_id", "must be 1-200 characters")
     require(1 <= config.concurrency <= 64, "concurrency", "must be from 1 to 64")
     require(0.05 <= config.poll_interval <= 300, "poll_interval", "must be from 0.05 to 300 seconds")
+    require(config.wake in WAKE_MODES, "wake", f"must be one of {', '.join(WAKE_MODES)}")
+    require(1 <= config.safety_poll_interval <= 3600, "safety_poll_interval", "must be from 1 to 3600 seconds")
+    require(0 <= config.wake_jitter <= 10, "wake_jitter", "must be from 0 to 10 seconds")
     require(2 <= config.lease_time <= 3600, "lease_time", "must be from 2 to 3600 seconds")
     require(
         0.1 <= config.heartbeat_interval <= config.lease_time / 2,

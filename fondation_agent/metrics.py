@@ -74,6 +74,10 @@ class Metrics:
                                   registry=r)
         self.host_paused = Gauge(f"{PREFIX}_host_paused",
                                  "1 while claiming is paused after repeated host-side failures.", registry=r)
+        self.wake_subscription = Gauge(f"{PREFIX}_wake_subscription",
+                                       "1 for the wake subscription's state (connecting, up, down); all 0 with "
+                                       "wake = poll.", ["state"], registry=r)
+        self.wake_updates = Counter(f"{PREFIX}_wake_updates", "Values the wake subscription delivered.", registry=r)
         self.host_failures = Counter(f"{PREFIX}_host_failures", "Attempts released for a host-side failure, by kind.",
                                      ["kind"], registry=r)
 

@@ -31,10 +31,13 @@ from fondation_agent.metrics import Metrics, MetricsServer
 from fondation_agent.notify import Notifier, systemd_restarts
 from fondation_agent.process_runner import ProcessRunner
 from fondation_agent.runner import Runner
+from fondation_agent.wake import UP, HerdDelay, WakeSubscription
 from fondation_agent.workspace import remove_leftover_workspaces
 
 # Settings a reload cannot change: they shape connections and files the running process holds.
-RESTART_ONLY = ("convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox")
+RESTART_ONLY = (
+    "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
+)
 MAX_UNREACHABLE_BACKOFF = 30.0
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.
@@ -84,12 +87,26 @@ class Worker:
         self._wakeup_read, self._wakeup_write = os.pipe()
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
+        self.wake = (
+            WakeSubscription(config.convex_url, worker_token, self._subscription_changed, self.log, self.metrics)
+            if config.wake == "subscription"
+            else None
+        )
+        # Claim timing with a subscription (main thread only): see _claim_at.
+        self.last_claim_at = 0.0
+        self.safety_poll_factor = 1.0
+        self.tried_version = -1  # the subscription's value the last empty claim was made for
+        self.retry_at = float("inf")
+        self.herd = HerdDelay(config.wake_jitter)
+        self.jitter = (-1, 0.0)  # (version, herd delay) drawn once per value
 
     # ---- observability ----------------------------------------------------------------------
 
     def _observe_call(self, function: str, seconds: float, outcome: str) -> None:
         self.metrics.observe_convex_call(function, seconds, outcome)
         self.convex_reachable = outcome != "unavailable"
+        if outcome == "unavailable" and self.wake is not None:
+            self.wake.convex_unreachable()
         if outcome == "ok":
             self.last_convex_ok = time.monotonic()
 
@@ -99,7 +116,10 @@ class Worker:
         convex_age = now - self.last_convex_ok if self.last_convex_ok else None
         loop_alive = loop_age < max(10.0, 3 * LOOP_TICK)
         # Silence, not the last call's outcome: one dropped keep-alive connection is no outage.
-        convex_ok = convex_age is not None and convex_age < self.config.health_max_silence
+        # An idle agent on its subscription calls little: the subscription being up counts as an answer
+        # (it is taken down as soon as a call finds Convex unreachable).
+        subscription = None if self.wake is None else self.wake.current().state
+        convex_ok = (convex_age is not None and convex_age < self.config.health_max_silence) or subscription == UP
         paused = self.host_pause.describe()
         with self.jobs_lock:
             running = sorted(self.jobs)
@@ -118,6 +138,8 @@ class Worker:
             "jobs": running,
             "draining": self.draining,
             "paused_seconds_left": round(self.host_pause.paused_for(), 1),
+            "wake": self.config.wake,
+            "wake_subscription": subscription,
         }
         return healthy, body
 
@@ -149,6 +171,12 @@ class Worker:
 
     def _on_reload_signal(self, signum: int, _frame) -> None:
         self.reload_requested = True
+
+    def _subscription_changed(self) -> None:
+        # Only a loop that can claim needs to turn now: a full or paused one reads the value when it
+        # can claim again (turns it does not need would each cost a watchdog message, too).
+        if not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for():
+            self._wake()
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe means the loop is awake already
@@ -205,6 +233,8 @@ class Worker:
             convex_url=config.convex_url,
             metrics=self.metrics_server.address if self.metrics_server else None,
         )
+        if self.wake is not None:
+            self.wake.start()
         self.notifier.ready(self._status_line())
 
     def _tick(self) -> bool:
@@ -220,28 +250,68 @@ class Worker:
         self._report()
         # A paused host has free slots but must not claim: sleeping until next_poll would spin.
         can_claim = not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
-        self._sleep(min(LOOP_TICK, max(0.0, self.next_poll - time.monotonic())) if can_claim else LOOP_TICK)
+        self._sleep(min(LOOP_TICK, max(0.0, self._claim_at() - time.monotonic())) if can_claim else LOOP_TICK)
         return True
+
+    def _claim_at(self) -> float:
+        """When the next claim is due (monotonic time).
+
+        Polling (wake = poll, or while the subscription is not up): next_poll, as set after each claim.
+        With the subscription up: the moment its value says a job is due (plus the herd delay, so that
+        a fleet of idle agents does not all claim the same job: wake.HerdDelay), else a slow safety
+        poll. A value an empty claim was already made for is not claimed for again, but for a retry
+        after poll_interval when it said "due now" (the clocks of agent and Convex may differ).
+        """
+        due = None if self.wake is None else self.wake.current()
+        if due is None or due.state != UP:
+            return self.next_poll
+        at = self.last_claim_at + self.config.safety_poll_interval * self.safety_poll_factor
+        if due.version == self.tried_version:
+            return min(at, self.retry_at)
+        if due.at_ms is None:
+            return at
+        if self.jitter[0] != due.version:
+            self.jitter = (due.version, self.herd.draw(self.config.wake_jitter))
+        return min(at, time.monotonic() + due.at_ms / 1000 - time.time() + self.jitter[1])
 
     def _claim_into_free_slots(self) -> None:
         if self.host_pause.paused_for():
             return
         # A stop signal may land during a claim: claim nothing more once draining.
-        while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self.next_poll:
+        while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self._claim_at():
             claimed_at = time.monotonic()
+            due = None if self.wake is None else self.wake.current()
+            said_due = due is not None and due.says_due(time.time() * 1000)
+            self.last_claim_at = claimed_at
+            self.safety_poll_factor = random.uniform(0.8, 1.2)  # noqa: S311
             try:
                 claim = self.api.claim(self.config.lease_ms)
             except (ConvexUnavailable, FunctionError) as error:
                 self._claim_failed(error)
+                self._used_up(due, self.next_poll)
                 return
             if self.unreachable_streak:
                 self.log.info("Convex reachable again", after_failures=self.unreachable_streak)
                 self.unreachable_streak = 0
             self.metrics.last_poll.set(time.time())
+            retry_at = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
+            # The next value (the claim itself changes it) says what to do. But for a retry: after a job
+            # (another may have come in the same ms: an unchanged value), or after nothing was found for
+            # a job said to be due (the clocks may differ).
+            self._used_up(due, retry_at if claim is not None or said_due else float("inf"))
             if claim is None:
-                self.next_poll = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
+                self.next_poll = retry_at
+                if said_due:
+                    self.herd.lost(self.config.wake_jitter)
                 return
+            if said_due:
+                self.herd.won(self.config.wake_jitter)
             self._start_job(claim, claimed_at)
+
+    def _used_up(self, due, retry_at: float) -> None:
+        """A claim was made for this value of the subscription: claim again only when it changes, or at retry_at."""
+        if due is not None and due.state == UP:
+            self.tried_version, self.retry_at = due.version, retry_at
 
     def _claim_failed(self, error: Exception) -> None:
         self.unreachable_streak += 1

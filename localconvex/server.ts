@@ -20,6 +20,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { convexTest } from "convex-test";
 import { defineSchema, defineTable, makeFunctionReference, type SchemaDefinition, type UserIdentity } from "convex/server";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
+import { Clock, type Kind, type Outcome, SyncServer } from "./sync.js";
+import { toWireJson } from "./wire.js";
 
 const USAGE = "usage: tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]";
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -29,12 +31,12 @@ const GAPS_TABLE = "localconvexGaps";
 /** convex-test's first document id counter (its ids are "<zero-padded counter><table>"). */
 const FIRST_ID_COUNTER = 10000;
 
-type Kind = "query" | "mutation" | "action";
 type Tester = ReturnType<typeof convexTest>;
 type Doc = Record<string, any>;
 /** One component's database ("" is the app's). */
 type Part = { nextIdCounter: number; tables: Record<string, Doc[]>; scheduled: Doc[] };
-type Snapshot = { version: 2; components: Record<string, Part> };
+/** ts: the deployment's last timestamp (sync protocol), which must only grow. */
+type Snapshot = { version: 2; components: Record<string, Part>; ts?: bigint };
 /** A database to snapshot: its component path and its tables. */
 type Store = { path: string; tables: string[] };
 /** Who calls: nobody in particular, the holder of the admin key, or a (test) user identity. */
@@ -170,7 +172,7 @@ const idCounter = (id: string) => Number(/^\d+/.exec(id)?.[0] ?? NaN);
  * part contains every mutation committed before dump() was called, which is what
  * acknowledging needs; a restored state may show a later mutation in some components only.
  */
-async function dump(t: Tester, stores: Store[]): Promise<Snapshot> {
+async function dump(t: Tester, stores: Store[], clock: Clock): Promise<Snapshot> {
   // Handed out through a closure, not as t.run's return value: that one would make a
   // JSON round trip of the whole database.
   const components: Record<string, Part> = {};
@@ -178,15 +180,26 @@ async function dump(t: Tester, stores: Store[]): Promise<Snapshot> {
     await inComponent(t, store.path, async (ctx) => {
       const tables: Record<string, Doc[]> = {};
       for (const table of store.tables) tables[table] = await ctx.db.query(table).collect();
-      const scheduled = (await ctx.db.system.query("_scheduled_functions").collect()).filter(
-        (job: any) => job.state.kind === "pending" || job.state.kind === "inProgress",
-      );
+      const scheduled = await unfinishedScheduled(ctx);
       const probe = await ctx.db.insert(GAPS_TABLE, {});
       await ctx.db.delete(probe);
       components[store.path] = { nextIdCounter: idCounter(probe) + 1, tables, scheduled };
     });
   }
-  return { version: 2, components };
+  return { version: 2, components, ts: clock.last };
+}
+
+const unfinishedScheduled = async (ctx: any): Promise<Doc[]> =>
+  (await ctx.db.system.query("_scheduled_functions").collect()).filter((job: any) => job.state.kind === "pending" || job.state.kind === "inProgress");
+
+/** When the earliest scheduled function that has not finished is due (null: none). */
+async function nextScheduled(t: Tester, stores: Store[]): Promise<number | null> {
+  let due: number | null = null;
+  for (const store of stores)
+    await inComponent(t, store.path, async (ctx) => {
+      for (const job of await unfinishedScheduled(ctx)) due = Math.min(due ?? Infinity, job.scheduledTime);
+    });
+  return due;
 }
 
 /** Runs handler as a transaction of one component (convex-test keeps one database per component). */
@@ -240,7 +253,7 @@ async function restore(t: Tester, componentPath: string, part: Part) {
 }
 
 /** Reads the state file into t. Returns false when the file does not exist. */
-async function load(file: string, t: Tester, stores: Store[]): Promise<boolean> {
+async function load(file: string, t: Tester, stores: Store[], clock: Clock): Promise<boolean> {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
@@ -258,6 +271,7 @@ async function load(file: string, t: Tester, stores: Store[]): Promise<boolean> 
         throw new Error(`component ${JSON.stringify(componentPath)} is malformed`);
       await restore(t, componentPath, part);
     }
+    if (typeof snapshot.ts === "bigint") clock.observe(snapshot.ts);
     return true;
   } catch (e: any) {
     throw new Fatal(`state file ${file} is corrupt or does not match the schema: ${e.message}`);
@@ -290,16 +304,13 @@ async function writeAtomically(file: string, text: string) {
  * Group commit. sync() resolves once a snapshot taken after the call is on disk.
  * One write is in flight at a time; every sync() requested meanwhile is served by
  * the next single write, so N concurrent mutations cost ~2 dumps, not N.
- * Scheduled functions commit outside any HTTP call, so while a snapshot shows some
- * not yet finished, another snapshot is taken shortly after the earliest is due.
  */
 class Persister {
   private requested = 0;
   private handled = 0;
   private running = false;
   private waiters: { gen: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  constructor(private file: string, private t: Tester, private stores: Store[]) {}
+  constructor(private file: string, private t: Tester, private stores: Store[], private clock: Clock) {}
 
   sync(): Promise<void> {
     const gen = ++this.requested;
@@ -315,15 +326,8 @@ class Persister {
       let error: unknown = null;
       try {
         // The dump is a transaction queued behind every mutation that committed before sync() was called.
-        const snapshot = await dump(this.t, this.stores);
+        const snapshot = await dump(this.t, this.stores, this.clock);
         await writeAtomically(this.file, JSON.stringify(convexToJson(snapshot as Value)));
-        clearTimeout(this.timer);
-        const scheduled = Object.values(snapshot.components).flatMap((part) => part.scheduled);
-        if (scheduled.length > 0) {
-          const due = Math.min(...scheduled.map((job) => job.scheduledTime));
-          const delay = Math.min(Math.max(due - Date.now(), 0) + 100, 2 ** 31 - 1);
-          this.timer = setTimeout(() => void this.sync().catch(() => {}), delay).unref();
-        }
       } catch (e) {
         error = e;
         console.error(`localconvex: writing state file ${this.file} failed: ${e instanceof Error ? e.message : e}`);
@@ -334,6 +338,39 @@ class Persister {
       for (const w of ready) error === null ? w.resolve() : w.reject(error);
     }
     this.running = false;
+  }
+}
+
+/**
+ * Scheduled functions commit outside any call: while some have not finished, `committed` is
+ * called again shortly after the earliest is due (then the state is saved, subscriptions run).
+ */
+class ScheduledWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private scanning = false;
+  private again = false;
+  constructor(private t: Tester, private stores: Store[], private committed: () => void) {}
+
+  /** Something committed, which may have scheduled functions. */
+  poke() {
+    if (this.scanning) this.again = true;
+    else void this.scan();
+  }
+
+  private async scan() {
+    this.scanning = true;
+    try {
+      do {
+        this.again = false;
+        const due = await nextScheduled(this.t, this.stores);
+        clearTimeout(this.timer);
+        if (due !== null) this.timer = setTimeout(this.committed, Math.min(Math.max(due - Date.now(), 0) + 100, 2 ** 31 - 1)).unref();
+      } while (this.again);
+    } catch (e) {
+      console.error(`localconvex: cannot list scheduled functions: ${e instanceof Error ? e.message : e}`);
+    } finally {
+      this.scanning = false;
+    }
   }
 }
 
@@ -384,34 +421,22 @@ function jwtClaims(token: string): Record<string, unknown> | null {
 type Reply = { status: number; body: unknown };
 const badRequest = (code: string, message: string): Reply => ({ status: 400, body: { code, message } });
 
-function udfError(e: unknown) {
+function udfError(e: unknown): Outcome {
   if (typeof e === "object" && e !== null && Symbol.for("ConvexError") in e) {
     // Like Convex: the message carries the data (JSON unless a string), errorData the data itself.
     const data = convexToJson(((e as any).data ?? null) as Value);
-    return { status: "error", errorMessage: `Uncaught ConvexError: ${(e as Error).message}`, errorData: data, logLines: [] };
+    return { ok: false, errorMessage: `Uncaught ConvexError: ${(e as Error).message}`, errorData: data };
   }
-  const errorMessage = e instanceof Error ? `Uncaught ${e.name}: ${e.message}` : `Uncaught ${String(e)}`;
-  return { status: "error", errorMessage, logLines: [] };
+  return { ok: false, errorMessage: e instanceof Error ? `Uncaught ${e.name}: ${e.message}` : `Uncaught ${String(e)}` };
 }
 
-/**
- * JSON.stringify, except that numbers (all float64 in Convex's JSON; int64s are
- * {"$integer": ...}) always look like floats: 3 -> "3.0", as the real backend
- * (serde_json) writes them. The official Python client depends on it: it rejects
- * a JSON integer where a Convex value is expected.
- */
-function toWireJson(value: unknown): string {
-  if (typeof value === "number") {
-    const text = JSON.stringify(value);
-    return /^-?\d+$/.test(text) ? `${text}.0` : text;
-  }
-  if (Array.isArray(value)) return `[${value.map(toWireJson).join(",")}]`;
-  if (typeof value === "object" && value !== null) {
-    const fields = Object.entries(value).filter(([, v]) => v !== undefined);
-    return `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${toWireJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
+const httpBody = (outcome: Outcome) =>
+  outcome.ok
+    ? { status: "success", value: outcome.value, logLines: [] }
+    : { status: "error", errorMessage: outcome.errorMessage, errorData: outcome.errorData, logLines: [] };
+
+/** The state file could not be written: a write must not be acknowledged. */
+class StateWriteFailed extends Error {}
 
 function readBody(req: http.IncomingMessage): Promise<Buffer | null> {
   return new Promise((resolve, reject) => {
@@ -449,15 +474,72 @@ async function main() {
   }
   const adminKey = process.env.CONVEX_ADMIN_KEY || null;
 
+  const clock = new Clock();
   let persister: Persister | null = null;
   if (opts.stateFile) {
-    const found = await load(opts.stateFile, t, stores);
+    const found = await load(opts.stateFile, t, stores, clock);
     console.error(found ? `localconvex: restored state from ${opts.stateFile}` : `localconvex: state file ${opts.stateFile} does not exist; starting empty`);
-    persister = new Persister(opts.stateFile, t, stores);
+    persister = new Persister(opts.stateFile, t, stores, clock);
     await persister.sync().catch((e) => {
       throw new Fatal(`cannot write state file ${opts.stateFile}: ${e.message}`);
     });
   }
+
+  /** Runs a function as Convex would for this caller; a write is acknowledged once it is on disk. */
+  async function execute(kind: Kind, udfPath: string, args: Value, caller: Caller): Promise<Outcome> {
+    let found: { canonical?: string; error?: string };
+    try {
+      found = await resolveFunction(byModule, kind, udfPath, caller.admin);
+    } catch (e) {
+      return { ok: false, errorMessage: `Failed to load module for ${udfPath}: ${(e as Error).message}` };
+    }
+    if (found.error) return { ok: false, errorMessage: found.error };
+
+    const ref = makeFunctionReference<any>(found.canonical!) as any;
+    const as = caller.identity === undefined ? t : t.withIdentity(caller.identity);
+    let outcome: Outcome;
+    let wrote = false;
+    try {
+      const value = await (kind === "query" ? as.query(ref, args) : kind === "mutation" ? as.mutation(ref, args) : as.action(ref, args));
+      outcome = { ok: true, value: convexToJson((value ?? null) as Value) };
+      wrote = kind !== "query";
+    } catch (e) {
+      outcome = udfError(e);
+      wrote = kind === "action"; // a failed action may have run mutations; a failed mutation rolled back
+    }
+    if (!wrote) return outcome;
+    const ts = clock.tick();
+    // Durability: acknowledge only once the state containing this call is on disk.
+    try {
+      await persister?.sync();
+    } catch (e) {
+      throw new StateWriteFailed(`could not write the state file: ${(e as Error).message}`);
+    }
+    sync.committed();
+    scheduled.poke();
+    return outcome.ok ? { ...outcome, ts } : outcome;
+  }
+
+  const sync = new SyncServer<Caller>(
+    {
+      anonymous: { admin: false },
+      // The same rules as the Authorization header of an HTTP call.
+      authenticate(tokenType, value) {
+        const header = tokenType === "Admin" ? `Convex ${value ?? ""}` : tokenType === "User" ? `Bearer ${value ?? ""}` : undefined;
+        const caller = identify(header, adminKey);
+        return "status" in caller ? { error: (caller.body as { message: string }).message } : caller;
+      },
+      key: (caller) => JSON.stringify([caller.admin, caller.identity ?? null]),
+      run: execute,
+    },
+    clock,
+  );
+  const scheduled = new ScheduledWatch(t, stores, () => {
+    clock.tick();
+    persister?.sync().catch(() => {}); // logged by the persister
+    sync.committed();
+    scheduled.poke();
+  });
 
   async function call(kind: Kind, req: http.IncomingMessage): Promise<Reply> {
     const caller = identify(req.headers.authorization, adminKey);
@@ -482,36 +564,12 @@ async function main() {
     } catch (e) {
       return badRequest("BadRequest", `invalid Convex JSON in \`args\`: ${(e as Error).message}`);
     }
-
-    let found: { canonical?: string; error?: string };
     try {
-      found = await resolveFunction(byModule, kind, body.path, caller.admin);
+      return { status: 200, body: httpBody(await execute(kind, body.path, args, caller)) };
     } catch (e) {
-      return { status: 200, body: { status: "error", errorMessage: `Failed to load module for ${body.path}: ${(e as Error).message}`, logLines: [] } };
+      if (!(e instanceof StateWriteFailed)) throw e;
+      return { status: 500, body: { code: "StateWriteFailed", message: e.message } };
     }
-    if (found.error) return { status: 200, body: { status: "error", errorMessage: found.error, logLines: [] } };
-
-    const ref = makeFunctionReference<any>(found.canonical!) as any;
-    const as = caller.identity === undefined ? t : t.withIdentity(caller.identity);
-    let reply: Reply;
-    let wrote = false;
-    try {
-      const value = await (kind === "query" ? as.query(ref, args) : kind === "mutation" ? as.mutation(ref, args) : as.action(ref, args));
-      reply = { status: 200, body: { status: "success", value: convexToJson((value ?? null) as Value), logLines: [] } };
-      wrote = kind !== "query";
-    } catch (e) {
-      reply = { status: 200, body: udfError(e) };
-      wrote = kind === "action"; // a failed action may have run mutations; a failed mutation rolled back
-    }
-    // Durability: acknowledge only once the state containing this call is on disk.
-    if (wrote && persister) {
-      try {
-        await persister.sync();
-      } catch (e) {
-        return { status: 500, body: { code: "StateWriteFailed", message: `could not write the state file: ${(e as Error).message}` } };
-      }
-    }
-    return reply;
   }
 
   let stopping = false;
@@ -550,6 +608,7 @@ async function main() {
     console.error(`localconvex: ${signal}, shutting down`);
     server.close();
     server.closeIdleConnections();
+    sync.close();
     for (let waited = 0; inFlight > 0 && waited < 5_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
     try {
       await persister?.sync();
@@ -565,6 +624,10 @@ async function main() {
   // mutation cut off after sending. Hosted deployments keep connections far longer: so do we.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
+
+  server.on("upgrade", (req, socket, head) => {
+    if (stopping || !sync.upgrade(req, socket, head)) socket.destroy();
+  });
 
   server.on("error", (e) => {
     console.error(`localconvex: cannot listen on ${opts.host}:${opts.port}: ${e.message}`);

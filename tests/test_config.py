@@ -44,6 +44,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.cli_command == "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
     assert (config.sandbox, config.metrics_address, config.log_format) == ("process", "127.0.0.1:9810", "json")
     assert config.allowed_hosts == ("github.com",) and config.allow_local_repositories is False
+    assert (config.wake, config.safety_poll_interval, config.wake_jitter) == ("subscription", 60, 0.1)
     assert config.worker_token_file == ""
     assert config.lease_ms == 60_000
 
@@ -120,6 +121,9 @@ EVERY_KEY = {
     "worker_token_file": ("/run/token", "/run/token"),
     "concurrency": ("3", 3),
     "poll_interval": ("1.5", 1.5),
+    "wake": ("poll", "poll"),
+    "safety_poll_interval": ("120", 120.0),
+    "wake_jitter": ("0.25", 0.25),
     "lease_time": ("45", 45.0),
     "heartbeat_interval": ("15", 15.0),
     "temp_dir": ("/srv/ws", "/srv/ws"),
@@ -213,6 +217,9 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("lease_time = 1\nheartbeat_interval = 0.2", "lease_time: must be from 2 to 3600 seconds"),
         ("concurrency = 0", "concurrency: must be from 1 to 64"),
         ("poll_interval = 0", "poll_interval: must be from 0.05 to 300 seconds"),
+        ("wake = 'push'", "wake: must be one of subscription, poll"),
+        ("safety_poll_interval = 0.5", "safety_poll_interval: must be from 1 to 3600 seconds"),
+        ("wake_jitter = -1", "wake_jitter: must be from 0 to 10 seconds"),
         ("temp_dir = 'workspaces'", "temp_dir: must be an absolute path"),
         ("job_timeout = 0", "job_timeout: must be more than 0 seconds"),
         ("convex_timeout = -1", "convex_timeout: must be more than 0 seconds"),

@@ -83,7 +83,7 @@ export class FondationQueue {
    * `worker:claim`, `worker:heartbeat`, …: public mutations that the component answers after
    * checking the worker token itself.
    *
-   *   export const { claim, heartbeat, saveDocs, complete, fail, release, canceled, queueDepth } = queue.workerApi();
+   *   export const { claim, heartbeat, saveDocs, complete, fail, release, canceled, queueDepth, nextDue } = queue.workerApi();
    */
   workerApi() {
     const worker = this.component.worker;
@@ -96,6 +96,7 @@ export class FondationQueue {
       release: mutationGeneric({ args: workerArgs.release, handler: (ctx, args) => ctx.runMutation(worker.release, args) }),
       canceled: mutationGeneric({ args: workerArgs.canceled, handler: (ctx, args) => ctx.runMutation(worker.canceled, args) }),
       queueDepth: queryGeneric({ args: workerArgs.queueDepth, handler: (ctx, args) => ctx.runQuery(worker.queueDepth, args) }),
+      nextDue: queryGeneric({ args: workerArgs.nextDue, handler: (ctx, args) => ctx.runQuery(worker.nextDue, args) }),
     };
   }
 }

@@ -36,6 +36,7 @@ export const workerArgs = {
   canceled: leased,
   // `now` is the caller's clock (ms): a query must not read the time.
   queueDepth: { workerToken: v.string(), now: v.number() },
+  nextDue: { workerToken: v.string() },
 };
 
 /** What is asked of a job: the arguments a host app's own enqueue functions take. */

@@ -411,3 +411,31 @@ export const queueDepth = query({
     };
   },
 });
+
+/**
+ * What an idle agent waits for, made to be subscribed to: when the earliest pending job is (or
+ * becomes) due, and when the earliest active lease runs out (a claim then takes the stalled job
+ * over). No clock here (a query must not read it): the agent compares with its own and claims at
+ * that moment. null: no such job. The answer changes only when one of the two does, so idle
+ * agents hear nothing about the rest of the queue's traffic.
+ */
+export const nextDue = query({
+  args: workerArgs.nextDue,
+  handler: async (ctx, { workerToken }) => {
+    requireWorker(workerToken);
+    const pending = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_availableAt", (q) => q.eq("status", "pending"))
+      .first();
+    let leaseExpiresAt: number | null = null;
+    for (const status of ACTIVE_STATUSES) {
+      const earliest = await ctx.db
+        .query("jobs")
+        .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status).gte("leaseExpiresAt", 0))
+        .first();
+      const expiry = earliest?.leaseExpiresAt;
+      if (expiry !== undefined && (leaseExpiresAt === null || expiry < leaseExpiresAt)) leaseExpiresAt = expiry;
+    }
+    return { pendingAvailableAt: pending?.availableAt ?? null, leaseExpiresAt };
+  },
+});

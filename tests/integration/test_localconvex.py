@@ -7,16 +7,20 @@ not the queue; the last ones run the real functions in convex/.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-from convex import ConvexError, ConvexInt64
+from convex import ConvexClient, ConvexError, ConvexInt64, QuerySubscription
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
 
 from localconvex.launcher import REPO_ROOT, SERVER, TEST_ISSUER, LocalConvex, identity_token
@@ -426,6 +430,84 @@ def test_bad_flags_exit_2() -> None:
 def test_port_in_use_is_a_clear_error(backend: LocalConvex) -> None:
     with pytest.raises(RuntimeError, match=r"cannot listen on 127\.0\.0\.1"):
         LocalConvex(functions_dir=backend.functions_dir, port=backend.port).start()
+
+
+# ---------------------------------------------------------------------------- sync protocol (WebSocket)
+# The official Python client (ConvexClient: the Rust client, over ws://…/api/sync); the JS client's
+# path (/api/<version>/sync) is tested by localconvex/sync.test.ts.
+
+
+def updates_until(subscription: QuerySubscription, ok: Callable[[Any], bool], timeout: float = 30) -> Any:
+    """The first value of the subscription that satisfies ok (async for: it releases the GIL)."""
+
+    async def wait() -> Any:
+        async for value in subscription:
+            if ok(value):
+                return value
+        raise AssertionError("the subscription ended")
+
+    return asyncio.run(asyncio.wait_for(wait(), timeout))
+
+
+def names(items: list[dict]) -> list[str]:
+    return sorted(item["name"] for item in items)
+
+
+def test_sync_subscription_follows_every_commit(backend: LocalConvex) -> None:
+    client = ConvexClient(backend.url)
+    items = client.subscribe("items:list", {})
+    assert updates_until(items, lambda value: True) == []
+    client.mutation("items:add", {"name": "over the socket"})
+    ConvexHttpClient(backend.url).mutation("items:add", {"name": "over HTTP"})
+    updates_until(items, lambda value: names(value) == ["over HTTP", "over the socket"])
+    # A scheduled function commits outside any call: subscribers see it too.
+    client.mutation("items:later", {"name": "scheduled", "ms": 0})
+    updates_until(items, lambda value: "scheduled" in names(value))
+    assert client.query("items:list", {}) and client.action("items:echo", {"value": [1, "a"]}) == [1, "a"]
+
+
+def test_sync_identities_errors_and_the_admin_key_as_over_http(backend: LocalConvex) -> None:
+    anonymous = ConvexClient(backend.url)
+    assert anonymous.query("items:whoami", {}) is None
+    with pytest.raises(ConvexError) as raised:
+        anonymous.mutation("items:fail", {})
+    assert raised.value.data == {"code": "x", "message": "y"}
+    with pytest.raises(Exception, match="Could not find public function for 'items:secret'"):
+        anonymous.mutation("items:secret", {})
+    with pytest.raises(Exception, match="Uncaught Error: boom") as failed:
+        anonymous.query("items:boom", {})
+    assert not isinstance(failed.value, ConvexError)  # a plain error carries no errorData
+
+    alice = ConvexClient(backend.url)
+    alice.set_auth(identity_token("alice"))
+    assert alice.query("items:whoami", {})["subject"] == "alice"
+
+    admin = ConvexClient(backend.url)
+    admin.set_admin_auth(backend.admin_key)
+    assert admin.mutation("items:secret", {}) == "secret"
+
+
+def test_sync_timestamp_survives_restarts_and_clients_reconnect(functions_dir: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    server = LocalConvex(functions_dir=functions_dir, state_file=state).start()
+    try:
+        client = ConvexClient(server.url)
+        items = client.subscribe("items:list", {})
+        client.mutation("items:add", {"name": "before"})
+        updates_until(items, lambda value: names(value) == ["before"])
+        saved = json.loads(state.read_text())["ts"]
+        server.stop()
+        server.start()
+        # The client saw the old server's timestamps; the new one's must not be lower, or it gives up.
+        ConvexHttpClient(server.url).mutation("items:add", {"name": "after"})
+        updates_until(items, lambda value: names(value) == ["after", "before"])
+        assert decode_ts(json.loads(state.read_text())["ts"]) > decode_ts(saved)
+    finally:
+        server.kill()
+
+
+def decode_ts(value: dict) -> int:
+    return int.from_bytes(base64.b64decode(value["$integer"]), "little", signed=True)
 
 
 # ---------------------------------------------------------------------------- the real convex/ functions
