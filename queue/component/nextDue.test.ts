@@ -1,25 +1,14 @@
 // worker:nextDue: what idle agents subscribe to, to claim the moment something is due.
-import { convexTest } from "convex-test";
-import { afterEach, beforeEach, expect, test, vi } from "vitest";
+import { expect, test, vi } from "vitest";
+import { LEASE, TOKEN, useFakeClockAndWorkerToken, workerQueue } from "../component-test-setup";
 import { api } from "./_generated/api";
-import schema from "./schema";
 
-const modules = import.meta.glob("./**/*.*s");
-const TOKEN = "test-worker-token";
-const LEASE = 30_000;
-
-beforeEach(() => {
-  vi.useFakeTimers();
-  process.env.FONDATION_WORKER_TOKEN = TOKEN;
-});
-afterEach(() => vi.useRealTimers());
+useFakeClockAndWorkerToken();
 
 function setup() {
-  const t = convexTest(schema, modules);
-  const enqueue = () => t.mutation(api.jobs.enqueue, { repositoryUrl: "https://github.com/acme/widgets", prompt: "p" });
-  const claim = () => t.mutation(api.worker.claim, { workerToken: TOKEN, workerId: "w1", leaseMs: LEASE });
+  const { t, enqueue, claim, backingOff } = workerQueue();
   const nextDue = (workerToken = TOKEN) => t.query(api.worker.nextDue, { workerToken });
-  return { t, enqueue, claim, nextDue };
+  return { t, enqueue, claim, backingOff, nextDue };
 }
 
 test("an empty queue has nothing to wait for", async () => {
@@ -45,19 +34,9 @@ test("the earliest pending job and the earliest lease expiry", async () => {
 });
 
 test("a job backing off gives the moment its backoff ends", async () => {
-  const { t, enqueue, claim, nextDue } = setup();
-  await enqueue();
-  const claimed = (await claim())!;
-  const failed = await t.mutation(api.worker.fail, {
-    workerToken: TOKEN,
-    jobId: claimed.job._id,
-    leaseToken: claimed.leaseToken,
-    error: "boom",
-    errorKind: "cli_failed",
-    retryable: true,
-  });
-  if (!("availableAt" in failed) || failed.availableAt === undefined) throw new Error("expected a retry");
-  expect(await nextDue()).toEqual({ pendingAvailableAt: failed.availableAt, leaseExpiresAt: null });
+  const { backingOff, nextDue } = setup();
+  const availableAt = await backingOff();
+  expect(await nextDue()).toEqual({ pendingAvailableAt: availableAt, leaseExpiresAt: null });
 });
 
 test("finished jobs are not waited for", async () => {

@@ -1,24 +1,13 @@
-import { convexTest } from "convex-test";
-import { afterEach, beforeEach, expect, test, vi } from "vitest";
+import { expect, test, vi } from "vitest";
+import { LEASE, TOKEN, useFakeClockAndWorkerToken, workerQueue } from "../component-test-setup";
 import { api } from "./_generated/api";
-import schema from "./schema";
 
-const modules = import.meta.glob("./**/*.*s");
-const TOKEN = "test-worker-token";
-const LEASE = 30_000;
-
-beforeEach(() => {
-  vi.useFakeTimers();
-  process.env.FONDATION_WORKER_TOKEN = TOKEN;
-});
-afterEach(() => vi.useRealTimers());
+useFakeClockAndWorkerToken();
 
 function setup() {
-  const t = convexTest(schema, modules);
-  const enqueue = () => t.mutation(api.jobs.enqueue, { repositoryUrl: "https://github.com/acme/widgets", prompt: "p" });
-  const claim = () => t.mutation(api.worker.claim, { workerToken: TOKEN, workerId: "w1", leaseMs: LEASE });
+  const { t, enqueue, claim, backingOff } = workerQueue();
   const depth = (now = Date.now()) => t.query(api.worker.queueDepth, { workerToken: TOKEN, now });
-  return { t, enqueue, claim, depth };
+  return { t, enqueue, claim, backingOff, depth };
 }
 
 test("an empty queue", async () => {
@@ -43,21 +32,11 @@ test("counts due pending and active jobs, and gives when the longest-waiting job
 });
 
 test("a job backing off before a retry is not due yet", async () => {
-  const { t, enqueue, claim, depth } = setup();
-  await enqueue();
-  const claimed = (await claim())!;
-  const failed = await t.mutation(api.worker.fail, {
-    workerToken: TOKEN,
-    jobId: claimed.job._id,
-    leaseToken: claimed.leaseToken,
-    error: "boom",
-    errorKind: "cli_failed",
-    retryable: true,
-  });
-  if (!("availableAt" in failed) || failed.availableAt === undefined) throw new Error("expected a retry");
+  const { t, backingOff, depth } = setup();
+  const availableAt = await backingOff();
   // The caller's clock decides what is due.
-  expect(await depth(failed.availableAt - 1)).toMatchObject({ pending: 0, active: 0 });
-  expect(await depth(failed.availableAt)).toMatchObject({ pending: 1, oldestPendingAvailableAt: failed.availableAt });
+  expect(await depth(availableAt - 1)).toMatchObject({ pending: 0, active: 0 });
+  expect(await depth(availableAt)).toMatchObject({ pending: 1, oldestPendingAvailableAt: availableAt });
 });
 
 test("reads a bounded number of jobs and says when a count is capped", async () => {
