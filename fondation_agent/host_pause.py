@@ -25,7 +25,6 @@ class HostPause:
         self._pauses = 0  # pauses since a job last ended normally: the backoff's exponent
         self._until = 0.0
         self._reason = ""
-        self._resumes_at = 0.0  # wall clock, for people
 
     def host_failure(self, kind: str, message: str) -> float | None:
         """Records one; returns the pause in seconds if this one starts a pause."""
@@ -37,7 +36,6 @@ class HostPause:
             seconds = min(self.maximum, self.initial * 2**self._pauses)
             self._pauses += 1
             self._until = self._clock() + seconds
-            self._resumes_at = time.time() + seconds
             return seconds
 
     def job_ended_normally(self) -> None:
@@ -63,10 +61,11 @@ class HostPause:
 
     def describe(self) -> str:
         """`paused claiming until 15:42:07 UTC (…)`, or "" when not paused."""
-        if not self.paused_for():
+        remaining = self.paused_for()
+        if not remaining:
             return ""
         with self._lock:
-            until = time.strftime("%H:%M:%S UTC", time.gmtime(self._resumes_at))
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + remaining))
             return f"paused claiming until {until} ({self._reason})"
 
     @property
