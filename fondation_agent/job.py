@@ -333,7 +333,7 @@ class Job:
         except CloneAborted:
             raise JobStopped from None
         except CloneFailed as failure:
-            if "No space left on device" in str(failure):  # git's words for ENOSPC: the host's disk
+            if failure.kind == ErrorKind.HOST_ERROR:
                 raise JobFailure(f"host problem: {failure}", ErrorKind.HOST_ERROR, True, host=True) from None
             raise JobFailure(str(failure), failure.kind, failure.retryable) from None
 

@@ -545,6 +545,8 @@ class _StderrReader:
 _FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind, bool], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind, retryable)
     for pattern, kind, retryable in (
+        # git's words for ENOSPC: the host's disk, not the repository (the job is released).
+        (r"No space left on device", ErrorKind.HOST_ERROR, True),
         (r"Remote branch .* not found", ErrorKind.BRANCH_NOT_FOUND, False),
         (r"Repository not found", ErrorKind.REPOSITORY_NOT_FOUND, False),
         (r"Authentication failed", ErrorKind.REPOSITORY_NOT_FOUND, False),

@@ -683,6 +683,7 @@ def test_token_with_line_break_is_refused_and_not_echoed(
             True,
         ),
         ("", "clone_failed", True),
+        ("fatal: write error: No space left on device", "host_error", True),
     ],
 )
 def test_failure_classification_from_git_stderr(
