@@ -16,15 +16,18 @@ from collections.abc import Callable
 
 class HostPause:
     def __init__(self, threshold: int, initial: float, maximum: float, clock: Callable[[], float] = time.monotonic):
-        self.threshold = threshold
-        self.initial = initial
-        self.maximum = maximum
         self._clock = clock
         self._lock = threading.Lock()
+        self.configure(threshold, initial, maximum)
         self._streak = 0
         self._pauses = 0  # pauses since a job last ended normally: the backoff's exponent
         self._until = 0.0
         self._reason = ""
+
+    def configure(self, threshold: int, initial: float, maximum: float) -> None:
+        """New settings (a reload); a running pause keeps its end."""
+        with self._lock:
+            self.threshold, self.initial, self.maximum = threshold, initial, maximum
 
     def host_failure(self, kind: str, message: str) -> float | None:
         """Records one; returns the pause in seconds if this one starts a pause."""

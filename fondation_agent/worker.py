@@ -70,7 +70,7 @@ class Worker:
         self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
         self.jobs_lock = threading.Lock()
         self.counts = {"completed": 0, "failed": 0, "other": 0}
-        self.host_pause = HostPause(config.host_failure_threshold, config.host_pause_initial, config.host_pause_max)
+        self.host_pause = HostPause(*_pause_settings(config))
         self.was_paused = False
         # Loop state (main thread only, but flags are set by signal handlers).
         self.draining = False
@@ -175,8 +175,12 @@ class Worker:
     def _subscription_changed(self) -> None:
         # Only a loop that can claim needs to turn now: a full or paused one reads the value when it
         # can claim again (turns it does not need would each cost a watchdog message, too).
-        if not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for():
+        if self._can_claim():
             self._wake()
+
+    def _can_claim(self) -> bool:
+        """A slot is free, and neither a drain nor a pause for host problems forbids claiming."""
+        return not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe means the loop is awake already
@@ -249,8 +253,7 @@ class Worker:
         self._read_queue_depth()
         self._report()
         # A paused host has free slots but must not claim: sleeping until next_poll would spin.
-        can_claim = not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
-        self._sleep(min(LOOP_TICK, max(0.0, self._claim_at() - time.monotonic())) if can_claim else LOOP_TICK)
+        self._sleep(min(LOOP_TICK, max(0.0, self._claim_at() - time.monotonic())) if self._can_claim() else LOOP_TICK)
         return True
 
     def _claim_at(self) -> float:
@@ -275,10 +278,8 @@ class Worker:
         return min(at, time.monotonic() + due.at_ms / 1000 - time.time() + self.jitter[1])
 
     def _claim_into_free_slots(self) -> None:
-        if self.host_pause.paused_for():
-            return
         # A stop signal may land during a claim: claim nothing more once draining.
-        while not self.draining and len(self.jobs) < self.config.concurrency and time.monotonic() >= self._claim_at():
+        while self._can_claim() and time.monotonic() >= self._claim_at():
             claimed_at = time.monotonic()
             due = None if self.wake is None else self.wake.current()
             said_due = due is not None and due.says_due(time.time() * 1000)
@@ -420,12 +421,7 @@ class Worker:
             if ignored:
                 self.log.warning("these settings change only at restart", keys=ignored)
             self.config = dataclasses.replace(fresh, **kept)
-            pause = self.host_pause
-            pause.threshold, pause.initial, pause.maximum = (
-                fresh.host_failure_threshold,
-                fresh.host_pause_initial,
-                fresh.host_pause_max,
-            )
+            self.host_pause.configure(*_pause_settings(fresh))
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)
         if self.host_pause.resume():  # the operator may have fixed the host: try again now
@@ -457,6 +453,10 @@ class Worker:
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.http.close()
+
+
+def _pause_settings(config: Config) -> tuple[int, float, float]:
+    return config.host_failure_threshold, config.host_pause_initial, config.host_pause_max
 
 
 def _read_git_token(config: Config) -> str | None:
