@@ -38,6 +38,12 @@ SEED_OUTPUT_DIR = ".claude-tutorial-output"
 SHIPPED_PATHS = (SEED_OUTPUT_DIR, ".claude", ".mcp.json")
 
 
+def output_directories(output: Path, repo: Path) -> list[Path]:
+    """Where the CLI's documents may be, in order: {output}, else the clone's SEED_OUTPUT_DIR (a CLI
+    that ignores CLAUDE_OUTPUT_DIR and gets no --output-dir writes there)."""
+    return [output, repo / SEED_OUTPUT_DIR]
+
+
 @dataclass(frozen=True)
 class Progress:
     step: int

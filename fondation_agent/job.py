@@ -16,7 +16,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fondation_agent.cli_contract import SEED_OUTPUT_DIR, Progress, cli_argv, cli_environment, remove_shipped_files
+from fondation_agent.cli_contract import (
+    Progress,
+    cli_argv,
+    cli_environment,
+    output_directories,
+    remove_shipped_files,
+)
 from fondation_agent.cli_output import read_cli_line
 from fondation_agent.config import Config
 from fondation_agent.convex_api import Claim, ConvexUnavailable, FunctionError, InvalidArgument, LeaseLost, WorkerApi
@@ -357,7 +363,7 @@ class Job:
         self.log.info("CLI started", pid=getattr(self._cli, "pid", None), unit=unit, sandbox=self.runner.name)
         relay = threading.Thread(target=self._relay_output, args=(self._cli,), daemon=True, name=f"relay-{job_id}")
         relay.start()
-        watcher = OutputWatcher([workspace.output, workspace.repo / SEED_OUTPUT_DIR],
+        watcher = OutputWatcher(output_directories(workspace.output, workspace.repo),
                                 lambda progress: self.keeper.report(progress=progress), name=f"watch-{job_id}")
         watcher.start()
         outcome = self._cli.wait()
@@ -399,7 +405,7 @@ class Job:
         c = self.config
         try:
             return collect_documents(
-                [workspace.output, workspace.repo / SEED_OUTPUT_DIR],
+                output_directories(workspace.output, workspace.repo),
                 OutputLimits(c.max_doc_bytes, c.max_docs, c.max_output_bytes),
             )
         except InvalidOutput as invalid:
