@@ -15,6 +15,7 @@ followed, so nothing outside the output directory is ever read. A document Conve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -58,6 +59,11 @@ class Document:
     kind: str
     chapter_index: int
     content: str
+
+    @functools.cached_property
+    def size(self) -> int:
+        """UTF-8 bytes of the content: checked, chunked and counted, encoded once."""
+        return len(self.content.encode())
 
     def to_convex(self) -> dict[str, Any]:
         return {
@@ -239,7 +245,7 @@ def _table_of_contents(yaml_documents: dict[str, Document], chapters: list[Docum
 
 def _check(document: Document, limits: OutputLimits) -> None:
     """Refuses here what worker:saveDocs would refuse (queue_rules), so a job fails once, clearly."""
-    size = len(document.content.encode())
+    size = document.size
     limit = min(limits.max_doc_bytes, q.MAX_DOC_CONTENT_BYTES)
     if size > limit:
         raise InvalidOutput(f"document {document.slug!r} is {size} bytes; at most {limit} (max_doc_bytes)")
@@ -281,7 +287,7 @@ def chunks(documents: list[Document]) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     size = 0
     for document in documents:
-        encoded = len(document.content.encode()) + len(document.title.encode()) + 200
+        encoded = document.size + len(document.title.encode()) + 200
         if chunk and (len(chunk) == CHUNK_MAX_DOCS or size + encoded > CHUNK_MAX_BYTES):
             yield chunk
             chunk, size = [], 0
@@ -292,4 +298,4 @@ def chunks(documents: list[Document]) -> Iterator[list[dict[str, Any]]]:
 
 
 def total_bytes(documents: list[Document]) -> int:
-    return sum(len(document.content.encode()) for document in documents)
+    return sum(document.size for document in documents)
