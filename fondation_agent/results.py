@@ -170,7 +170,8 @@ def _markdown(relative: str, data: bytes) -> Document:
             f"{relative}: chapterIndex must be a whole number from 0 to {q.MAX_DOCS_PER_JOB}, "
             f"got {clean_text(repr(chapter_index), 40)}"
         )
-    title = q.bounded(clean_text(title, q.MAX_TITLE_LENGTH) or stem, q.MAX_TITLE_LENGTH)
+    # The file name is the CLI's (untrusted) too: cleaned like a title it wrote.
+    title = q.bounded(clean_text(title, q.MAX_TITLE_LENGTH) or clean_text(stem, q.MAX_TITLE_LENGTH), q.MAX_TITLE_LENGTH)
     return Document(title, slugify(slug), kind, chapter_index, body)
 
 

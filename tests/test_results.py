@@ -174,3 +174,9 @@ def test_reading_stops_one_past_max_docs(tmp_path, monkeypatch):
 def test_every_slug_is_one_worker_save_docs_accepts(text: str):
     # Regression: a leading "_" was kept, and worker:saveDocs refused the whole chunk.
     assert queue_rules.SLUG.match(slugify(text)), slugify(text)
+
+
+def test_a_title_taken_from_the_file_name_is_cleaned_like_one_the_cli_wrote(tmp_path):
+    write(tmp_path / "notes\x1b[31mred\x07.md", "no heading here\n")
+    (doc,) = [d for d in collect_documents([tmp_path], LIMITS) if d.kind == "chapter"]
+    assert doc.title == "notesred"
