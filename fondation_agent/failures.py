@@ -25,7 +25,7 @@ _CLAUDE_AUTH = re.compile(
 )
 # 429 rate_limit_error and 529 overloaded_error.
 _RATE_LIMITED = re.compile(
-    r"rate_limit_error|rate limit(?:ed| exceeded| reached)?|too many requests|overloaded_error|overloaded"
+    r"rate_limit_error|rate limit|too many requests|overloaded"
     r"|\b(?:429|529)\b",
     re.IGNORECASE,
 )

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fondation_agent.cli_contract import ABSTRACTIONS, ORDER, RELATIONSHIPS, STEPS, Progress
-from fondation_agent.untrusted import UntrustedInput, load_yaml, open_directory, read_regular_file
+from fondation_agent.untrusted import MAX_YAML_BYTES, UntrustedInput, load_yaml, open_directory, read_regular_file
 
 # The step each directory's files belong to, and the word for their progress.
 STEP_DIRECTORIES = (("tutorials", 6, "written"), ("reviewed-chapters", 5, "reviewed"), ("chapters", 4, "written"))
 MAX_ENTRIES = 10_000
-ORDER_MAX_BYTES = 1024 * 1024
 POLL_INTERVAL = 1.0
 
 
@@ -56,7 +55,7 @@ class _OrderLength:
         if (info.st_size, info.st_mtime_ns) != self._seen:
             self._seen = (info.st_size, info.st_mtime_ns)
             try:
-                data = load_yaml(read_regular_file(dir_fd, ORDER, ORDER_MAX_BYTES).decode("utf-8", "replace"), ORDER)
+                data = load_yaml(read_regular_file(dir_fd, ORDER, MAX_YAML_BYTES).decode("utf-8", "replace"), ORDER)
             except (UntrustedInput, OSError):
                 data = None
             order = data.get("order") if isinstance(data, dict) else None

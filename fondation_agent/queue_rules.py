@@ -7,6 +7,7 @@ sent, refused and retried: the agent checks the same limits before anything is s
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from enum import StrEnum
@@ -47,7 +48,7 @@ def bounded(text: str, limit: int) -> str:
     """`text` cut so that Convex accepts it as a string of at most `limit` (JavaScript) characters."""
     if js_length(text) <= limit:
         return text
-    cut = text[: limit - 1]
-    while js_length(cut) > limit - 1:
-        cut = cut[:-1]
-    return cut + "…"
+    # The longest prefix that leaves one unit for the ellipsis, in one pass.
+    units = itertools.accumulate(2 if ord(character) > 0xFFFF else 1 for character in text)
+    end = next(index for index, total in enumerate(units) if total > limit - 1)
+    return text[:end] + "…"

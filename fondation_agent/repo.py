@@ -429,7 +429,7 @@ def _run_clone(
     proc: subprocess.Popen = handle.proc
     stderr = _StderrReader(proc)
     try:
-        outcome = _watch(proc, dest, timeout=timeout, limits=(max_bytes, max_files), should_stop=should_stop)
+        outcome = _watch(proc, dest, timeout=timeout, max_bytes=max_bytes, max_files=max_files, should_stop=should_stop)
     finally:
         _kill_group(proc)
         stderr.join()
@@ -463,10 +463,15 @@ class CloneEnd(StrEnum):
 
 
 def _watch(
-    proc: subprocess.Popen, dest: Path, *, timeout: float, limits: tuple[int, int], should_stop: Callable[[], bool]
+    proc: subprocess.Popen,
+    dest: Path,
+    *,
+    timeout: float,
+    max_bytes: int,
+    max_files: int,
+    should_stop: Callable[[], bool],
 ) -> CloneEnd:
     """Waits for git to end, or for a reason to stop it (then git is still running)."""
-    max_bytes, max_files = limits
     deadline = time.monotonic() + timeout
     interval = POLL_INTERVAL
     while True:
