@@ -391,18 +391,21 @@ function sameSecret(given: string, expected: string): boolean {
 function identify(header: string | undefined, adminKey: string | null): Caller | Reply {
   if (header === undefined) return { admin: false };
   const [scheme, credential = ""] = header.split(/ (.*)/s, 2);
+  if (scheme === "Convex" || scheme === "Bearer") return identifyCredential(scheme, credential, adminKey);
+  return { status: 401, body: { code: "InvalidAuthHeader", message: "the Authorization header must be `Bearer <JWT>` or `Convex <admin key>`" } };
+}
+
+/** An admin key (`Convex`) or a user's JWT (`Bearer`): over HTTP in the header, over the socket in Authenticate. */
+function identifyCredential(scheme: "Convex" | "Bearer", credential: string, adminKey: string | null): Caller | Reply {
   if (scheme === "Convex") {
     if (adminKey !== null && sameSecret(credential, adminKey)) return { admin: true };
     return { status: 401, body: { code: "BadAdminKey", message: "The provided admin key was invalid for this instance" } };
   }
-  if (scheme === "Bearer") {
-    const claims = jwtClaims(credential);
-    if (claims === null || typeof claims.sub !== "string" || typeof claims.iss !== "string")
-      return { status: 401, body: { code: "InvalidAuthHeader", message: "the Bearer token is not a JWT with string sub and iss claims" } };
-    const { sub, iss, ...rest } = claims;
-    return { admin: false, identity: { ...(rest as Partial<UserIdentity>), subject: sub, issuer: iss } };
-  }
-  return { status: 401, body: { code: "InvalidAuthHeader", message: "the Authorization header must be `Bearer <JWT>` or `Convex <admin key>`" } };
+  const claims = jwtClaims(credential);
+  if (claims === null || typeof claims.sub !== "string" || typeof claims.iss !== "string")
+    return { status: 401, body: { code: "InvalidAuthHeader", message: "the Bearer token is not a JWT with string sub and iss claims" } };
+  const { sub, iss, ...rest } = claims;
+  return { admin: false, identity: { ...(rest as Partial<UserIdentity>), subject: sub, issuer: iss } };
 }
 
 function jwtClaims(token: string): Record<string, unknown> | null {
@@ -498,7 +501,7 @@ async function main() {
     const ref = makeFunctionReference<any>(found.canonical!) as any;
     const as = caller.identity === undefined ? t : t.withIdentity(caller.identity);
     let outcome: Outcome;
-    let wrote = false;
+    let wrote: boolean;
     try {
       const value = await (kind === "query" ? as.query(ref, args) : kind === "mutation" ? as.mutation(ref, args) : as.action(ref, args));
       outcome = { ok: true, value: convexToJson((value ?? null) as Value) };
@@ -515,8 +518,7 @@ async function main() {
     } catch (e) {
       throw new StateWriteFailed(`could not write the state file: ${(e as Error).message}`);
     }
-    sync.committed();
-    scheduled.poke();
+    committed();
     return outcome.ok ? { ...outcome, ts } : outcome;
   }
 
@@ -525,8 +527,8 @@ async function main() {
       anonymous: { admin: false },
       // The same rules as the Authorization header of an HTTP call.
       authenticate(tokenType, value) {
-        const header = tokenType === "Admin" ? `Convex ${value ?? ""}` : tokenType === "User" ? `Bearer ${value ?? ""}` : undefined;
-        const caller = identify(header, adminKey);
+        if (tokenType !== "Admin" && tokenType !== "User") return { admin: false };
+        const caller = identifyCredential(tokenType === "Admin" ? "Convex" : "Bearer", value ?? "", adminKey);
         return "status" in caller ? { error: (caller.body as { message: string }).message } : caller;
       },
       key: (caller) => JSON.stringify([caller.admin, caller.identity ?? null]),
@@ -537,9 +539,13 @@ async function main() {
   const scheduled = new ScheduledWatch(t, stores, () => {
     clock.tick();
     persister?.sync().catch(() => {}); // logged by the persister
+    committed();
+  });
+  /** After every commit: subscribers see it, and a newly scheduled function gets its timer. */
+  function committed(): void {
     sync.committed();
     scheduled.poke();
-  });
+  }
 
   async function call(kind: Kind, req: http.IncomingMessage): Promise<Reply> {
     const caller = identify(req.headers.authorization, adminKey);

@@ -51,13 +51,13 @@ export class Clock {
 }
 
 /** The base64 of a little-endian u64, as the protocol encodes timestamps. */
-export function encodeTs(ts: bigint): string {
+function encodeTs(ts: bigint): string {
   const bytes = Buffer.alloc(8);
   bytes.writeBigUInt64LE(ts);
   return bytes.toString("base64");
 }
 
-export function decodeTs(text: string): bigint {
+function decodeTs(text: string): bigint {
   const bytes = Buffer.from(text, "base64");
   return bytes.length === 8 ? bytes.readBigUInt64LE() : 0n;
 }
@@ -129,9 +129,8 @@ class Connection<Caller> {
       }
       case "Mutation":
       case "Action": {
-        const kind = message.type === "Mutation" ? "mutation" : "action";
+        const [kind, type] = message.type === "Mutation" ? (["mutation", "MutationResponse"] as const) : (["action", "ActionResponse"] as const);
         const outcome = await this.hub.runner.run(kind, message.udfPath, jsonToConvex(message.args[0] ?? {}), this.caller);
-        const type = message.type === "Mutation" ? "MutationResponse" : "ActionResponse";
         if (outcome.ok) {
           const ts = kind === "mutation" ? encodeTs(outcome.ts ?? this.hub.clock.last) : undefined;
           this.send({ type, requestId: message.requestId, success: true, result: new ConvexJson(outcome.value), ts, logLines: [] });

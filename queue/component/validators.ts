@@ -4,10 +4,10 @@ import { v } from "convex/values";
 import { ACTIVE_STATUSES, ALL_STATUSES, DOC_KINDS } from "./lib";
 
 export const jobStatus = v.union(...ALL_STATUSES.map((status) => v.literal(status)));
-export const activeStatus = v.union(...ACTIVE_STATUSES.map((status) => v.literal(status)));
+const activeStatus = v.union(...ACTIVE_STATUSES.map((status) => v.literal(status)));
 export const docKind = v.union(...DOC_KINDS.map((kind) => v.literal(kind)));
 
-export const docInput = v.object({
+const docInput = v.object({
   title: v.string(),
   slug: v.string(),
   kind: docKind,

@@ -2,8 +2,8 @@
 // are the component's: `docs.jobId` is the component's job id, a string.
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-
-export const docKind = v.union(v.literal("chapter"), v.literal("tutorial"), v.literal("toc"), v.literal("yaml"));
+// The platform's union of doc kinds, which the component's docs take too (docKinds, queue_rules.json).
+import { docKind } from "../../../queue/component/validators";
 
 export default defineSchema({
   users: defineTable({
