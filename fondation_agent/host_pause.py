@@ -64,10 +64,10 @@ class HostPause:
 
     def describe(self) -> str:
         """`paused claiming until 15:42:07 UTC (…)`, or "" when not paused."""
-        remaining = self.paused_for()
-        if not remaining:
-            return ""
-        with self._lock:
+        with self._lock:  # once: the pause and its reason as one thread saw them together
+            remaining = self._until - self._clock()
+            if remaining <= 0:
+                return ""
             until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + remaining))
             return f"paused claiming until {until} ({self._reason})"
 

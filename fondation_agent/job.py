@@ -148,8 +148,11 @@ class LeaseKeeper(threading.Thread):
         interval = self.job.config.heartbeat_interval
         while True:
             with self._wake:
-                while not self._done and not self._urgent and time.monotonic() < self._deadline(interval):
-                    self._wake.wait(timeout=max(0.0, self._deadline(interval) - time.monotonic()))
+                while not self._done and not self._urgent:
+                    left = self._deadline(interval) - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(timeout=left)
                 if self._done:
                     return
                 report, self._report, self._urgent, self._progress_pending = self._report, {}, False, False
