@@ -892,7 +892,6 @@ function makeDir(parent, name) {
 }
 
 function removeStale(dir, keep) {
-  let removed = 0;
   for (const name of fs.readdirSync(dir).sort(cmp)) {
     if (keep.has(name) || !GENERATED_NAME.test(name)) continue;
     const abs = path.join(dir, name);
@@ -900,9 +899,7 @@ function removeStale(dir, keep) {
     if (!st.isFile() || st.size > MAX_FILE_BYTES) continue;
     if (!fs.readFileSync(abs, "utf8").includes(MARKER)) continue; // only files this CLI wrote
     fs.unlinkSync(abs);
-    removed++;
   }
-  return removed;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,13 +1022,13 @@ async function main(argv, logger) {
   const byPath = new Map(chapters.map((c) => [c.mod.path, c]));
   const chaptersDir = makeDir(outputReal, "chapters");
   const written = chapters.map((ch) => [ch.file, renderChapter(ch, chapters, byPath)]);
-  removeStale(chaptersDir, new Set(written.map(([name]) => name)));
+  const names = new Set(written.map(([name]) => name));
+  removeStale(chaptersDir, names);
   await writeSlowly(chaptersDir, written);
   log("info", `wrote ${plural(chapters.length, "chapter")}`);
 
   // 5
   step();
-  const names = new Set(written.map(([name]) => name));
   const reviewed = written.map(([name, body]) => {
     const r = reviewChapter(body, names);
     for (const p of r.problems) log("warn", `review: ${name}: ${p}`);
@@ -1041,7 +1038,7 @@ async function main(argv, logger) {
   if (problems) throw new Error(`review found ${plural(problems, "problem")}`);
   const reviewedDir = makeDir(outputReal, "reviewed-chapters");
   removeStale(reviewedDir, new Set(reviewed.map(([name]) => name)));
-  await writeSlowly(reviewedDir, reviewed.map(([name, body]) => [name, body]));
+  await writeSlowly(reviewedDir, reviewed);
   log("info", `reviewed ${plural(chapters.length, "chapter")}: all links resolve`);
 
   // 6
