@@ -24,7 +24,7 @@ from typing import Any
 import requests
 import tomli_w
 
-from fondation_agent.convex_api import ConvexHttp
+from fondation_agent.queue.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

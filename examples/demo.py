@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fondation_agent.cli_contract import STEPS
-from fondation_agent.convex_api import ConvexHttp
-from fondation_agent.queue_rules import FINISHED_STATUSES
+from fondation_agent.job.cli_contract import STEPS
+from fondation_agent.queue.convex_api import ConvexHttp
+from fondation_agent.queue.rules import FINISHED_STATUSES
 from localconvex.launcher import LocalConvex
 
 ROOT = Path(__file__).resolve().parent.parent

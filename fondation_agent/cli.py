@@ -17,8 +17,8 @@ from typing import Any
 
 from fondation_agent import __version__
 from fondation_agent.config import DEFAULT_CONFIG_PATH, ConfigError, instance_config_path, load_config
-from fondation_agent.convex_api import ConvexApiError, ConvexHttp
-from fondation_agent.queue_rules import Status
+from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp
+from fondation_agent.queue.rules import Status
 
 EXIT_USAGE = 2
 DEFAULT_PROMPT = "Turn this repository into a course for new contributors."

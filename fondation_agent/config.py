@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from fondation_agent.netpolicy import PolicyError, parse_networks
-from fondation_agent.queue_rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
+from fondation_agent.queue.rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
+from fondation_agent.sandbox.netpolicy import PolicyError, parse_networks
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 # A worker instance's name (the unit's %i) becomes a file name: nothing that could leave the directory.

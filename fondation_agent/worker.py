@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import select
 import signal
 import threading
@@ -23,22 +22,22 @@ from pathlib import Path
 
 from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
-from fondation_agent.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
-from fondation_agent.host_pause import HostPause
-from fondation_agent.job import Job, JobOutcome, StopReason
-from fondation_agent.logs import configure_logging, get_logger
-from fondation_agent.metrics import Metrics, MetricsServer
-from fondation_agent.notify import Notifier, systemd_restarts
-from fondation_agent.process_runner import ProcessRunner
-from fondation_agent.runner import Runner
-from fondation_agent.wake import UP, HerdDelay, WakeSubscription
-from fondation_agent.workspace import remove_leftover_workspaces
+from fondation_agent.host.logs import configure_logging, get_logger
+from fondation_agent.host.metrics import Metrics, MetricsServer
+from fondation_agent.host.notify import Notifier, systemd_restarts
+from fondation_agent.host.pause import HostPause
+from fondation_agent.job.attempt import Job, JobOutcome, StopReason
+from fondation_agent.queue.claim_schedule import ClaimSchedule
+from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
+from fondation_agent.queue.wake import UP, WakeSubscription
+from fondation_agent.sandbox.process_runner import ProcessRunner
+from fondation_agent.sandbox.runner import Runner
+from fondation_agent.sandbox.workspace import remove_leftover_workspaces
 
 # Settings a reload cannot change: they shape connections and files the running process holds.
 RESTART_ONLY = (
     "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
 )
-MAX_UNREACHABLE_BACKOFF = 30.0
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.
 QUEUE_DEPTH_INTERVAL = 30.0
@@ -48,7 +47,7 @@ HANG_SWITCH_ENV = "FONDATION_AGENT_TEST_HANG_FILE"
 
 def make_runner(config: Config) -> Runner:
     if config.sandbox == "systemd-service":
-        from fondation_agent.service_runner import SystemdServiceRunner
+        from fondation_agent.sandbox.service_runner import SystemdServiceRunner
 
         return SystemdServiceRunner(config)
     # A dot-directory of this worker's own: not a workspace, so workspace clean-up leaves it alone.
@@ -76,9 +75,7 @@ class Worker:
         self.draining = False
         self.release_now = False
         self.reload_requested = False
-        self.next_poll = 0.0
         self.next_depth_read = 0.0
-        self.unreachable_streak = 0
         self.last_tick = time.monotonic()
         self.last_convex_ok = 0.0
         self.convex_reachable: bool | None = None  # None until the first call
@@ -92,13 +89,7 @@ class Worker:
             if config.wake == "subscription"
             else None
         )
-        # Claim timing with a subscription (main thread only): see _claim_at.
-        self.last_claim_at = 0.0
-        self.safety_poll_factor = 1.0
-        self.tried_version = -1  # the subscription's value the last empty claim was made for
-        self.retry_at = float("inf")
-        self.herd = HerdDelay(config.wake_jitter)
-        self.jitter = (-1, 0.0)  # (version, herd delay) drawn once per value
+        self.schedule = ClaimSchedule(config, self.wake)
 
     # ---- observability ----------------------------------------------------------------------
 
@@ -252,74 +243,29 @@ class Worker:
         self._claim_into_free_slots()
         self._read_queue_depth()
         self._report()
-        # A paused host has free slots but must not claim: sleeping until next_poll would spin.
-        self._sleep(min(LOOP_TICK, max(0.0, self._claim_at() - time.monotonic())) if self._can_claim() else LOOP_TICK)
+        # A paused host has free slots but must not claim: sleeping until the next claim would spin.
+        until_claim = self.schedule.next_at() - time.monotonic()
+        self._sleep(min(LOOP_TICK, max(0.0, until_claim)) if self._can_claim() else LOOP_TICK)
         return True
-
-    def _claim_at(self) -> float:
-        """When the next claim is due (monotonic time).
-
-        Polling (wake = poll, or while the subscription is not up): next_poll, as set after each claim.
-        With the subscription up: the moment its value says a job is due (plus the herd delay, so that
-        a fleet of idle agents does not all claim the same job: wake.HerdDelay), else a slow safety
-        poll. A value an empty claim was already made for is not claimed for again, but for a retry
-        after poll_interval when it said "due now" (the clocks of agent and Convex may differ).
-        """
-        due = None if self.wake is None else self.wake.current()
-        if due is None or due.state != UP:
-            return self.next_poll
-        at = self.last_claim_at + self.config.safety_poll_interval * self.safety_poll_factor
-        if due.version == self.tried_version:
-            return min(at, self.retry_at)
-        if due.at_ms is None:
-            return at
-        if self.jitter[0] != due.version:
-            self.jitter = (due.version, self.herd.draw(self.config.wake_jitter))
-        return min(at, time.monotonic() + due.at_ms / 1000 - time.time() + self.jitter[1])
 
     def _claim_into_free_slots(self) -> None:
         # A stop signal may land during a claim: claim nothing more once draining.
-        while self._can_claim() and time.monotonic() >= self._claim_at():
-            claimed_at = time.monotonic()
-            due = None if self.wake is None else self.wake.current()
-            said_due = due is not None and due.says_due(time.time() * 1000)
-            self.last_claim_at = claimed_at
-            self.safety_poll_factor = random.uniform(0.8, 1.2)  # noqa: S311
+        while self._can_claim() and time.monotonic() >= self.schedule.next_at():
+            attempt = self.schedule.claiming()
             try:
                 claim = self.api.claim(self.config.lease_ms)
             except (ConvexUnavailable, FunctionError) as error:
-                self._claim_failed(error)
-                self._used_up(due, self.next_poll)
+                failures = self.schedule.failed(attempt)
+                if failures == 1 or failures % 10 == 0:
+                    self.log.warning("cannot claim jobs", error=str(error), failures=failures)
                 return
-            if self.unreachable_streak:
-                self.log.info("Convex reachable again", after_failures=self.unreachable_streak)
-                self.unreachable_streak = 0
+            recovered = self.schedule.answered(attempt, found_job=claim is not None)
+            if recovered:
+                self.log.info("Convex reachable again", after_failures=recovered)
             self.metrics.last_poll.set(time.time())
-            retry_at = claimed_at + self.config.poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
-            # The next value (the claim itself changes it) says what to do. But for a retry: after a job
-            # (another may have come in the same ms: an unchanged value), or after nothing was found for
-            # a job said to be due (the clocks may differ).
-            self._used_up(due, retry_at if claim is not None or said_due else float("inf"))
             if claim is None:
-                self.next_poll = retry_at
-                if said_due:
-                    self.herd.lost(self.config.wake_jitter)
                 return
-            if said_due:
-                self.herd.won(self.config.wake_jitter)
-            self._start_job(claim, claimed_at)
-
-    def _used_up(self, due, retry_at: float) -> None:
-        """A claim was made for this value of the subscription: claim again only when it changes, or at retry_at."""
-        if due is not None and due.state == UP:
-            self.tried_version, self.retry_at = due.version, retry_at
-
-    def _claim_failed(self, error: Exception) -> None:
-        self.unreachable_streak += 1
-        delay = min(MAX_UNREACHABLE_BACKOFF, self.config.poll_interval * 2 ** min(self.unreachable_streak, 10))
-        self.next_poll = time.monotonic() + random.uniform(delay / 2, delay)  # noqa: S311
-        if self.unreachable_streak == 1 or self.unreachable_streak % 10 == 0:
-            self.log.warning("cannot claim jobs", error=str(error), failures=self.unreachable_streak)
+            self._start_job(claim, attempt.started_at)
 
     def _read_queue_depth(self) -> None:
         if time.monotonic() < self.next_depth_read:
@@ -421,6 +367,7 @@ class Worker:
             if ignored:
                 self.log.warning("these settings change only at restart", keys=ignored)
             self.config = dataclasses.replace(fresh, **kept)
+            self.schedule.pacing = self.config
             self.host_pause.configure(*_pause_settings(fresh))
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fondation_agent.convex_api import ConvexHttp
-from fondation_agent.queue_rules import FINISHED_STATUSES, Status
+from fondation_agent.queue.convex_api import ConvexHttp
+from fondation_agent.queue.rules import FINISHED_STATUSES, Status
 
 
 def summary(job: dict) -> str:

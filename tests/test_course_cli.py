@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fondation_agent.cli_contract import STEPS
-from fondation_agent.cli_output import read_cli_line
+from fondation_agent.job.cli_contract import STEPS
+from fondation_agent.job.cli_output import read_cli_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "examples" / "course-cli" / "cli.mjs"

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from fondation_agent.config import Config
-from fondation_agent.convex_api import ConvexUnavailable
+from fondation_agent.queue.convex_api import ConvexUnavailable
 from fondation_agent.worker import QUEUE_DEPTH_INTERVAL, Worker
 
 

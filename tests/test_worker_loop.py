@@ -1,15 +1,15 @@
 """The main loop (fondation_agent/worker.py): its pace in every state, the drain's order, and with
-a subscription it claims when the value says so, once per value."""
+a subscription it claims when its schedule says so (tests/queue/test_claim_schedule.py)."""
 
 import dataclasses
 import time
 from pathlib import Path
 
 from fondation_agent.config import Config
-from fondation_agent.convex_api import FunctionError
-from fondation_agent.job import StopReason
-from fondation_agent.queue_rules import Status
-from fondation_agent.wake import DOWN, UP, Due
+from fondation_agent.job.attempt import StopReason
+from fondation_agent.queue.convex_api import FunctionError
+from fondation_agent.queue.rules import Status
+from fondation_agent.queue.wake import UP, Due
 from fondation_agent.worker import LOOP_TICK, Worker
 
 
@@ -20,7 +20,7 @@ def test_a_paused_host_with_free_slots_sleeps_a_whole_tick_instead_of_spinning(t
     agent._sleep = sleeps.append
     agent._read_queue_depth = lambda: None
     assert agent.host_pause.host_failure("claude_auth", "Invalid API key")
-    agent.next_poll = 0.0  # a poll long due: what made a paused loop spin, flooding the watchdog
+    agent.schedule.next_poll = 0.0  # a poll long due: what made a paused loop spin, flooding the watchdog
     assert agent._tick() and agent._tick()
     assert sleeps == [LOOP_TICK, LOOP_TICK]
 
@@ -72,7 +72,7 @@ def test_a_second_stop_signal_releases_at_once(tmp_path: Path):
 
 
 class FakeWake:
-    """Stands in for the subscription: the worker only reads current()."""
+    """Stands in for the subscription: the loop only reads current()."""
 
     def __init__(self, due: Due):
         self.due = due
@@ -84,7 +84,7 @@ class FakeWake:
 def subscribed_agent(tmp_path: Path, due: Due, claims: list) -> Worker:
     config = Config(convex_url="http://127.0.0.1:9", worker_id="w", temp_dir=str(tmp_path), poll_interval=2.0)
     agent = Worker(config, None, worker_token="t")
-    agent.wake = FakeWake(due)
+    agent.schedule.wake = FakeWake(due)
 
     def claim(_lease_ms):
         claims.append(time.monotonic())
@@ -102,49 +102,18 @@ def subscribed_agent(tmp_path: Path, due: Due, claims: list) -> Worker:
 def test_a_value_said_due_is_claimed_for_once_then_retried_only_after_poll_interval(tmp_path: Path) -> None:
     claims: list[float] = []
     agent = subscribed_agent(tmp_path, Due(UP, 1, time.time() * 1000 - 1), claims)
-    agent.config = dataclasses.replace(agent.config, wake_jitter=0.0)
+    agent.schedule.pacing = agent.config = dataclasses.replace(agent.config, wake_jitter=0.0)
     agent.outcomes += [None, None]
     agent._claim_into_free_slots()
     agent._claim_into_free_slots()
     assert len(claims) == 1, "no second claim for the same value"
-    assert agent._claim_at() >= claims[0] + 2.0 * 0.8  # but one retry after poll_interval
-
-
-def test_a_lost_race_widens_the_herd_delay_and_a_new_value_is_claimed_for(tmp_path: Path) -> None:
-    claims: list[float] = []
-    agent = subscribed_agent(tmp_path, Due(UP, 1, time.time() * 1000 - 1), claims)
-    agent.outcomes += [None]
-    agent.jitter = (1, 0.0)
-    agent._claim_into_free_slots()
-    assert agent.herd.spread == 2 * agent.config.wake_jitter
-    agent.wake.due = Due(UP, 2, time.time() * 1000 - 1)
-    agent.jitter = (2, 0.0)
-    agent.outcomes += [None]
-    agent._claim_into_free_slots()
-    assert len(claims) == 2
-
-
-def test_a_future_due_time_is_when_to_claim_and_nothing_due_is_the_safety_poll(tmp_path: Path) -> None:
-    claims: list[float] = []
-    agent = subscribed_agent(tmp_path, Due(UP, 1, time.time() * 1000 + 30_000), claims)
-    agent.last_claim_at = time.monotonic()  # the claim every agent makes at start
-    at = agent._claim_at() - time.monotonic()
-    assert 29 < at < 30 + agent.config.wake_jitter + 1
-    agent.wake.due = Due(UP, 2, None)
-    assert agent._claim_at() == agent.last_claim_at + agent.config.safety_poll_interval
-
-
-def test_while_the_subscription_is_not_up_the_agent_polls(tmp_path: Path) -> None:
-    claims: list[float] = []
-    agent = subscribed_agent(tmp_path, Due(DOWN, 3, None), claims)
-    agent.next_poll = 12345.0
-    assert agent._claim_at() == 12345.0
+    assert agent.schedule.next_at() >= claims[0] + 2.0 * 0.8  # but one retry after poll_interval
 
 
 def test_a_refused_claim_is_not_repeated_at_once(tmp_path: Path) -> None:
     claims: list[float] = []
     agent = subscribed_agent(tmp_path, Due(UP, 1, time.time() * 1000 - 1), claims)
-    agent.jitter = (1, 0.0)
+    agent.schedule.jitter = (1, 0.0)
     agent.outcomes += [FunctionError("refused")]
     agent._claim_into_free_slots()
     agent._claim_into_free_slots()

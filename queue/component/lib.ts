@@ -1,8 +1,8 @@
 // Rules shared by the queue's functions: who may call, what is valid, and the numbers.
 import { ConvexError } from "convex/values";
 // The vocabulary and limits the agent checks too, defined once for both languages (the agent's
-// Python package ships the file; fondation_agent/queue_rules.py reads it).
-import rules from "../../fondation_agent/queue_rules.json";
+// Python package ships the file; fondation_agent/queue/rules.py reads it).
+import rules from "../../fondation_agent/queue/rules.json";
 import type { Doc } from "./_generated/dataModel";
 import { env } from "./_generated/server";
 

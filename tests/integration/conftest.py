@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fondation_agent.convex_api import ConvexHttp
+from fondation_agent.queue.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 from tests.git_repos import make_git_repo
 from tests.integration.agent import Agent

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.cli_contract import STEPS
-from fondation_agent.convex_api import FunctionError
-from fondation_agent.queue_rules import ACTIVE_STATUSES, FINISHED_STATUSES
+from fondation_agent.job.cli_contract import STEPS
+from fondation_agent.queue.convex_api import FunctionError
+from fondation_agent.queue.rules import ACTIVE_STATUSES, FINISHED_STATUSES
 from tests.helpers import eventually
 from tests.integration.cli_processes import (
     alive,

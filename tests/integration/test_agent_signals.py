@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fondation_agent.queue_rules import ACTIVE_STATUSES
+from fondation_agent.queue.rules import ACTIVE_STATUSES
 from tests.helpers import eventually
 from tests.integration.cli_processes import (
     alive,

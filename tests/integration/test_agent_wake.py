@@ -1,4 +1,4 @@
-"""Waking on change (fondation_agent/wake.py) against a real localconvex: the agent learns of jobs
+"""Waking on change (fondation_agent/queue/wake.py) against a real localconvex: the agent learns of jobs
 through its subscription to worker:nextDue, falls back to polling while Convex is away, and makes
 no calls while idle but its slow safety poll.
 

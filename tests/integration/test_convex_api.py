@@ -1,4 +1,4 @@
-"""ConvexHttp and WorkerApi (fondation_agent/convex_api.py) against a real localconvex and small fake servers.
+"""ConvexHttp and WorkerApi (fondation_agent/queue/convex_api.py) against a real localconvex and small fake servers.
 
 Real backend: typed errors, fencing (LeaseLost), value round trips, keep-alive. Fake servers (threads in this
 process): a port where nothing listens, a listener whose accept queue is full (connect timeout), a server that
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from convex import ConvexInt64
 
-from fondation_agent.convex_api import (
+from fondation_agent.queue.convex_api import (
     Claim,
     Conflict,
     ConvexApiError,

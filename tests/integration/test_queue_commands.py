@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.convex_api import ConvexHttp, WorkerApi
+from fondation_agent.queue.convex_api import ConvexHttp, WorkerApi
 from localconvex.launcher import LocalConvex
 from tests.helpers import free_port
 from tests.integration.conftest import TOKEN

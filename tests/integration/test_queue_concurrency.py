@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from fondation_agent.convex_api import Claim, ConvexHttp, LeaseLost, WorkerApi
+from fondation_agent.queue.convex_api import Claim, ConvexHttp, LeaseLost, WorkerApi
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.convex_api import ConvexHttp
+from fondation_agent.queue.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 from tests.operator_queue import Queue
 from tests.system.guest import GUEST_LIB, GUEST_REPO, REPO_URL, TOKEN_FILE, UNIT, GuestAgent

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fondation_agent.queue_rules import ACTIVE_STATUSES
+from fondation_agent.queue.rules import ACTIVE_STATUSES
 from tests.operator_queue import Queue, summary
 from tests.system.guest import GuestAgent, job_units, wait_no_job_processes
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fondation_agent.queue_rules import ACTIVE_STATUSES
+from fondation_agent.queue.rules import ACTIVE_STATUSES
 from tests.operator_queue import Queue, summary
 from tests.system.guest import UNIT, GuestAgent
 

@@ -1,0 +1,511 @@
+"""The job launcher: the one root process of fondation-agent. It starts each job as a hardened transient
+system service under a free user of the job-user pool, and nothing else.
+
+systemd runs one instance per connection (fondation-jobs-launcher.socket, Accept=yes:
+/run/fondation-jobs-launcher.sock, root:fondation 0660); `fondation-jobs-launcher@.service` execs
+`python3 -I -m fondation_agent.sandbox.launcher` with the connection on fd 0. Only the agent's uid may talk
+to it (SO_PEERCRED, checked before anything is read). One request per connection, a JSON line:
+
+- `run`: unit, description, workspace, argv, env, limits, plus the CLI's stdout and stderr pipes
+  (SCM_RIGHTS). The launcher takes a pool user no process runs as (a lock per user while the job
+  lives), gives it the workspace's repo/, output/ and home/, and runs
+  `systemd-run --pipe --wait` with the properties of `job_properties()`: the agent chooses only the
+  limits, never the sandbox. It answers `started`, then, once the unit is gone, `finished` with
+  systemd's Result and the exit status, after handing the workspace back to the agent (chown).
+- `stop`: stops a job unit (SIGTERM, SIGKILL after TimeoutStopSec). The launcher of its `run` answers.
+- `leftovers`: stops the units an earlier run of a worker left and hands its workspaces back.
+
+Every field is checked against a pattern; anything else is refused with one error line. The job's
+secrets (the Claude key or token) are never in a request: PID 1 reads them from JOB_CREDENTIALS
+(EnvironmentFile=), so they reach only the job's own environment.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import re
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SOCKET_PATH = "/run/fondation-jobs-launcher.sock"
+AGENT_USER = "fondation"
+STATE_DIR = Path("/var/lib/fondation-agent")
+WORKSPACES = STATE_DIR / "workspaces"  # the only place a job's workspace may be (config.temp_dir)
+WORKSPACE_PARTS = ("repo", "output", "home")  # given to the job; the rest stays the agent's
+JOB_CREDENTIALS = "/etc/fondation-agent/job.env"
+LOCK_DIR = Path("/run/fondation-jobs-launcher")
+SLICE = "fondation-jobs.slice"
+NFT_TABLE = ("inet", "fondation_jobs")  # netpolicy.py; no job starts without it
+POOL_USER = re.compile(r"^fondation-job-[0-9]{1,3}$")
+UNIT_PATTERN = re.compile(r"^fondation-job-[A-Za-z0-9_]{1,64}-[0-9]{1,9}$")
+WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}-[0-9]{1,9}$")
+OWNER_FILE = ".fondation-owner"  # workspace.OWNER_FILE
+MAX_REQUEST_BYTES = 1024 * 1024
+MAX_ARGS = 4096
+CLI_OOM_SCORE_ADJ = 500  # the CLI, not the agent or the host's services, goes first when memory runs out
+SYSTEMCTL_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 30.0
+
+_MEMORY = re.compile(r"^(?:[0-9]{1,15}(?:\.[0-9]{1,6})?[KMGT]?|[0-9]{1,3}(?:\.[0-9]{1,6})?%|infinity)$")
+_CPU_QUOTA = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,3})?%$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._:@-]")
+# Set by the launcher itself; a request may not choose them.
+RESERVED_ENV = frozenset({"HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "XDG_RUNTIME_DIR", "NOTIFY_SOCKET",
+                           "LD_PRELOAD", "LD_LIBRARY_PATH", "CREDENTIALS_DIRECTORY"})
+ACTIVE_STATES = ("active", "activating", "deactivating", "reloading", "refreshing")
+
+# Exit statuses (sysexits.h) the agent reports as host problems.
+EX_USAGE, EX_NOPERM, EX_UNAVAILABLE, EX_CONFIG = 64, 77, 69, 78
+
+
+class LauncherError(Exception):
+    def __init__(self, message: str, status: int = EX_USAGE):
+        super().__init__(message)
+        self.status = status
+
+
+def worker_tag(worker_id: str) -> str:
+    """The worker id as it appears in a unit's Description (no spaces, no control characters)."""
+    return _TAG_UNSAFE.sub("_", worker_id)[:200] or "_"
+
+
+def unit_description(unit: str, worker_id: str) -> str:
+    return f"fondation-agent {unit} for worker {worker_tag(worker_id)}"
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+
+def _field(request: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = request.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise LauncherError(f"{name}: missing or not a {kind.__name__}")
+    return value
+
+
+def _matching(value: Any, pattern: re.Pattern, name: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise LauncherError(f"{name}: refused {value!r}")
+    return value
+
+
+def _count(value: Any, name: str, lowest: int = 1, highest: int = 10**12) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        raise LauncherError(f"{name}: must be an integer from {lowest} to {highest}")
+    return value
+
+
+def _text(value: Any, name: str, most: int) -> str:
+    if not isinstance(value, str) or "\0" in value or "\n" in value or len(value) > most:
+        raise LauncherError(f"{name}: refused (not text, a NUL or newline, or over {most} characters)")
+    return value
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    unit: str
+    description: str
+    workspace: Path
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    memory_max: str
+    cpu_quota: str
+    tasks_max: int
+    runtime_max_ms: int
+    stop_timeout_ms: int
+
+    @property
+    def repo(self) -> Path:
+        return self.workspace / "repo"
+
+
+def parse_run(request: Mapping[str, Any], *, workspaces: Path = WORKSPACES, agent_uid: int) -> RunRequest:
+    """A `run` request, every field checked; the workspace must be the agent's, in `workspaces`."""
+    unit = _matching(request.get("unit"), UNIT_PATTERN, "unit")
+    description = _text(request.get("description"), "description", 300)
+    if not description.isprintable():
+        raise LauncherError("description: refused control characters")
+    argv = _field(request, "argv", list)
+    if not argv or len(argv) > MAX_ARGS:
+        raise LauncherError(f"argv: must hold 1 to {MAX_ARGS} arguments")
+    argv = tuple(_text(arg, "argv", MAX_REQUEST_BYTES) for arg in argv)
+    if not argv[0].startswith("/") and "/" in argv[0]:
+        raise LauncherError("argv: the command must be a name on PATH or an absolute path")
+    env = _field(request, "env", dict)
+    for name, value in env.items():
+        _matching(name, _ENV_NAME, "env")
+        if name in RESERVED_ENV:
+            raise LauncherError(f"env: {name} is set by the launcher")
+        _text(value, f"env {name}", 64 * 1024)
+    limits = _field(request, "limits", dict)
+    return RunRequest(
+        unit=unit,
+        description=description,
+        workspace=check_workspace(request.get("workspace"), workspaces=workspaces, agent_uid=agent_uid),
+        argv=argv,
+        env=dict(env),
+        memory_max=_matching(limits.get("memory_max"), _MEMORY, "memory_max"),
+        cpu_quota=_matching(limits.get("cpu_quota"), _CPU_QUOTA, "cpu_quota"),
+        tasks_max=_count(limits.get("tasks_max"), "tasks_max", 8, 1_000_000),
+        runtime_max_ms=_count(limits.get("runtime_max_ms"), "runtime_max_ms"),
+        stop_timeout_ms=_count(limits.get("stop_timeout_ms"), "stop_timeout_ms", 1, 3_600_000),
+    )
+
+
+def check_workspace(value: Any, *, workspaces: Path, agent_uid: int, parts: bool = True) -> Path:
+    """`workspaces/<jobId>-<attempt>`, a real directory of the agent's (with its repo/, output/, home/,
+    still the agent's: a job is about to get them)."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise LauncherError("workspace: must be an absolute path")
+    path = Path(value)
+    if path.parent != workspaces or not WORKSPACE_NAME.match(path.name):
+        raise LauncherError(f"workspace: must be {workspaces}/<jobId>-<attempt>, got {value!r}")
+    for entry in (workspaces, path, *(path / part for part in WORKSPACE_PARTS if parts)):
+        try:
+            info = entry.lstat()
+        except OSError as error:
+            raise LauncherError(f"workspace: {entry}: {error.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode) or (info.st_uid != agent_uid and entry != workspaces):
+            raise LauncherError(f"workspace: {entry} is not a directory of the agent's")
+    return path
+
+
+# ---- the job's unit ------------------------------------------------------------------------------
+
+
+def _escape_dollars(argument: str) -> str:
+    """systemd expands $VAR in ExecStart= (systemd-run has no --expand-environment=no before v254)."""
+    return argument.replace("$", "$$")
+
+
+def job_properties(run: RunRequest, user: str) -> list[str]:
+    """Everything the job's unit is: the sandbox (fixed here) and the limits (from the request)."""
+    home = run.workspace / "home"
+    return [
+        f"User={user}",
+        f"Group={user}",
+        f"WorkingDirectory={run.repo}",
+        f"EnvironmentFile=-{JOB_CREDENTIALS}",
+        f"Environment=HOME={home} USER={user} LOGNAME={user}",
+        "UMask=0007",
+        f"OOMScoreAdjust={CLI_OOM_SCORE_ADJ}",
+        "LimitCORE=0",
+        # Limits: systemd's, on a unit of PID 1 the job cannot reach.
+        f"MemoryMax={run.memory_max}",
+        "MemorySwapMax=0",
+        f"CPUQuota={run.cpu_quota}",
+        f"TasksMax={run.tasks_max}",
+        f"RuntimeMaxSec={run.runtime_max_ms}ms",
+        f"TimeoutStopSec={run.stop_timeout_ms}ms",
+        "KillMode=control-group",
+        # Files: only its workspace is writable; a fresh /tmp, /var/tmp, /dev (with /dev/shm) and home.
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev",  # PrivateDevices= keeps the host's /dev/shm
+        "PrivateIPC=yes",
+        f"TemporaryFileSystem={STATE_DIR}",
+        f"BindPaths={run.workspace}",
+        # No D-Bus (so no systemd manager, no logind), no launcher, no agent configuration, no cron or at spool.
+        f"InaccessiblePaths=-/run/dbus -{SOCKET_PATH} -/etc/fondation-agent -/var/spool",
+        # Privileges: none to gain, none to keep.
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "PrivateUsers=yes",
+        "RestrictSUIDSGID=yes",
+        "RemoveIPC=yes",
+        "KeyringMode=private",
+        "ProtectProc=invisible",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "LockPersonality=yes",
+        "DevicePolicy=closed",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "SystemCallFilter=~@privileged",
+        "SystemCallErrorNumber=EPERM",
+        # AF_NETLINK: Node's os.networkInterfaces() (read-only without CAP_NET_ADMIN).
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        # Network: the kernel's rules for the pool's uids (netpolicy.py), set before any job.
+    ]
+
+
+def systemd_run_command(run: RunRequest, user: str) -> list[str]:
+    command = ["systemd-run", "--system", "--pipe", "--wait", "--quiet", "--service-type=exec", f"--unit={run.unit}",
+               f"--description={run.description}", f"--slice={SLICE}"]
+    for prop in job_properties(run, user):
+        command += ["-p", prop]
+    for name, value in sorted(run.env.items()):
+        command += ["-E", f"{name}={value}"]
+    return [*command, "--", *(_escape_dollars(arg) for arg in run.argv)]
+
+
+# ---- the host: systemd, users, files -------------------------------------------------------------
+
+
+def systemctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl", "--system", "--no-pager", *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+
+
+def show_unit(unit: str) -> dict[str, str]:
+    done = systemctl("show", "-p", "LoadState", "-p", "ActiveState", "-p", "Result", "-p", "ExecMainCode",
+                     "-p", "ExecMainStatus", f"{unit}.service")
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def pool_users() -> list[pwd.struct_passwd]:
+    """The job users: system accounts fondation-job-<n> (made by the package and the Ansible role)."""
+    return sorted((entry for entry in pwd.getpwall() if POOL_USER.match(entry.pw_name) and entry.pw_uid != 0),
+                  key=lambda entry: int(entry.pw_name.rsplit("-", 1)[1]))
+
+
+def uids_running() -> set[int]:
+    """Real uids of every process on the host (the launcher sees all of /proc)."""
+    uids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in status.read_text().splitlines():
+                if line.startswith("Uid:"):
+                    uids.add(int(line.split()[1]))
+                    break
+    return uids
+
+
+@contextlib.contextmanager
+def free_pool_user(lock_dir: Path = LOCK_DIR) -> Iterator[pwd.struct_passwd]:
+    """A pool user held (flock) for as long as the block runs, with no process running as it."""
+    lock_dir.mkdir(mode=0o700, exist_ok=True)
+    busy = uids_running()
+    for user in pool_users():
+        if user.pw_uid in busy:
+            continue
+        fd = os.open(lock_dir / f"{user.pw_name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            if user.pw_uid not in uids_running():  # a process may have started between the two looks
+                yield user
+                return
+        finally:
+            os.close(fd)  # releases the lock
+    raise LauncherError("every job user is busy: add users fondation-job-<n> (one per job slot of the host)",
+                        EX_UNAVAILABLE)
+
+
+def _walk(top: Path) -> Iterator[str]:
+    """Every entry below `top` (top included), never through a symlink."""
+    yield str(top)
+    for directory, subdirectories, files in os.walk(top, followlinks=False):
+        for name in (*subdirectories, *files):
+            yield os.path.join(directory, name)
+
+
+def give(top: Path, uid: int, gid: int, *, only_from: Callable[[int], bool] = lambda _: True) -> int:
+    """chown of a tree without following links; files keep their mode but lose set-id bits; owner rwx.
+
+    Runs only while no process of either side can change the tree (before the job, after its unit).
+    """
+    changed = 0
+    for path in _walk(top):
+        with contextlib.suppress(FileNotFoundError):
+            info = os.lstat(path)
+            if not only_from(info.st_uid):
+                continue
+            os.chown(path, uid, gid, follow_symlinks=False)
+            if not stat.S_ISLNK(info.st_mode):
+                owner = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+                os.chmod(path, (stat.S_IMODE(info.st_mode) | owner) & ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX))
+            changed += 1
+    return changed
+
+
+def hand_back(workspace: Path, agent: pwd.struct_passwd) -> int:
+    """Everything the job users own in a workspace becomes the agent's again (to read and delete)."""
+    pool = {user.pw_uid for user in pool_users()}
+    return give(workspace, agent.pw_uid, agent.pw_gid, only_from=pool.__contains__)
+
+
+def network_rules_loaded() -> bool:
+    done = subprocess.run(["nft", "list", "table", *NFT_TABLE], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+    return done.returncode == 0
+
+
+def stop_processes_of(uid: int) -> None:
+    """Backstop: the unit's stop killed its cgroup; nothing else may run as a job user afterwards."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if any(line.startswith("Uid:") and int(line.split()[1]) == uid for line in status.read_text().splitlines()):
+                os.kill(int(status.parent.name), 9)
+
+
+# ---- the connection ------------------------------------------------------------------------------
+
+
+class Connection:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def peer_uid(self) -> int:
+        creds = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return int.from_bytes(creds[4:8], sys.byteorder)
+
+    def receive(self) -> tuple[dict[str, Any], list[int]]:
+        """One JSON line, and whatever file descriptors came with it."""
+        data, fds = bytearray(), []
+        while not data.endswith(b"\n"):
+            chunk, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(8 * 4))
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array("i")
+                    received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+                    fds.extend(received)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_REQUEST_BYTES:
+                raise LauncherError("request too large")
+        try:
+            request = json.loads(data.decode("utf-8"))
+        except ValueError as error:
+            raise LauncherError(f"request is not JSON: {error}") from None
+        if not isinstance(request, dict):
+            raise LauncherError("request must be a JSON object")
+        return request, fds
+
+    def send(self, **message: Any) -> None:
+        with contextlib.suppress(OSError):  # the agent may be gone (crash, restart): the job still ends well
+            self.sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+
+
+def _run(connection: Connection, request: Mapping[str, Any], fds: list[int], agent: pwd.struct_passwd) -> None:
+    run = parse_run(request, agent_uid=agent.pw_uid)
+    if len(fds) != 2 or not all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds):
+        raise LauncherError("run: expects the CLI's stdout and stderr pipes")
+    if not network_rules_loaded():
+        raise LauncherError("the job network rules are not loaded (systemctl start fondation-jobs-network)", EX_CONFIG)
+    with free_pool_user() as user:
+        try:
+            for part in WORKSPACE_PARTS:
+                give(run.workspace / part, user.pw_uid, user.pw_gid)
+            systemctl("reset-failed", f"{run.unit}.service")  # a failed earlier try of the same attempt
+            try:
+                process = subprocess.Popen(systemd_run_command(run, user.pw_name), stdin=subprocess.DEVNULL,
+                                           stdout=fds[0], stderr=fds[1], close_fds=True)
+            finally:
+                for fd in fds:
+                    os.close(fd)  # only the job may hold the agent's pipes: their end is the job's end
+            connection.send(event="started", unit=f"{run.unit}.service", user=user.pw_name)
+            process.wait()
+            state = show_unit(run.unit)
+            if state.get("ActiveState") in ACTIVE_STATES:
+                systemctl("stop", f"{run.unit}.service")
+            if state.get("LoadState") == "loaded":
+                systemctl("reset-failed", f"{run.unit}.service")
+        finally:  # whatever failed, the workspace goes back to the agent with nothing of the job running
+            stop_processes_of(user.pw_uid)
+            handed_back = hand_back(run.workspace, agent)
+    connection.send(event="finished", **finished_report(state, process.returncode), handed_back=handed_back)
+
+
+def finished_report(state: Mapping[str, str], run_status: int) -> dict[str, Any]:
+    """How the job ended. A unit that succeeded is gone (collected); a failed one stays until reset."""
+    if state.get("LoadState") != "loaded":
+        return {"result": "success" if run_status == 0 else "exit-code", "exit_code": run_status}
+    code, status = state.get("ExecMainCode", ""), state.get("ExecMainStatus", "")
+    number = int(status) if status.lstrip("-").isdigit() else run_status
+    exit_code = -number if code in ("2", "3") else number  # CLD_KILLED, CLD_DUMPED: a signal
+    return {"result": state.get("Result", ""), "exit_code": exit_code}
+
+
+def _stop(connection: Connection, request: Mapping[str, Any]) -> None:
+    unit = _matching(request.get("unit"), UNIT_PATTERN, "unit")
+    done = systemctl("stop", f"{unit}.service")
+    connection.send(ok=done.returncode in (0, 5))  # 5: not loaded (already gone)
+
+
+def job_units() -> list[tuple[str, str, str]]:
+    """(unit, active state, description) of every fondation-job-* service PID 1 knows."""
+    done = systemctl("list-units", "--all", "--plain", "--no-legend", "--full", "fondation-job-*.service")
+    units = []
+    for raw in done.stdout.splitlines():
+        fields = raw.strip().lstrip("●*").split(None, 4)
+        if len(fields) >= 4 and UNIT_PATTERN.match(fields[0].removesuffix(".service")):
+            units.append((fields[0], fields[2], fields[4] if len(fields) > 4 else ""))
+    return units
+
+
+def _leftovers(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_passwd) -> None:
+    tag = worker_tag(_text(request.get("worker"), "worker", 300))
+    ours = [(unit, state) for unit, state, description in job_units() if description.endswith(f" for worker {tag}")]
+    running = [unit for unit, state in ours if state in ACTIVE_STATES]
+    if running:
+        systemctl("stop", *running)
+    if ours:
+        systemctl("reset-failed", *(unit for unit, _ in ours))
+    freed = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(WORKSPACES.iterdir()):
+            with contextlib.suppress(OSError, LauncherError):
+                check_workspace(str(entry), workspaces=WORKSPACES, agent_uid=agent.pw_uid, parts=False)
+                if worker_tag((entry / OWNER_FILE).read_text(encoding="utf-8").strip()) == tag:
+                    hand_back(entry, agent)
+                    freed.append(entry.name)
+    connection.send(units=[unit for unit, _ in ours], workspaces=freed)
+
+
+def serve(sock: socket.socket, agent_user: str = AGENT_USER) -> int:
+    connection = Connection(sock)
+    try:
+        agent = pwd.getpwnam(agent_user)
+        if connection.peer_uid() != agent.pw_uid:
+            raise LauncherError(f"only {agent_user} may start jobs", EX_NOPERM)
+        sock.settimeout(REQUEST_TIMEOUT_S)  # the request comes at once; the job's end may take hours
+        request, fds = connection.receive()
+        sock.settimeout(None)
+        operation = request.get("op")
+        if operation != "run":
+            for fd in fds:
+                os.close(fd)
+        if operation == "run":
+            _run(connection, request, fds, agent)
+        elif operation == "stop":
+            _stop(connection, request)
+        elif operation == "leftovers":
+            _leftovers(connection, request, agent)
+        else:
+            raise LauncherError(f"unknown op {operation!r}")
+    except (LauncherError, OSError, subprocess.SubprocessError, KeyError) as error:
+        status = error.status if isinstance(error, LauncherError) else EX_UNAVAILABLE
+        print(f"fondation-jobs-launcher: refused: {error}", file=sys.stderr, flush=True)
+        connection.send(error=f"fondation-jobs-launcher: {error}", status=status)
+        return status
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(socket.socket(fileno=0)))

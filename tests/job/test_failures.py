@@ -1,0 +1,71 @@
+"""Failure classes of a CLI run, and the host pause they lead to."""
+
+from __future__ import annotations
+
+import pytest
+
+from fondation_agent.host.pause import HostPause
+from fondation_agent.job.failures import classify_cli_failure
+
+
+@pytest.mark.parametrize(
+    ("said", "kind", "retryable", "host"),
+    [
+        ("Analysis failed: Invalid API key · Please run /login", "claude_auth", True, True),
+        ('401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}',
+         "claude_auth", True, True),
+        ("OAuth token has expired. Please obtain a new token or refresh your existing token.", "claude_auth", True,
+         True),
+        ("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing", "claude_auth",
+         True, True),
+        ('429 {"type":"error","error":{"type":"rate_limit_error"}}', "rate_limited", True, False),
+        ('API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+         "rate_limited", True, False),
+        ("Failed to find executable /usr/bin/node: No such file or directory", "host_error", True, True),
+        ("Error: Cannot find module '/opt/fondation/cli/dist/cli.bundled.mjs'", "host_error", True, True),
+        ("fondation-jobs-launcher: every job user is busy: add users fondation-job-<n>", "host_error", True, True),
+        ("cannot reach the job launcher at /run/fondation-jobs-launcher.sock: No such file or directory",
+         "host_error", True, True),
+        ("Failed to start transient service unit: Access denied", "host_error", True, True),
+        ("Analysis failed: Failed to create abstractions file", "cli_failed", True, False),
+        ("", "cli_failed", True, False),
+    ],
+)
+def test_what_the_cli_said_tells_the_failure_apart(said, kind, retryable, host):
+    classified = classify_cli_failure(said)
+    assert (classified.kind, classified.retryable, classified.host) == (kind, retryable, host)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_pause_starts_after_the_threshold_and_doubles_to_its_cap():
+    clock = Clock()
+    pause = HostPause(3, 60, 150, clock=clock)
+    assert pause.host_failure("claude_auth", "a") is None
+    assert pause.host_failure("claude_auth", "b") is None
+    assert pause.host_failure("claude_auth", "c") == 60
+    assert pause.paused_for() == 60 and "3 host failures in a row, the last claude_auth: c" in pause.describe()
+    clock.now += 60
+    assert pause.paused_for() == 0 and pause.describe() == ""
+    assert pause.host_failure("claude_auth", "d") == 120  # the probe after a pause failed too
+    clock.now += 120
+    assert pause.host_failure("claude_auth", "e") == 150  # capped
+    pause.job_ended_normally()
+    assert pause.paused_for() == 0
+    assert pause.host_failure("host_error", "f") is None  # a fresh streak
+
+
+def test_a_reload_ends_the_pause_and_allows_one_probe():
+    clock = Clock()
+    pause = HostPause(3, 60, 1800, clock=clock)
+    assert not pause.resume(), "nothing to resume: the streak is untouched"
+    for message in "abc":
+        pause.host_failure("claude_auth", message)
+    assert pause.resume() and pause.paused_for() == 0
+    assert pause.host_failure("claude_auth", "d") == 60, "one more failure pauses again, from the start"
