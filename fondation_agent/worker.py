@@ -31,7 +31,7 @@ from fondation_agent.queue.claim_schedule import ClaimSchedule
 from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.queue.wake import UP, WakeSubscription
 from fondation_agent.sandbox.process_runner import ProcessRunner
-from fondation_agent.sandbox.runner import Runner
+from fondation_agent.sandbox.runner import Runner, SandboxUnusable
 from fondation_agent.sandbox.workspace import remove_leftover_workspaces
 
 # Settings a reload cannot change: they shape connections and files the running process holds.
@@ -49,7 +49,10 @@ def make_runner(config: Config) -> Runner:
     if config.sandbox == "systemd-service":
         from fondation_agent.sandbox.service_runner import SystemdServiceRunner
 
-        return SystemdServiceRunner(config)
+        try:
+            return SystemdServiceRunner(config)
+        except SandboxUnusable as error:
+            raise ConfigError([str(error)]) from None
     # A dot-directory of this worker's own: not a workspace, so workspace clean-up leaves it alone.
     return ProcessRunner(Path(config.temp_dir) / f".process-groups-{config.worker_id}")
 

@@ -12,11 +12,14 @@ context key (`JOB_ID`, `WORKER_ID`, `ATTEMPT`, ...), so `journalctl -u fondation
 shows one job. Entries too large for a datagram are passed as a sealed memfd, as sd_journal_send()
 does. If journald cannot be reached the line is written to the stream instead; logging never raises.
 
-Why not systemd's own bindings (`systemd.journal.send`, PyPI systemd-python, Debian python3-systemd):
-they are a C extension without wheels, so every developer machine, CI run and `make deb` would need
-libsystemd-dev, a compiler and Python's headers (and the venv of the .deb a compiled dependency),
-and their socket path is fixed inside libsystemd, so the journal fields could be tested only against
-a real journald (the VM tier) where this sink is tested against a socket of the test's own.
+Why not a library: systemd's own bindings (`systemd.journal.send`, PyPI systemd-python, Debian
+python3-systemd) are a C extension without wheels, so every developer machine, CI run and `make deb`
+would need libsystemd-dev, a compiler and Python's headers. cysystemd (PyPI) has wheels, but each
+bundles its own copy of libsystemd with libgcrypt, lz4, zstd and lzma (5 MB of native code in the
+.deb, outside Debian's security updates, beside the host's own libsystemd). Both fix the socket
+path inside libsystemd, so the journal fields could be tested only against a real journald (the VM
+tier), where this sink is tested against a socket of the test's own. The protocol is small and
+stable (systemd's "Native Journal Protocol" document).
 
 The structlog configuration is installed once and never replaced: `configure_logging()` only swaps
 the sink it writes to, so loggers bound before (module level, long-lived job loggers) follow it.

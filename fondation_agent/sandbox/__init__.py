@@ -5,5 +5,6 @@ service_runner (a hardened transient systemd service, through the root launcher)
 launcher: root, socket-activated), netpolicy (the job users' network rules), workspace (a job's
 directory).
 
-May import: nothing of fondation_agent but its __version__ (the launcher runs as root, alone).
+May import: fondation_agent.host (its logger). launcher and netpolicy, which run as root, import
+nothing of the agent but each other.
 """

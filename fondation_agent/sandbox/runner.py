@@ -71,6 +71,10 @@ class RunningCli(Protocol):
         """Waits for the end (enforcing the timeout); returns once nothing of the CLI runs."""
 
 
+class SandboxUnusable(Exception):
+    """The configured sandbox cannot run on this host; the message names the setting (a config error)."""
+
+
 class Runner(Protocol):
     name: str
 

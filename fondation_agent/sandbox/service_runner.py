@@ -21,8 +21,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from fondation_agent.host.logs import get_logger
 from fondation_agent.sandbox.launcher import RESERVED_ENV, SOCKET_PATH, UNIT_PATTERN, WORKSPACES, unit_description
-from fondation_agent.sandbox.runner import Limits, Outcome, RunResult, StderrTail, classify, pipe_lines
+from fondation_agent.sandbox.runner import (
+    Limits,
+    Outcome,
+    RunResult,
+    SandboxUnusable,
+    StderrTail,
+    classify,
+    pipe_lines,
+)
 
 # After RuntimeMaxSec (plus the stop's kill_grace) systemd has stopped the unit; this is only a backstop.
 SAFETY_MARGIN_S = 30.0
@@ -182,15 +191,12 @@ class SystemdServiceRunner:
     name = "systemd-service"
 
     def __init__(self, config: Any, *, socket_path: str = SOCKET_PATH, workspaces: Path = WORKSPACES):
-        from fondation_agent.config import ConfigError
-        from fondation_agent.host.logs import get_logger
-
         self.log = get_logger()
         self.worker_id = config.worker_id
         self.temp_dir = Path(config.temp_dir)
         self.socket_path = socket_path
         if self.temp_dir != workspaces:
-            raise ConfigError([f"temp_dir: must be {workspaces} with sandbox = systemd-service (the launcher's)"])
+            raise SandboxUnusable(f"temp_dir: must be {workspaces} with sandbox = systemd-service (the launcher's)")
         self.temp_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(self.temp_dir, 0o711)  # noqa: S103 (jobs pass through to their own workspace, list nothing)
         # Now, not only in cleanup_leftovers(): the worker removes leftover workspaces before calling
@@ -198,7 +204,7 @@ class SystemdServiceRunner:
         try:
             self._stopped_at_start: list[str] | None = self._leftovers()
         except LauncherUnavailable as error:
-            raise ConfigError([f"sandbox: {error} (is fondation-jobs-launcher.socket enabled?)"]) from None
+            raise SandboxUnusable(f"sandbox: {error} (is fondation-jobs-launcher.socket enabled?)") from None
 
     def cleanup_leftovers(self) -> list[str]:
         """Stops and resets every unit an earlier run of this worker left; the launcher hands back its workspaces."""

@@ -17,9 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fondation_agent.config import ConfigError
 from fondation_agent.sandbox.launcher import Connection, LauncherError, parse_run
-from fondation_agent.sandbox.runner import Limits
+from fondation_agent.sandbox.runner import Limits, SandboxUnusable
 from fondation_agent.sandbox.service_runner import SystemdServiceRunner
 from fondation_agent.sandbox.workspace import Workspace
 
@@ -141,7 +140,7 @@ def test_a_refused_request_fails_the_job_with_the_launchers_reason(setup) -> Non
 def test_without_a_launcher_the_agent_does_not_start(tmp_path: Path) -> None:
     workspaces = tmp_path / "workspaces"
     config = SimpleNamespace(worker_id="w1", temp_dir=str(workspaces))
-    with pytest.raises(ConfigError, match=r"cannot reach the job launcher .* fondation-jobs-launcher\.socket"):
+    with pytest.raises(SandboxUnusable, match=r"cannot reach the job launcher .* fondation-jobs-launcher\.socket"):
         SystemdServiceRunner(config, socket_path=str(tmp_path / "none.sock"), workspaces=workspaces)
-    with pytest.raises(ConfigError, match="temp_dir: must be"):
+    with pytest.raises(SandboxUnusable, match="temp_dir: must be"):
         SystemdServiceRunner(SimpleNamespace(worker_id="w1", temp_dir="/srv/elsewhere"), workspaces=workspaces)
