@@ -8,14 +8,16 @@ to it (SO_PEERCRED, checked before anything is read). One request per connection
 
 - `run`: unit, description, workspace, argv, env, limits, plus the CLI's stdout and stderr pipes
   (SCM_RIGHTS). The launcher takes a pool user no process runs as (a lock per user while the job
-  lives), gives it the workspace's repo/, output/ and home/, and runs
-  `systemd-run --pipe --wait` with the properties of `job_properties()`: the agent chooses only the
-  limits, never the sandbox. It answers `started`, then, once the unit is gone, `finished` with
-  systemd's Result and the exit status, after handing the workspace back to the agent (chown).
+  lives), gives it the workspace's repo/, output/ and home/, writes the job's argv and environment
+  into the workspace's job spec (the job user's, 0400: never a unit property any local user can
+  read; job_exec.py execs it), and runs `systemd-run --pipe --wait` with the properties of
+  `job_properties()`: the agent chooses only the limits, never the sandbox. It answers `started`,
+  then, once the unit is gone, `finished` with systemd's Result and the exit status, after handing
+  the workspace back to the agent (chown).
 - `stop`: stops a job unit (SIGTERM, SIGKILL after TimeoutStopSec). The launcher of its `run` answers.
 - `leftovers`: stops the units an earlier run of a worker left and hands its workspaces back.
 
-Every field is checked against a pattern; anything else is refused with one error line. The job's
+Every field is checked against a whole pattern; anything else is refused with one error line. The job's
 secrets (the Claude key or token) are never in a request: PID 1 reads them from JOB_CREDENTIALS
 (EnvironmentFile=), so they reach only the job's own environment.
 """
@@ -51,6 +53,10 @@ POOL_USER = re.compile(r"^fondation-job-[0-9]{1,3}$")
 UNIT_PATTERN = re.compile(r"^fondation-job-[A-Za-z0-9_]{1,64}-[0-9]{1,9}$")
 WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}-[0-9]{1,9}$")
 OWNER_FILE = ".fondation-owner"  # workspace.OWNER_FILE
+JOB_SPEC = ".job-spec.json"  # in the workspace: the job's argv and environment (job_exec.py)
+# The jobs' slice's cgroup directory (fondation-jobs.slice nests in fondation.slice): it names every job.
+JOBS_CGROUP = "/sys/fs/cgroup/fondation.slice/fondation-jobs.slice"
+MAX_TREE_DEPTH = 512  # give(): one file descriptor per level
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_ARGS = 4096
 CLI_OOM_SCORE_ADJ = 500  # the CLI, not the agent or the host's services, goes first when memory runs out
@@ -96,7 +102,7 @@ def _field(request: Mapping[str, Any], name: str, kind: type) -> Any:
 
 
 def _matching(value: Any, pattern: re.Pattern, name: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise LauncherError(f"{name}: refused {value!r}")
     return value
 
@@ -107,8 +113,9 @@ def _count(value: Any, name: str, lowest: int = 1, highest: int = 10**12) -> int
     return value
 
 
-def _text(value: Any, name: str, most: int) -> str:
-    if not isinstance(value, str) or "\0" in value or "\n" in value or len(value) > most:
+def _text(value: Any, name: str, most: int, *, lines: bool = False) -> str:
+    """Text with no NUL, over one line only if `lines` (argv and env travel in the job spec: JSON)."""
+    if not isinstance(value, str) or "\0" in value or (not lines and "\n" in value) or len(value) > most:
         raise LauncherError(f"{name}: refused (not text, a NUL or newline, or over {most} characters)")
     return value
 
@@ -130,6 +137,10 @@ class RunRequest:
     def repo(self) -> Path:
         return self.workspace / "repo"
 
+    @property
+    def job_spec(self) -> Path:
+        return self.workspace / JOB_SPEC
+
 
 def parse_run(request: Mapping[str, Any], *, workspaces: Path = WORKSPACES, agent_uid: int) -> RunRequest:
     """A `run` request, every field checked; the workspace must be the agent's, in `workspaces`."""
@@ -140,7 +151,7 @@ def parse_run(request: Mapping[str, Any], *, workspaces: Path = WORKSPACES, agen
     argv = _field(request, "argv", list)
     if not argv or len(argv) > MAX_ARGS:
         raise LauncherError(f"argv: must hold 1 to {MAX_ARGS} arguments")
-    argv = tuple(_text(arg, "argv", MAX_REQUEST_BYTES) for arg in argv)
+    argv = tuple(_text(arg, "argv", MAX_REQUEST_BYTES, lines=True) for arg in argv)
     if not argv[0].startswith("/") and "/" in argv[0]:
         raise LauncherError("argv: the command must be a name on PATH or an absolute path")
     env = _field(request, "env", dict)
@@ -148,7 +159,7 @@ def parse_run(request: Mapping[str, Any], *, workspaces: Path = WORKSPACES, agen
         _matching(name, _ENV_NAME, "env")
         if name in RESERVED_ENV:
             raise LauncherError(f"env: {name} is set by the launcher")
-        _text(value, f"env {name}", 64 * 1024)
+        _text(value, f"env {name}", 64 * 1024, lines=True)
     limits = _field(request, "limits", dict)
     return RunRequest(
         unit=unit,
@@ -170,7 +181,7 @@ def check_workspace(value: Any, *, workspaces: Path, agent_uid: int, parts: bool
     if not isinstance(value, str) or not value.startswith("/"):
         raise LauncherError("workspace: must be an absolute path")
     path = Path(value)
-    if path.parent != workspaces or not WORKSPACE_NAME.match(path.name):
+    if path.parent != workspaces or not WORKSPACE_NAME.fullmatch(path.name):
         raise LauncherError(f"workspace: must be {workspaces}/<jobId>-<attempt>, got {value!r}")
     for entry in (workspaces, path, *(path / part for part in WORKSPACE_PARTS if parts)):
         try:
@@ -183,11 +194,6 @@ def check_workspace(value: Any, *, workspaces: Path, agent_uid: int, parts: bool
 
 
 # ---- the job's unit ------------------------------------------------------------------------------
-
-
-def _escape_dollars(argument: str) -> str:
-    """systemd expands $VAR in ExecStart= (systemd-run has no --expand-environment=no before v254)."""
-    return argument.replace("$", "$$")
 
 
 def job_properties(run: RunRequest, user: str) -> list[str]:
@@ -219,8 +225,13 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         "PrivateIPC=yes",
         f"TemporaryFileSystem={STATE_DIR}",
         f"BindPaths={run.workspace}",
-        # No D-Bus (so no systemd manager, no logind), no launcher, no agent configuration, no cron or at spool.
-        f"InaccessiblePaths=-/run/dbus -{SOCKET_PATH} -/etc/fondation-agent -/var/spool",
+        # No D-Bus (so no systemd manager, no logind), no launcher, no agent configuration, no cron or at
+        # spool; no other job's unit file (its command line) or cgroup (the jobs' ids and pids); no journal
+        # socket (the CLI's output reaches the journal through the agent, which bounds it).
+        f"InaccessiblePaths=-/run/dbus -{SOCKET_PATH} -/etc/fondation-agent -/var/spool -/run/systemd/transient "
+        f"-{JOBS_CGROUP} -/run/systemd/journal",
+        # Binding any IP port (the agents' metrics ports among them, during a restart): never a job's business.
+        "SocketBindDeny=any",
         # Privileges: none to gain, none to keep.
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=",
@@ -243,6 +254,8 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         "SystemCallArchitectures=native",
         "SystemCallFilter=@system-service",
         "SystemCallFilter=~@privileged",
+        # io_uring: in @system-service, but a kernel attack surface no CLI needs.
+        "SystemCallFilter=~io_uring_setup io_uring_enter io_uring_register",
         "SystemCallErrorNumber=EPERM",
         # AF_NETLINK: Node's os.networkInterfaces() (read-only without CAP_NET_ADMIN).
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
@@ -255,9 +268,18 @@ def systemd_run_command(run: RunRequest, user: str) -> list[str]:
                f"--description={run.description}", f"--slice={SLICE}"]
     for prop in job_properties(run, user):
         command += ["-p", prop]
-    for name, value in sorted(run.env.items()):
-        command += ["-E", f"{name}={value}"]
-    return [*command, "--", *(_escape_dollars(arg) for arg in run.argv)]
+    # The argv and environment are in the job spec (write_job_spec), not in properties anyone can read.
+    return [*command, "--", sys.executable, "-I", "-m", "fondation_agent.sandbox.job_exec", str(run.job_spec)]
+
+
+def write_job_spec(run: RunRequest, uid: int, gid: int) -> None:
+    """The job's argv and environment, readable by its user alone (job_exec.py reads them)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run.job_spec)  # an earlier try of the same attempt's
+    fd = os.open(run.job_spec, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+    with os.fdopen(fd, "w", encoding="utf-8") as spec:
+        os.fchown(fd, uid, gid)
+        json.dump({"argv": list(run.argv), "env": dict(run.env)}, spec)
 
 
 # ---- the host: systemd, users, files -------------------------------------------------------------
@@ -276,7 +298,7 @@ def show_unit(unit: str) -> dict[str, str]:
 
 def pool_users() -> list[pwd.struct_passwd]:
     """The job users: system accounts fondation-job-<n> (made by the package and the Ansible role)."""
-    return sorted((entry for entry in pwd.getpwall() if POOL_USER.match(entry.pw_name) and entry.pw_uid != 0),
+    return sorted((entry for entry in pwd.getpwall() if POOL_USER.fullmatch(entry.pw_name) and entry.pw_uid != 0),
                   key=lambda entry: int(entry.pw_name.rsplit("-", 1)[1]))
 
 
@@ -316,30 +338,51 @@ def free_pool_user(lock_dir: Path = LOCK_DIR) -> Iterator[pwd.struct_passwd]:
                         EX_UNAVAILABLE)
 
 
-def _walk(top: Path) -> Iterator[str]:
-    """Every entry below `top` (top included), never through a symlink."""
-    yield str(top)
-    for directory, subdirectories, files in os.walk(top, followlinks=False):
-        for name in (*subdirectories, *files):
-            yield os.path.join(directory, name)
-
-
 def give(top: Path, uid: int, gid: int, *, only_from: Callable[[int], bool] = lambda _: True) -> int:
-    """chown of a tree without following links; files keep their mode but lose set-id bits; owner rwx.
+    """chown of a tree, walked by file descriptor (openat, fchown): no symlink is ever followed, and an
+    entry swapped for a link after it was listed is changed itself, not what it points to. Files keep
+    their mode but lose set-id bits; the owner gets rwx. Returns how many entries changed."""
+    try:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        return _give_entry(fd, uid, gid, only_from, MAX_TREE_DEPTH)
+    finally:
+        os.close(fd)
 
-    Runs only while no process of either side can change the tree (before the job, after its unit).
-    """
+
+_OPEN_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _give_entry(fd: int, uid: int, gid: int, only_from: Callable[[int], bool], depth: int) -> int:
+    info = os.fstat(fd)
     changed = 0
-    for path in _walk(top):
-        with contextlib.suppress(FileNotFoundError):
-            info = os.lstat(path)
-            if not only_from(info.st_uid):
+    if only_from(info.st_uid):
+        os.fchown(fd, uid, gid)
+        owner = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+        os.fchmod(fd, (stat.S_IMODE(info.st_mode) | owner) & ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX))
+        changed = 1
+    if not stat.S_ISDIR(info.st_mode):
+        return changed
+    if depth == 0:
+        raise LauncherError(f"workspace: a tree deeper than {MAX_TREE_DEPTH} levels")
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                child = os.open(entry.name, _OPEN_ENTRY, dir_fd=fd)
+            except FileNotFoundError:
                 continue
-            os.chown(path, uid, gid, follow_symlinks=False)
-            if not stat.S_ISLNK(info.st_mode):
-                owner = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
-                os.chmod(path, (stat.S_IMODE(info.st_mode) | owner) & ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX))
-            changed += 1
+            except OSError:  # a symlink (ELOOP) or a socket (ENXIO): the entry itself, never its target
+                with contextlib.suppress(FileNotFoundError):
+                    if only_from(os.stat(entry.name, dir_fd=fd, follow_symlinks=False).st_uid):
+                        os.chown(entry.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+                        changed += 1
+                continue
+            try:
+                changed += _give_entry(child, uid, gid, only_from, depth - 1)
+            finally:
+                os.close(child)
     return changed
 
 
@@ -412,6 +455,7 @@ def _run(connection: Connection, request: Mapping[str, Any], fds: list[int], age
         try:
             for part in WORKSPACE_PARTS:
                 give(run.workspace / part, user.pw_uid, user.pw_gid)
+            write_job_spec(run, user.pw_uid, user.pw_gid)
             systemctl("reset-failed", f"{run.unit}.service")  # a failed earlier try of the same attempt
             try:
                 process = subprocess.Popen(systemd_run_command(run, user.pw_name), stdin=subprocess.DEVNULL,
@@ -454,7 +498,7 @@ def job_units() -> list[tuple[str, str, str]]:
     units = []
     for raw in done.stdout.splitlines():
         fields = raw.strip().lstrip("●*").split(None, 4)
-        if len(fields) >= 4 and UNIT_PATTERN.match(fields[0].removesuffix(".service")):
+        if len(fields) >= 4 and UNIT_PATTERN.fullmatch(fields[0].removesuffix(".service")):
             units.append((fields[0], fields[2], fields[4] if len(fields) > 4 else ""))
     return units
 

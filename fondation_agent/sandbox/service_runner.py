@@ -77,7 +77,7 @@ class ServiceCli:
 
     def __init__(self, runner: SystemdServiceRunner, argv: list[str], *, env: Mapping[str, str], cwd: Path,
                  unit: str, limits: Limits):
-        if not UNIT_PATTERN.match(unit):
+        if not UNIT_PATTERN.fullmatch(unit):
             raise ValueError(f"unit name {unit!r} is not fondation-job-<jobId>-<attempt>")
         self.runner = runner
         self.unit = unit

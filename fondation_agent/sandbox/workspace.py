@@ -14,7 +14,7 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 def is_safe_job_id(job_id: str) -> bool:
     """Job ids become path and unit names: only plain alphanumerics (as Convex makes them)."""
-    return bool(_JOB_ID.match(job_id))
+    return bool(_JOB_ID.fullmatch(job_id))
 
 
 def _force_remove(path: Path) -> None:

@@ -10,6 +10,8 @@ import os
 import pwd
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,9 @@ from fondation_agent.sandbox.launcher import (
     parse_run,
     serve,
     systemd_run_command,
+    write_job_spec,
 )
+from fondation_agent.sandbox.workspace import is_safe_job_id
 
 ME = os.getuid()
 
@@ -63,6 +67,12 @@ def test_a_good_request_is_taken_as_it_is(tmp_path: Path) -> None:
     assert run.argv[-1] == "costs $5 and 100%"
 
 
+def test_any_text_but_nul_survives_in_argv_and_environment(tmp_path: Path) -> None:
+    prompt = "line one\nline two $HOME `id` \"quoted\" 100%"
+    run = parse(tmp_path, workspace(tmp_path), argv=["node", "--prompt", prompt], env={"NOTE": "a\nb"})
+    assert run.argv[-1] == prompt and run.env["NOTE"] == "a\nb"
+
+
 @pytest.mark.parametrize(("changes", "refusal"), [
     ({"unit": "sshd"}, "unit"),
     ({"unit": "fondation-job-a/../b-1"}, "unit"),
@@ -74,7 +84,8 @@ def test_a_good_request_is_taken_as_it_is(tmp_path: Path) -> None:
     ({"env": {"HOME": "/root"}}, "HOME is set by the launcher"),
     ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "LD_PRELOAD"),
     ({"env": {"BAD-NAME": "x"}}, "env"),
-    ({"env": {"A": "new\nline"}}, "env A"),
+    ({"env": {"A": "nul\0byte"}}, "env A"),
+
     ({"limits": {"memory_max": "4G; rm", "cpu_quota": "200%", "tasks_max": 512, "runtime_max_ms": 1,
                  "stop_timeout_ms": 1}}, "memory_max"),
     ({"limits": {"memory_max": "4G", "cpu_quota": "2", "tasks_max": 512, "runtime_max_ms": 1,
@@ -90,6 +101,13 @@ def test_every_field_is_checked(tmp_path: Path, changes: dict, refusal: str) -> 
     ws = workspace(tmp_path)
     with pytest.raises(LauncherError, match=refusal):
         parse(tmp_path, ws, **changes)
+
+
+def test_names_match_their_patterns_whole_not_up_to_a_trailing_newline(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    for changes, refusal in (({"unit": "fondation-job-job1-1\n"}, "unit"), ({"workspace": f"{ws}\n"}, "workspace")):
+        with pytest.raises(LauncherError, match=refusal):
+            parse(tmp_path, ws, **changes)
 
 
 def test_the_workspace_must_be_the_agents_real_directory(tmp_path: Path) -> None:
@@ -118,13 +136,33 @@ def test_the_unit_is_the_launchers_sandbox_with_only_the_requests_limits(tmp_pat
                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
                    "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev"):
         assert wanted in properties, wanted
+    for hidden in ("/run/systemd/transient", launcher.JOBS_CGROUP, "/run/systemd/journal"):
+        assert any(p.startswith("InaccessiblePaths=") and f"-{hidden}" in p.split() for p in properties), hidden
+    assert "SocketBindDeny=any" in properties
+    assert "SystemCallFilter=~io_uring_setup io_uring_enter io_uring_register" in properties
     command = systemd_run_command(run, "fondation-job-3")
     assert command[:4] == ["systemd-run", "--system", "--pipe", "--wait"]
     assert "--slice=fondation-jobs.slice" in command
     assert f"--description={run.description}" in command
     tail = command[command.index("--") + 1:]
-    assert tail[-1] == "costs $$5 and 100%"  # systemd turns $$ back into $
-    assert "-E" in command and "CLAUDE_OUTPUT_DIR=" + f"{run.workspace}/output" in command
+    assert tail[-4:] == ["-I", "-m", "fondation_agent.sandbox.job_exec", str(run.workspace / launcher.JOB_SPEC)]
+    # Nothing of the job's argv or environment is a unit property (systemctl show shows those to anyone).
+    assert not any("costs $5" in arg or "CLAUDE_OUTPUT_DIR" in arg for arg in command), command
+    assert "-E" not in command
+
+
+def test_the_job_spec_is_its_users_alone_and_job_exec_runs_it(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    run = parse(tmp_path, ws, argv=[sys.executable, "-c", "import os, sys; print(sys.argv[1], os.environ['NOTE'])",
+                                    "two\nlines"], env={"NOTE": "noted $X"})
+    (ws / launcher.JOB_SPEC).symlink_to(tmp_path / "elsewhere")  # whatever was there is replaced, not followed
+    write_job_spec(run, ME, os.getgid())
+    assert stat.S_IMODE((ws / launcher.JOB_SPEC).lstat().st_mode) == 0o400
+    assert not (tmp_path / "elsewhere").exists()
+    command = systemd_run_command(run, "fondation-job-3")
+    done = subprocess.run(command[command.index("--") + 1:], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.stdout == "two\nlines noted $X\n"
 
 
 @pytest.mark.parametrize(("state", "status", "report"), [
@@ -159,6 +197,19 @@ def test_giving_a_tree_never_follows_links_and_drops_set_id_bits(tmp_path: Path)
     assert stat.S_IMODE((top / "sub").stat().st_mode) == 0o700
     assert stat.S_IMODE(outside.stat().st_mode) == 0o400  # the link's target is not touched
     assert give(top, ME, os.getgid(), only_from=lambda uid: uid != ME) == 0
+
+
+def test_giving_a_tree_handles_sockets_and_fifos_and_refuses_one_too_deep(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    top = tmp_path / "top"
+    (top / "a" / "b").mkdir(parents=True)
+    os.mkfifo(top / "fifo")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(top / "sock"))
+        assert give(top, ME, os.getgid()) == 5
+    monkeypatch.setattr(launcher, "MAX_TREE_DEPTH", 1)
+    with pytest.raises(LauncherError, match="deeper than 1 levels"):
+        give(top, ME, os.getgid())
 
 
 def fake_user(name: str, uid: int) -> pwd.struct_passwd:
@@ -198,3 +249,8 @@ def test_only_the_agents_uid_is_served() -> None:
     assert status == EX_NOPERM and f"only {other} may start jobs" in answer["error"]
     status, answer = exchange(me, {"op": "reboot"})
     assert status == launcher.EX_USAGE and "unknown op 'reboot'" in answer["error"]
+
+
+def test_a_job_id_is_a_plain_identifier_whole() -> None:
+    assert is_safe_job_id("k57abc_1")
+    assert not is_safe_job_id("k57abc\n") and not is_safe_job_id("../x") and not is_safe_job_id("")
