@@ -8,7 +8,7 @@ Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. M
   steal:PID       try to read the worker token every way a job user could (PID = the agent's pid) and
                   write what each try got into the output documents
   relay:MARKER    print lines carrying MARKER on stdout (and stderr), then write a course
-  await           wait for a file GO in the clone (the test writes it), then write a course: a victim
+  await[:X]       wait for a file GO in the clone (the test writes it), then write a course: a victim
   hostile         wait for GO (it names the victim's job id), then try every escape of a job (read,
                   plant, stop the victim, systemd managers, limits, cron, at, setuid, the network, …),
                   leave what it can behind for the next job, and write what each try got
@@ -20,6 +20,7 @@ tests' stand-in, tests/fixtures/fake_cli.py).
 """
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -61,9 +62,8 @@ def own_cgroup() -> Path:
 
 
 def forkbomb(output: Path, seconds: float) -> int:
+    """Its cgroup is hidden from the job: the test watches pids.current and pids.max from the host."""
     progress(1)
-    cgroup = own_cgroup()
-    print(f"cgroup {cgroup}, pids.max {(cgroup / 'pids.max').read_text().strip()}", flush=True)
     failures = Path(output) / ".fork-failures"
     end = time.monotonic() + seconds
     bomb = os.fork()
@@ -83,14 +83,9 @@ def forkbomb(output: Path, seconds: float) -> int:
                     with contextlib.suppress(OSError), open(failures, "a") as log:
                         log.write("x")
                 time.sleep(0.001)
-    peak = 0
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError, ValueError):
-            peak = max(peak, int((cgroup / "pids.current").read_text()))
-        time.sleep(0.2)
+    time.sleep(max(0.0, end - time.monotonic()))
     denied = failures.stat().st_size if failures.exists() else 0
-    print(f"fork bomb report: peak pids.current {peak}, pids.max "
-          f"{(cgroup / 'pids.max').read_text().strip()}, {denied} processes saw fork() fail", flush=True)
+    print(f"fork bomb report: {denied} processes saw fork() fail", flush=True)
     print(f"fork bomb ran for {seconds:g} s and was contained", file=sys.stderr, flush=True)
     return 1
 
@@ -178,6 +173,8 @@ def pino(output: Path, marker: str) -> int:
 
 WORKSPACES = Path("/var/lib/fondation-agent/workspaces")
 MARK = "hostile-mark"
+JOBS_CGROUP = Path("/sys/fs/cgroup/fondation.slice/fondation-jobs.slice")
+IO_URING_SETUP = 425  # x86_64
 LEFT_BEHIND = (Path("/dev/shm") / MARK, Path("/tmp") / MARK, Path("/var/tmp") / MARK)
 
 
@@ -216,6 +213,29 @@ def _udp(address: str, port: int) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"hostile datagram", (address, port))
         return "sent"
+
+
+def _bind(address: str, port: int) -> str:
+    with socket.socket() as sock:
+        sock.bind((address, port))
+        sock.listen()
+        return f"listening on {address}:{port}"
+
+
+def _journal() -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"MESSAGE=hostile entry\nPRIORITY=6\n", "/run/systemd/journal/socket")
+        return "sent"
+
+
+def _io_uring() -> str:
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    fd = libc.syscall(IO_URING_SETUP, 8, params)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    os.close(fd)
+    return "a ring was set up"
 
 
 def _signal_others() -> str:
@@ -270,6 +290,11 @@ def hostile(repo: str, output: Path) -> int:
         ("set-property", lambda: _command("systemctl", "set-property", "--runtime", own_unit, "MemoryMax=infinity",
                                           "TasksMax=infinity")),
         ("cgroup limits", lambda: _raise_own_memory_max()),
+        ("read job units", lambda: " ".join(os.listdir("/run/systemd/transient"))),
+        ("list job cgroups", lambda: " ".join(os.listdir(JOBS_CGROUP))),
+        ("bind a port", lambda: _bind("127.0.0.1", 9811)),
+        ("journal socket", _journal),
+        ("io_uring", _io_uring),
         ("crontab", lambda: _command("crontab", "-", stdin=f"* * * * * touch /tmp/{MARK}-cron\n")),
         ("at", lambda: _command("at", "now", "+", "1", "minute", stdin=f"touch /tmp/{MARK}-at\n")),
         ("sudo", lambda: _command("sudo", "-n", "true")),

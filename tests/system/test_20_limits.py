@@ -45,17 +45,21 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     queue.wait_for(job_id, lambda job: job["status"] in ACTIVE_STATUSES and job.get("currentStep"), timeout=180)
 
     # While it rages: the guest answers, and the unit never holds more than TasksMax tasks.
-    latencies, peaks = [], []
+    latencies, peaks, maxima = [], [], set()
     finished = threading.Event()
 
     def watch() -> None:
         while not finished.is_set():
             started = time.monotonic()
             out = agent.vm.ssh("for d in /sys/fs/cgroup/fondation.slice/fondation-jobs.slice/fondation-job-*.service; "
-                               "do cat $d/pids.current; done 2>/dev/null",
+                               "do echo $(cat $d/pids.current $d/pids.max); done 2>/dev/null",
                                check=False, timeout=60).stdout
             latencies.append(time.monotonic() - started)
-            peaks.extend(int(x) for x in out.split())
+            for line in out.splitlines():
+                if len(line.split()) == 2:
+                    current, most = line.split()
+                    peaks.append(int(current))
+                    maxima.add(most)
             time.sleep(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -75,10 +79,10 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     assert max(peaks) <= ceiling, peaks
     assert max(latencies) < 30, latencies
     report = agent.journal(f"JOB_ID={job_id}")
-    match = re.search(r"fork bomb report: peak pids.current (\d+), pids.max (\d+), (\d+) processes saw fork", report)
+    assert maxima == {str(tasks_max)}, maxima
+    match = re.search(r"fork bomb report: (\d+) processes saw fork", report)
     assert match, report
-    assert int(match.group(2)) == tasks_max and int(match.group(1)) <= ceiling, match.group()
-    assert int(match.group(3)) > 0, match.group()  # the limit was really hit
+    assert int(match.group(1)) > 0, match.group()  # the limit was really hit
     assert_agent_unharmed(agent, before)
 
 

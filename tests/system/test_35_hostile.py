@@ -25,6 +25,7 @@ LISTENS = ("169.254.169.254:80/tcp", "169.254.169.254:53/udp", "169.254.169.254:
 JOB_ENV = "/etc/fondation-agent/job.env"
 WORKSPACES = "/var/lib/fondation-agent/workspaces"
 CLAUDE_KEY = f"sk-ant-test-{secrets.token_hex(8)}"
+PROMPT_MARK = f"prompt-{secrets.token_hex(8)}"
 MAX_JOB_EXPOSURE = 3.0
 MAX_AGENT_EXPOSURE = 4.5
 
@@ -71,8 +72,11 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     # Running means the CLI's first progress line arrived ("analyzing" alone is set before its unit starts).
     hostile_id = queue.enqueue("hostile", maxAttempts=1)
     queue.wait_for(hostile_id, running, timeout=180)
-    victim_id = queue.enqueue("await", maxAttempts=1)
+    victim_id = queue.enqueue(f"await:{PROMPT_MARK}", maxAttempts=1)
     queue.wait_for(victim_id, running, timeout=180)
+    victim_unit = f"fondation-job-{victim_id}-1.service"
+    # What any local user can read of a job's unit (systemctl show: its properties; its unit file).
+    unit_view = vm.ssh(f"systemctl show {victim_unit}; cat /run/systemd/transient/{victim_unit}").stdout
     scores = {"job": exposure(agent, f"fondation-job-{hostile_id}-1.service"),
               "agent": exposure(agent, "fondation-agent.service")}
     units = job_units(vm)
@@ -82,7 +86,7 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     victim = queue.wait_completed(victim_id, timeout=300)
     report = "\n".join(doc["content"] for doc in queue.docs(hostile_id))
     return {"hostile": hostile, "victim": victim, "report": sections(report), "raw": report, "scores": scores,
-            "units": units, "victim_docs": queue.docs(victim_id)}
+            "units": units, "victim_docs": queue.docs(victim_id), "unit_view": unit_view}
 
 
 def running(job: dict) -> bool:
@@ -130,6 +134,17 @@ def test_hostile_job_cannot_see_read_write_or_signal_the_other(hostile_run: dict
 def test_hostile_job_reaches_no_systemd_manager_and_cannot_lift_its_limits(hostile_run: dict) -> None:
     for label in ("systemctl user", "systemd-run user", "systemd-run system", "set-property", "cgroup limits"):
         denied(hostile_run, label)
+
+
+def test_hostile_job_sees_no_other_job_binds_no_port_and_reaches_no_journal_or_io_uring(hostile_run: dict) -> None:
+    for label in ("read job units", "list job cgroups", "bind a port", "journal socket", "io_uring"):
+        denied(hostile_run, label)
+
+
+def test_no_prompt_or_environment_of_a_job_is_in_its_units_properties(hostile_run: dict) -> None:
+    view = hostile_run["unit_view"]
+    assert "ExecStart=" in view and "job_exec" in view, view
+    assert PROMPT_MARK not in view and "CLAUDE_OUTPUT_DIR" not in view, view
 
 
 def test_hostile_job_schedules_nothing_and_gains_no_privilege(hostile_run: dict) -> None:
