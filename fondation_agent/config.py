@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fondation_agent.queue.rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
+from fondation_agent.sandbox.launcher import MIN_DISK_BYTES
 from fondation_agent.sandbox.netpolicy import PolicyError, parse_networks
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
@@ -89,6 +90,8 @@ class Config:
     memory_max: str = "4G"
     cpu_quota: str = "200%"
     tasks_max: int = 512
+    # A job's own file system (systemd-service): its workspace (the clone), home and /tmp together.
+    disk_max: int = 10 * 1024**3
     # Results
     max_doc_bytes: int = 900_000
     max_docs: int = 500
@@ -235,6 +238,8 @@ def _validate(config: Config) -> list[str]:
         except PolicyError as error:
             problems.append(str(error))
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
+    require(config.disk_max > max(config.clone_max_bytes, MIN_DISK_BYTES), "disk_max",
+            f"must be more than clone_max_bytes (the clone is on the job's disk) and {MIN_DISK_BYTES} bytes")
     require(config.log_format in ("json", "console"), "log_format", "must be json or console")
     for key in ("clone_max_bytes", "clone_max_files", "max_doc_bytes", "max_docs", "max_output_bytes"):
         require(getattr(config, key) > 0, key, "must be more than 0")

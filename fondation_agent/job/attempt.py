@@ -46,7 +46,7 @@ from fondation_agent.queue.convex_api import (
     WorkerApi,
 )
 from fondation_agent.queue.rules import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, ErrorKind, Status, bounded
-from fondation_agent.sandbox.runner import Limits, Outcome, Runner, RunningCli, RunResult
+from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Outcome, Runner, RunningCli, RunResult
 from fondation_agent.sandbox.workspace import Workspace, is_safe_job_id
 
 
@@ -274,8 +274,13 @@ class Job:
                 raise JobFailure(f"job id {self.claim.job_id!r} is not a plain identifier", ErrorKind.INVALID_JOB,
                                  False)
             source = self._check_repository()
-            self._workspace = Workspace(Path(self.config.temp_dir), self.claim.job_id, self.claim.attempt)
-            return self._run_stages(source, self._workspace.create(self.config.worker_id))
+            self._workspace = Workspace(Path(self.config.temp_dir), self.claim.job_id, self.claim.attempt,
+                                        runner=self.runner, disk_max=self.config.disk_max)
+            try:
+                workspace = self._workspace.create(self.config.worker_id)
+            except DiskUnavailable as error:
+                raise JobFailure(f"no disk for the job: {error}", ErrorKind.HOST_ERROR, True, host=True) from None
+            return self._run_stages(source, workspace)
         except JobStopped:
             return self._end_stopped()
         except JobFailure as failure:
@@ -315,6 +320,9 @@ class Job:
         if outcome.result == RunResult.STOPPED:
             raise JobStopped
         if outcome.result != RunResult.SUCCESS:
+            if workspace.disk_full():
+                raise JobFailure(f"the job filled its disk ({self.config.disk_max} bytes, disk_max) and failed",
+                                 ErrorKind.DISK_LIMIT, False)
             raise self._cli_failure(outcome)
 
         self._enter(Status.GATHERING, "Collecting the documents")

@@ -14,8 +14,13 @@ to it (SO_PEERCRED, checked before anything is read). One request per connection
   `job_properties()`: the agent chooses only the limits, never the sandbox. It answers `started`,
   then, once the unit is gone, `finished` with systemd's Result and the exit status, after handing
   the workspace back to the agent (chown).
+- `disk`: gives a new, empty workspace a file system of its own, `disk_max_bytes` large (reserved on
+  the host with fallocate, so a job that fills it fills nothing else): workspace, home and /tmp of
+  the job all live on it. Mounted by PID 1 (systemd-mount), in the host's namespace.
+- `release`: unmounts a workspace's file system and deletes it (the agent has read what it needs).
 - `stop`: stops a job unit (SIGTERM, SIGKILL after TimeoutStopSec). The launcher of its `run` answers.
-- `leftovers`: stops the units an earlier run of a worker left and hands its workspaces back.
+- `leftovers`: stops the units an earlier run of a worker left, hands its workspaces back, and
+  releases the file systems of its workspaces.
 
 Every field is checked against a whole pattern; anything else is refused with one error line. The job's
 secrets (the Claude key or token) are never in a request: PID 1 reads them from JOB_CREDENTIALS
@@ -44,7 +49,9 @@ SOCKET_PATH = "/run/fondation-jobs-launcher.sock"
 AGENT_USER = "fondation"
 STATE_DIR = Path("/var/lib/fondation-agent")
 WORKSPACES = STATE_DIR / "workspaces"  # the only place a job's workspace may be (config.temp_dir)
-WORKSPACE_PARTS = ("repo", "output", "home")  # given to the job; the rest stays the agent's
+WORKSPACE_PARTS = ("repo", "output", "home", "tmp")  # given to the job; the rest stays the agent's
+DISKS = STATE_DIR / "disks"  # root's: <worker tag>/<workspace>.img, one file system per job
+MIN_DISK_BYTES, MAX_DISK_BYTES = 64 * 1024**2, 64 * 1024**4
 JOB_CREDENTIALS = "/etc/fondation-agent/job.env"
 LOCK_DIR = Path("/run/fondation-jobs-launcher")
 SLICE = "fondation-jobs.slice"
@@ -219,9 +226,11 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         # Files: only its workspace is writable; a fresh /tmp, /var/tmp, /dev (with /dev/shm) and home.
         "ProtectSystem=strict",
         "ProtectHome=yes",
-        "PrivateTmp=yes",
+        # /tmp and /var/tmp: the workspace's tmp/, on the job's own file system (disk_max) like the rest.
+        f"BindPaths={run.workspace / 'tmp'}:/tmp {run.workspace / 'tmp'}:/var/tmp",
         "PrivateDevices=yes",
-        "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev",  # PrivateDevices= keeps the host's /dev/shm
+        # PrivateDevices= keeps the host's /dev/shm; this one counts against MemoryMax.
+        "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev",
         "PrivateIPC=yes",
         f"TemporaryFileSystem={STATE_DIR}",
         f"BindPaths={run.workspace}",
@@ -486,6 +495,59 @@ def finished_report(state: Mapping[str, str], run_status: int) -> dict[str, Any]
     return {"result": state.get("Result", ""), "exit_code": exit_code}
 
 
+def disk_image(worker: str, workspace: Path) -> Path:
+    return DISKS / worker_tag(worker) / f"{workspace.name}.img"
+
+
+def _disk(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_passwd) -> None:
+    workspace = check_workspace(request.get("workspace"), workspaces=WORKSPACES, agent_uid=agent.pw_uid, parts=False)
+    size = _count(request.get("disk_max_bytes"), "disk_max_bytes", MIN_DISK_BYTES, MAX_DISK_BYTES)
+    image = disk_image(_text(request.get("worker"), "worker", 300), workspace)
+    if os.path.ismount(workspace) or any(os.scandir(workspace)):
+        raise LauncherError(f"workspace: {workspace} must be a new, empty directory")
+    image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(image, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)  # reserved now: the host has the room, or the job goes elsewhere
+    except OSError as error:
+        os.unlink(image)
+        raise LauncherError(f"cannot reserve disk_max ({size} bytes) for a job: {error.strerror}",
+                            EX_UNAVAILABLE) from None
+    finally:
+        os.close(fd)
+    try:
+        _host_command(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+                       "-E", f"nodiscard,root_owner={agent.pw_uid}:{agent.pw_gid}", str(image)])
+        _host_command(["systemd-mount", "--quiet", "--collect", "--type=ext4", "--options=nosuid,nodev",
+                       str(image), str(workspace)])
+    except LauncherError:
+        release_disk(image, workspace)
+        raise
+    os.chmod(workspace, 0o711)  # noqa: S103 (as Workspace.create: job users pass through, list nothing)
+    connection.send(ok=True)
+
+
+def _host_command(argv: list[str]) -> None:
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise LauncherError(f"{argv[0]}: {(done.stderr or done.stdout).strip()[-300:]}", EX_UNAVAILABLE)
+
+
+def release_disk(image: Path, workspace: Path) -> None:
+    """Unmounts a workspace's file system (whatever still holds it: lazily) and deletes its image."""
+    if os.path.ismount(workspace):
+        _host_command(["systemd-umount", "--quiet", str(workspace)])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(image)
+
+
+def _release(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_passwd) -> None:
+    workspace = check_workspace(request.get("workspace"), workspaces=WORKSPACES, agent_uid=agent.pw_uid, parts=False)
+    release_disk(disk_image(_text(request.get("worker"), "worker", 300), workspace), workspace)
+    connection.send(ok=True)
+
+
 def _stop(connection: Connection, request: Mapping[str, Any]) -> None:
     unit = _matching(request.get("unit"), UNIT_PATTERN, "unit")
     done = systemctl("stop", f"{unit}.service")
@@ -519,6 +581,14 @@ def _leftovers(connection: Connection, request: Mapping[str, Any], agent: pwd.st
                 if worker_tag((entry / OWNER_FILE).read_text(encoding="utf-8").strip()) == tag:
                     hand_back(entry, agent)
                     freed.append(entry.name)
+    # The worker's job file systems: whatever their workspace held is an earlier run's, gone with them.
+    with contextlib.suppress(OSError):
+        for image in sorted((DISKS / tag).glob("*.img")):
+            with contextlib.suppress(OSError, LauncherError):
+                workspace = WORKSPACES / image.name.removesuffix(".img")
+                release_disk(image, workspace)
+                with contextlib.suppress(FileNotFoundError):
+                    workspace.rmdir()
     connection.send(units=[unit for unit, _ in ours], workspaces=freed)
 
 
@@ -541,6 +611,10 @@ def serve(sock: socket.socket, agent_user: str = AGENT_USER) -> int:
             _stop(connection, request)
         elif operation == "leftovers":
             _leftovers(connection, request, agent)
+        elif operation == "disk":
+            _disk(connection, request, agent)
+        elif operation == "release":
+            _release(connection, request, agent)
         else:
             raise LauncherError(f"unknown op {operation!r}")
     except (LauncherError, OSError, subprocess.SubprocessError, KeyError) as error:

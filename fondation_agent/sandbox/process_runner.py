@@ -151,3 +151,9 @@ class ProcessRunner:
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> ProcessCli:
         self.records.mkdir(mode=0o700, parents=True, exist_ok=True)
         return ProcessCli(argv, env=env, cwd=cwd, limits=limits, record=self.records / f"{unit}.pgid")
+
+    def give_disk(self, workspace: Path, disk_max: int) -> bool:
+        return False  # no disk limit: this sandbox isolates nothing
+
+    def release_disk(self, workspace: Path) -> bool:
+        return True

@@ -71,6 +71,10 @@ class RunningCli(Protocol):
         """Waits for the end (enforcing the timeout); returns once nothing of the CLI runs."""
 
 
+class DiskUnavailable(Exception):
+    """The host could not give a job its disk (a host problem: the job goes to another host)."""
+
+
 class SandboxUnusable(Exception):
     """The configured sandbox cannot run on this host; the message names the setting (a config error)."""
 
@@ -82,6 +86,14 @@ class Runner(Protocol):
         """Stops what an earlier run of this worker left running (after a crash); names what it stopped."""
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> RunningCli: ...
+
+    def give_disk(self, workspace: Path, disk_max: int) -> bool:
+        """Gives a new, empty workspace a file system of its own (disk_max bytes); False if this sandbox
+        has none. Raises DiskUnavailable when it should have one but the host cannot give it."""
+
+    def release_disk(self, workspace: Path) -> bool:
+        """Unmounts and deletes a workspace's own file system; False if it could not (it stays for the
+        leftovers' clean-up at the next start)."""
 
 
 def classify(code: int, *, stopped: bool, timed_out: bool, oom_killed: bool = False) -> RunResult:

@@ -24,6 +24,7 @@ from typing import Any
 from fondation_agent.host.logs import get_logger
 from fondation_agent.sandbox.launcher import RESERVED_ENV, SOCKET_PATH, UNIT_PATTERN, WORKSPACES, unit_description
 from fondation_agent.sandbox.runner import (
+    DiskUnavailable,
     Limits,
     Outcome,
     RunResult,
@@ -88,7 +89,8 @@ class ServiceCli:
         self._finished = threading.Event()
         self._refusal = ""
         workspace = cwd.parent
-        (workspace / "home").mkdir(mode=0o700, exist_ok=True)  # the job's fresh home, in its workspace
+        for fresh in ("home", "tmp"):  # the job's fresh home and /tmp, in its workspace (on its own disk)
+            (workspace / fresh).mkdir(mode=0o700, exist_ok=True)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         self._stdout = os.fdopen(out_read, "rb")
@@ -215,6 +217,26 @@ class SystemdServiceRunner:
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> ServiceCli:
         return ServiceCli(self, argv, env=env, cwd=cwd, unit=unit, limits=limits)
+
+    def give_disk(self, workspace: Path, disk_max: int) -> bool:
+        try:
+            answer = self.request({"op": "disk", "workspace": str(workspace), "worker": self.worker_id,
+                                   "disk_max_bytes": disk_max})
+        except LauncherUnavailable as error:
+            raise DiskUnavailable(str(error)) from None
+        if "error" in answer:
+            raise DiskUnavailable(answer["error"])
+        return True
+
+    def release_disk(self, workspace: Path) -> bool:
+        try:
+            answer = self.request({"op": "release", "workspace": str(workspace), "worker": self.worker_id})
+        except LauncherUnavailable as error:
+            answer = {"error": str(error)}
+        if "error" in answer:
+            self.log.error("cannot release a job's disk", workspace=str(workspace), error=answer["error"])
+            return False
+        return True
 
     def request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         channel = _Channel(self.socket_path, request)

@@ -24,6 +24,7 @@ from fondation_agent.job.attempt import Job, JobOutcome, Stage
 from fondation_agent.queue import rules as q
 from fondation_agent.queue.convex_api import Claim, InvalidArgument, LeaseLost
 from fondation_agent.queue.rules import ErrorKind, Status
+from fondation_agent.sandbox import workspace as workspace_module
 from fondation_agent.sandbox.runner import Limits, Outcome, RunResult
 from tests.git_repos import make_git_repo
 
@@ -138,12 +139,22 @@ class FakeRunner:
         self.exit_code = exit_code
         self.started: list[dict[str, Any]] = []
 
+        self.own_disk = False  # a sandbox with a disk per job (systemd-service) says True
+        self.disks_released: list[Path] = []
+
     def cleanup_leftovers(self) -> list[str]:
         return []
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> FakeCli:
         self.started.append({"argv": argv, "env": env, "cwd": cwd, "unit": unit, "limits": limits})
         return FakeCli(Path(env["CLAUDE_OUTPUT_DIR"]), self.files, self.lines, self.result, self.exit_code)
+
+    def give_disk(self, workspace: Path, disk_max: int) -> bool:
+        return self.own_disk
+
+    def release_disk(self, workspace: Path) -> bool:
+        self.disks_released.append(workspace)
+        return True
 
 
 @pytest.fixture
@@ -173,6 +184,25 @@ def test_a_job_clones_runs_the_cli_saves_its_documents_and_completes(tmp_path: P
     assert statuses == sorted(statuses, key=[Status.CLONING, Status.ANALYZING, Status.GATHERING].index)
     assert runner.started[0]["unit"] == "fondation-job-job1-1"
     assert not (tmp_path / "workspaces" / "job1-1").exists(), "the workspace is removed at the end"
+
+
+def test_a_job_that_filled_its_own_disk_fails_as_disk_limit_and_is_not_retried(
+        tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch):
+    # Any file system is "full" for this test; the VM tier fills a real one (tests/system/test_20_limits.py).
+    monkeypatch.setattr(workspace_module, "DISK_FULL_MARGIN", 2**62)
+    api, runner = FakeApi(will_retry=True), FakeRunner(result=RunResult.EXIT_CODE, exit_code=1)
+    runner.own_disk = True
+    assert run_job(tmp_path, source, api, runner) == JobOutcome.FAILED
+    assert api.args("fail")[0]["errorKind"] == ErrorKind.DISK_LIMIT and api.args("fail")[0]["retryable"] is False
+    assert runner.disks_released == [tmp_path / "workspaces" / "job1-1"]
+
+
+def test_without_a_disk_of_its_own_a_full_file_system_is_not_the_jobs_fault(
+        tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(workspace_module, "DISK_FULL_MARGIN", 2**62)
+    api, runner = FakeApi(will_retry=True), FakeRunner(result=RunResult.EXIT_CODE, exit_code=1)
+    assert run_job(tmp_path, source, api, runner) == JobOutcome.RETRYING
+    assert api.args("fail")[0]["errorKind"] == ErrorKind.CLI_FAILED and runner.disks_released == []
 
 
 def test_a_front_matter_slug_with_a_leading_underscore_is_saved_as_one_convex_accepts(tmp_path: Path, source: Path):

@@ -128,7 +128,8 @@ def test_the_unit_is_the_launchers_sandbox_with_only_the_requests_limits(tmp_pat
     run = parse(tmp_path, workspace(tmp_path))
     properties = job_properties(run, "fondation-job-3")
     for wanted in ("User=fondation-job-3", "NoNewPrivileges=yes", "CapabilityBoundingSet=", "PrivateUsers=yes",
-                   "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
+                   "ProtectSystem=strict", "ProtectHome=yes", "PrivateDevices=yes",
+                   f"BindPaths={run.workspace}/tmp:/tmp {run.workspace}/tmp:/var/tmp",
                    "SystemCallFilter=@system-service", "UMask=0007", "MemorySwapMax=0", "MemoryMax=4G",
                    "CPUQuota=200%", "TasksMax=512", "RuntimeMaxSec=3600000ms", "TimeoutStopSec=10000ms",
                    f"TemporaryFileSystem={launcher.STATE_DIR}", f"BindPaths={run.workspace}",

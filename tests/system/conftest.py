@@ -116,6 +116,9 @@ def agent_settings(localconvex: LocalConvex) -> dict:
         "memory_max": "300M",
         "cpu_quota": "100%",  # one of the guest's two CPUs stays free for sshd and the agent
         "tasks_max": 32,
+        # The guest's disk is 8 GiB: each job's own file system is small, and so is a clone.
+        "disk_max": 384 * 1024**2,
+        "clone_max_bytes": 64 * 1024**2,
         "metrics_address": "127.0.0.1:9810",
         "health_max_silence": 60.0,
         "log_format": "json",

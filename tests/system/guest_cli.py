@@ -12,6 +12,7 @@ Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. M
   hostile         wait for GO (it names the victim's job id), then try every escape of a job (read,
                   plant, stop the victim, systemd managers, limits, cron, at, setuid, the network, …),
                   leave what it can behind for the next job, and write what each try got
+  fill            fallocate 200G, then write its clone, home and /tmp until the disk is full; exit 1
   inspect         report what a job finds of earlier jobs (/dev/shm, /tmp, /var/tmp, its home)
   pino:MARKER     like the real CLI: pino JSON lines carrying MARKER at levels info, warn, error and
                   fatal (one with an escape sequence), [FONDATION_STEP_N/6] steps, then write a course
@@ -54,6 +55,25 @@ def oom(output: Path, megabytes: int) -> int:
     print(f"allocated {megabytes} MiB and was not killed", flush=True)
     write_course(output, f"survived {megabytes} MiB\n")
     return 0
+
+
+def fill(repo: str) -> int:
+    """Asks for 200 GB at once, then writes its clone, home and /tmp full; reports what each took."""
+    progress(1)
+    done = subprocess.run(["fallocate", "-l", "200G", f"{repo}/huge"], capture_output=True, text=True, check=False)
+    print(f"fallocate 200G: exit {done.returncode} {done.stderr.strip()}", flush=True)
+    chunk = b"x" * (1024 * 1024)
+    for place in (Path(repo), Path.home(), Path("/tmp")):
+        written = 0
+        try:
+            with open(place / "fill", "wb") as out:
+                while True:
+                    out.write(chunk)
+                    out.flush()
+                    written += 1
+        except OSError as error:
+            print(f"fill {place}: {written} MiB, then {error.strerror}", flush=True)
+    return 1
 
 
 def own_cgroup() -> Path:
@@ -356,6 +376,8 @@ def main() -> int:
         return victim(repo, output)
     if name == "hostile":
         return hostile(repo, output)
+    if name == "fill":
+        return fill(repo)
     if name == "inspect":
         return inspect(output)
     if name == "pino":

@@ -86,6 +86,26 @@ def test_a_fork_bomb_is_contained_by_tasks_max(agent: GuestAgent, queue: Queue) 
     assert_agent_unharmed(agent, before)
 
 
+def test_a_job_that_fills_its_disk_fails_as_disk_limit_and_takes_nothing_from_the_host(
+        agent: GuestAgent, queue: Queue) -> None:
+    before = agent.show()
+    host_free = int(agent.vm.ssh("df --output=avail -B1 / | tail -1").stdout)
+    job_id = queue.enqueue("fill", maxAttempts=2)
+    job = queue.wait_finished(job_id, timeout=300)
+    assert job["status"] == "failed" and job["errorKind"] == "disk_limit", summary(job)
+    assert job["attempts"] == 1, summary(job)  # its own fault: not retried
+    log = agent.journal(f"JOB_ID={job_id}")
+    assert "fallocate 200G: exit 1" in log, log
+    for place in ("repo", "home", "/tmp"):  # all on the same disk_max: the first fills it for the others
+        assert re.search(rf"fill \S*{place}\S*: \d+ MiB, then No space left on device", log), log
+    # Its disk is gone with it: the host has its space back, nothing stays mounted or reserved.
+    assert int(agent.vm.ssh("df --output=avail -B1 / | tail -1").stdout) > host_free - 64 * 1024**2
+    assert agent.vm.ssh("findmnt -rn -o TARGET | grep -c /var/lib/fondation-agent/workspaces || true"
+                        ).stdout.strip() == "0"
+    assert agent.vm.ssh("find /var/lib/fondation-agent/disks -name '*.img' | wc -l").stdout.strip() == "0"
+    assert_agent_unharmed(agent, before)
+
+
 def test_a_job_past_its_runtime_fails_as_timeout(agent: GuestAgent, queue: Queue) -> None:
     before = agent.show()
     original = agent.settings["job_timeout"]
