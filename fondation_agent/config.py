@@ -84,6 +84,8 @@ class Config:
     cli_command: str = DEFAULT_CLI_COMMAND
     cli_env: Mapping[str, str] = field(default_factory=dict)
     sandbox: str = "process"
+    # `process` under systemd only with this: a forgotten `sandbox` key must not run jobs as the agent's user.
+    allow_unisolated: bool = False
     # Where jobs may connect (nftables by job uid, netpolicy.py): added to, and carved out of, the defaults.
     job_network_allow: tuple[str, ...] = ()
     job_network_deny: tuple[str, ...] = ()
@@ -186,7 +188,12 @@ def _coerce(name: str, raw: Any, from_env: bool) -> Any:
 _TOKEN_OWNER_RE = re.compile(r"(?:[a-z0-9.-]+/)?[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _validate(config: Config) -> list[str]:
+def started_by_systemd(environ: Mapping[str, str]) -> bool:
+    """systemd sets INVOCATION_ID for every unit it starts (systemd.exec(5)): where production agents run."""
+    return bool(environ.get("INVOCATION_ID"))
+
+
+def _validate(config: Config, *, under_systemd: bool) -> list[str]:
     problems = []
 
     def require(ok: bool, key: str, message: str) -> None:
@@ -232,6 +239,12 @@ def _validate(config: Config) -> list[str]:
     except ValueError as error:
         problems.append(f"cli_command: cannot be split into arguments: {error}")
     require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)} (or systemd-scope)")
+    require(
+        not (under_systemd and config.sandbox == "process" and not config.allow_unisolated),
+        "sandbox",
+        '"process" isolates nothing; under systemd use sandbox = "systemd-service", '
+        "or set allow_unisolated = true to run jobs unisolated deliberately",
+    )
     for key in ("job_network_allow", "job_network_deny"):
         try:
             parse_networks(getattr(config, key), key)
@@ -275,7 +288,11 @@ def instance_config_path(instance: str) -> Path:
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Reads the file (if any), applies environment overrides, validates; raises ConfigError."""
+    """Reads the file (if any), applies environment overrides, validates; raises ConfigError.
+
+    `environ` also says whether systemd started this process (started_by_systemd), which refuses
+    the process sandbox without allow_unisolated.
+    """
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     values: dict[str, Any] = {}
@@ -310,7 +327,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     if problems:
         raise ConfigError(problems)
     config = Config(**values)
-    problems = _validate(config)
+    problems = _validate(config, under_systemd=started_by_systemd(environ))
     if problems:
         raise ConfigError(problems)
     return config

@@ -23,7 +23,7 @@ from pathlib import Path
 from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
 from fondation_agent.host.logs import configure_logging, get_logger
-from fondation_agent.host.metrics import Metrics, MetricsServer
+from fondation_agent.host.metrics import BIND_RETRY, Metrics, MetricsEndpoint
 from fondation_agent.host.notify import Notifier, systemd_restarts
 from fondation_agent.host.pause import HostPause
 from fondation_agent.job.attempt import Job, JobOutcome, StopReason
@@ -58,7 +58,8 @@ def make_runner(config: Config) -> Runner:
 
 
 class Worker:
-    def __init__(self, config: Config, config_path: Path | None, *, worker_token: str, git_token: str | None = None):
+    def __init__(self, config: Config, config_path: Path | None, *, worker_token: str, git_token: str | None = None,
+                 metrics_bind_retry: tuple[float, float] = BIND_RETRY):
         self.config = config
         self.config_path = config_path
         self.log = get_logger()
@@ -83,7 +84,8 @@ class Worker:
         self.last_convex_ok = 0.0
         self.convex_reachable: bool | None = None  # None until the first call
         self.last_status = ""
-        self.metrics_server: MetricsServer | None = None
+        self.metrics_bind_retry = metrics_bind_retry
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
@@ -144,6 +146,8 @@ class Worker:
         paused = self.host_pause.describe()
         state = "draining; " if self.draining else ("Convex unreachable; " if self.convex_reachable is False else "")
         state += f"{paused}; " if paused else ""
+        no_metrics = self.metrics_endpoint and self.metrics_endpoint.problem
+        state += f"{no_metrics}; " if no_metrics else ""
         return (
             f"{state}{busy}/{self.config.concurrency} slots busy"
             + (f": {running}" if running else "")
@@ -218,18 +222,15 @@ class Worker:
             self.log.warning("sandbox = process isolates nothing: jobs run as this user, can read its files and "
                              "secrets, reach every address, and have no memory, CPU or task limits")
         if config.metrics_address:
-            try:
-                self.metrics_server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
-            except OSError as error:
-                problem = f"metrics_address: cannot listen on {config.metrics_address}: {error.strerror}"
-                raise ConfigError([problem]) from None
+            self.metrics_endpoint = MetricsEndpoint(config.metrics_address, self.metrics, self.health, self.log,
+                                                    retry=self.metrics_bind_retry).start()
         self.log.info(
             "agent started",
             version=__version__,
             concurrency=config.concurrency,
             sandbox=self.runner.name,
             convex_url=config.convex_url,
-            metrics=self.metrics_server.address if self.metrics_server else None,
+            metrics=self.metrics_endpoint.address if self.metrics_endpoint else None,
         )
         if self.wake is not None:
             self.wake.start()
@@ -400,8 +401,8 @@ class Worker:
 
     def _shut_down(self) -> None:
         self.log.info("agent stopped", completed=self.counts["completed"], failed=self.counts["failed"])
-        if self.metrics_server is not None:
-            self.metrics_server.stop()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
         self.http.close()
 
 

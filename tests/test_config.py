@@ -44,6 +44,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.cli_command == "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
     assert (config.sandbox, config.metrics_address, config.log_format) == ("process", "127.0.0.1:9810", "json")
     assert config.allowed_hosts == ("github.com",) and config.allow_local_repositories is False
+    assert config.allow_unisolated is False
     assert (config.wake, config.safety_poll_interval, config.wake_jitter) == ("subscription", 60, 0.1)
     assert config.worker_token_file == ""
     assert config.lease_ms == 60_000
@@ -139,6 +140,7 @@ EVERY_KEY = {
     "git_token_owners": ("acme, gitlab.example.com/team", ("acme", "gitlab.example.com/team")),
     "cli_command": ("/usr/bin/cli {repo} --prompt={prompt}", "/usr/bin/cli {repo} --prompt={prompt}"),
     "sandbox": ("systemd-scope", "systemd-service"),
+    "allow_unisolated": ("true", True),
     "job_network_allow": ("10.1.0.0/16, fd00::1", ("10.1.0.0/16", "fd00::1")),
     "job_network_deny": ("203.0.113.0/24", ("203.0.113.0/24",)),
     "memory_max": ("8G", "8G"),
@@ -283,6 +285,52 @@ def test_infinite_durations_are_refused(tmp_path: Path, key: str) -> None:
     assert problems(write(tmp_path, f'convex_url = "{URL}"\n{key} = inf\n'))[0].startswith(f"{key}:")
 
 
+# ------------------------------------------------------------------------------------------ process sandbox, systemd
+
+
+UNISOLATED = ('sandbox: "process" isolates nothing; under systemd use sandbox = "systemd-service", '
+              "or set allow_unisolated = true to run jobs unisolated deliberately")
+UNDER_SYSTEMD = {"INVOCATION_ID": "5e7d1f0c2b9a4c3d8e6f7a1b2c3d4e5f"}
+
+
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [
+        ("", {}),  # a laptop, CI: process is the default
+        ('sandbox = "process"', {}),
+        ("allow_unisolated = true", UNDER_SYSTEMD),
+        ("", {**UNDER_SYSTEMD, "FONDATION_AGENT_ALLOW_UNISOLATED": "1"}),
+        ('sandbox = "systemd-service"', UNDER_SYSTEMD),
+        ('sandbox = "systemd-scope"', UNDER_SYSTEMD),
+    ],
+)
+def test_the_process_sandbox_runs_outside_systemd_or_when_allowed(tmp_path: Path, text: str, environ: dict) -> None:
+    load_config(write(tmp_path, f'convex_url = "{URL}"\n{text}\n'), environ)
+
+
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [
+        ("", UNDER_SYSTEMD),  # an instance file that forgot the key
+        ('sandbox = "process"', UNDER_SYSTEMD),
+        ("allow_unisolated = false", UNDER_SYSTEMD),
+        ('sandbox = "systemd-service"', {**UNDER_SYSTEMD, "FONDATION_AGENT_SANDBOX": "process"}),
+    ],
+)
+def test_under_systemd_the_process_sandbox_needs_allow_unisolated(tmp_path: Path, text: str, environ: dict) -> None:
+    assert problems(write(tmp_path, f'convex_url = "{URL}"\n{text}\n'), environ) == [UNISOLATED]
+
+
+def test_run_under_systemd_refuses_the_process_sandbox_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INVOCATION_ID", UNDER_SYSTEMD["INVOCATION_ID"])
+    # No token file: were the check missing, `run` would stop at the token rather than start an agent.
+    path = write(tmp_path, f'convex_url = "{URL}"\nworker_token_file = "{tmp_path / "token"}"\n')
+    assert cli_main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"fondation-agent: config: {UNISOLATED}\n"
+
+
 # ------------------------------------------------------------------------------------------ the worker token
 
 
@@ -366,6 +414,12 @@ def test_check_config_judges_the_file_alone(tmp_path: Path) -> None:
     assert done.returncode == 2, "the environment does not rescue an incomplete file"
     assert done.stderr.strip() == "fondation-agent: config: convex_url: must be an http(s) URL of a Convex " \
                                   "deployment, got ''"
+
+
+def test_check_config_judges_the_file_even_when_systemd_runs_it(tmp_path: Path) -> None:
+    path = write(tmp_path, f'convex_url = "{URL}"\nworker_id = "host-1"\n')
+    done = check_config(path, **UNDER_SYSTEMD)
+    assert done.returncode == 0, done.stderr
 
 
 def test_check_config_of_a_missing_or_broken_file(tmp_path: Path) -> None:

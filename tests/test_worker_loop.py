@@ -1,8 +1,11 @@
-"""The main loop (fondation_agent/worker.py): its pace in every state, the drain's order, and with
-a subscription it claims when its schedule says so (tests/queue/test_claim_schedule.py)."""
+"""The main loop (fondation_agent/worker.py): its pace in every state, the drain's order, with
+a subscription it claims when its schedule says so (tests/queue/test_claim_schedule.py), and a
+metrics port someone else holds does not keep it from starting."""
 
 import dataclasses
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
 from fondation_agent.config import Config
@@ -11,6 +14,7 @@ from fondation_agent.queue.convex_api import FunctionError
 from fondation_agent.queue.rules import Status
 from fondation_agent.queue.wake import UP, Due
 from fondation_agent.worker import LOOP_TICK, Worker
+from tests.helpers import eventually
 
 
 def test_a_paused_host_with_free_slots_sleeps_a_whole_tick_instead_of_spinning(tmp_path: Path) -> None:
@@ -118,3 +122,38 @@ def test_a_refused_claim_is_not_repeated_at_once(tmp_path: Path) -> None:
     agent._claim_into_free_slots()
     agent._claim_into_free_slots()
     assert len(claims) == 1
+
+
+def serves_metrics(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def test_an_agent_whose_metrics_port_is_taken_runs_and_listens_once_the_port_is_free(tmp_path: Path) -> None:
+    squatter = socket.create_server(("127.0.0.1", 0))  # what a job could do while the agent restarts
+    port = squatter.getsockname()[1]
+    config = Config(convex_url="http://127.0.0.1:9", worker_id="w", temp_dir=str(tmp_path), wake="poll",
+                    metrics_address=f"127.0.0.1:{port}")
+    agent = Worker(config, None, worker_token="t", metrics_bind_retry=(0.01, 0.05))
+    ready: list[str] = []
+    statuses: list[str] = []
+    agent.notifier.ready, agent.notifier.status = ready.append, statuses.append
+    claims: list[int] = []
+    agent.api.claim = lambda lease_ms: claims.append(lease_ms)  # no job
+    agent._read_queue_depth = lambda: None
+    agent._sleep = lambda seconds: None
+    try:
+        agent._start_up()
+        assert agent._tick() and claims, "the loop turns and claims"
+        no_endpoint = f"no metrics endpoint yet (127.0.0.1:{port}: Address already in use); "
+        assert ready == statuses == [f"{no_endpoint}0/1 slots busy; 0 completed, 0 failed"]
+        squatter.close()
+        eventually(lambda: serves_metrics(port))
+        assert agent._tick()
+        assert statuses[-1] == "0/1 slots busy; 0 completed, 0 failed"
+    finally:
+        squatter.close()
+        agent._shut_down()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +30,10 @@ WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 # Scrapes and health checks are short and few: more at once, or a silent client, is not one of them.
 MAX_CONNECTIONS = 32
 IDLE_TIMEOUT_S = 10.0
+# A metrics_address someone else holds is tried again after these many seconds, doubling up to the cap.
+BIND_RETRY = (1.0, 60.0)
+# While it still cannot listen, the log says so again at most this often (not once a try).
+BIND_REMINDER_S = 600.0
 
 
 class Metrics:
@@ -176,3 +183,76 @@ class MetricsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class MetricsEndpoint:
+    """The MetricsServer on metrics_address, listening as soon as it can.
+
+    A port another process holds is never fatal: a job (another user on the same host) could bind
+    it while the agent restarts, and an agent exiting on it would stay down (exit 2 is not restarted).
+    The agent runs without /metrics and /health meanwhile; `problem` says why, for systemd's STATUS.
+    """
+
+    def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]], log: Any, *,
+                 retry: tuple[float, float] = BIND_RETRY):
+        self.configured = address
+        self._new_server = functools.partial(MetricsServer, address, metrics, health)
+        self._log = log
+        self._first_delay, self._max_delay = retry
+        self._lock = threading.Lock()  # a bind and stop() never cross
+        self._stopped = threading.Event()
+        self._server: MetricsServer | None = None
+        self._error = ""
+        self.attempts = 0
+
+    @property
+    def address(self) -> str | None:
+        """Where it listens; None until it does."""
+        server = self._server
+        return None if server is None else server.address
+
+    @property
+    def problem(self) -> str | None:
+        """`no metrics endpoint yet (ADDRESS: why)` while it cannot listen; None otherwise."""
+        if self._server is not None or not self._error:
+            return None
+        return f"no metrics endpoint yet ({self.configured}: {self._error})"
+
+    def start(self) -> MetricsEndpoint:
+        """Listens now if it can; otherwise says so once and keeps trying from a thread of its own."""
+        if not self._listen():
+            self._log.warning("no metrics endpoint yet: cannot listen, trying again in the background",
+                              address=self.configured, error=self._error)
+            threading.Thread(target=self._keep_trying, name="metrics-bind", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped.set()
+            if self._server is not None:
+                self._server.stop()
+
+    def _listen(self) -> bool:
+        with self._lock:
+            if self._stopped.is_set():
+                return False
+            self.attempts += 1
+            try:
+                self._server = self._new_server().start()
+            except OSError as error:
+                self._error = error.strerror or str(error)
+                return False
+            return True
+
+    def _keep_trying(self) -> None:
+        delay = self._first_delay
+        said_at = time.monotonic()
+        while not self._stopped.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 (jitter, as the polls)
+            if self._listen():
+                self._log.info("metrics endpoint listening", address=self.address, attempts=self.attempts)
+                return
+            delay = min(self._max_delay, delay * 2)
+            if time.monotonic() - said_at >= BIND_REMINDER_S:
+                said_at = time.monotonic()
+                self._log.warning("still no metrics endpoint: cannot listen", address=self.configured,
+                                  error=self._error, attempts=self.attempts)

@@ -1,4 +1,5 @@
-"""The metrics server protects the agent: a cap on connections (each one a thread) and idle ones dropped."""
+"""The metrics server protects the agent: a cap on connections (each one a thread) and idle ones dropped;
+an address someone else holds is tried again in the background, said once in the log."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fondation_agent.host.metrics import Metrics, MetricsServer
+from fondation_agent.host.metrics import Metrics, MetricsEndpoint, MetricsServer
 from tests.helpers import eventually
 
 
@@ -31,7 +32,7 @@ def endpoint(server: MetricsServer) -> tuple[str, int]:
     return host, int(port)
 
 
-def health(server: MetricsServer) -> int | None:
+def health(server: MetricsServer | MetricsEndpoint) -> int | None:
     """/health's status, or None while the server turns the connection away."""
     try:
         with urllib.request.urlopen(f"http://{server.address}/health", timeout=30) as answer:
@@ -59,3 +60,49 @@ def test_a_silent_client_is_dropped_and_frees_its_slot(serve) -> None:
     assert silent.recv(1) == b""  # the server gave up on it
     silent.close()
     assert health(server) == 200
+
+
+class Log:
+    """Records what the endpoint logs."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple] = []
+
+    def warning(self, event: str, **fields) -> None:
+        self.lines.append(("warning", event))
+
+    def info(self, event: str, **fields) -> None:
+        self.lines.append(("info", event, fields))
+
+
+def test_a_free_address_is_listened_on_at_once_without_a_word() -> None:
+    log = Log()
+    endpoint = MetricsEndpoint("127.0.0.1:0", Metrics("w"), lambda: (True, {"status": "ok"}), log).start()
+    try:
+        assert endpoint.address is not None and endpoint.problem is None
+        assert health(endpoint) == 200
+        assert log.lines == []
+    finally:
+        endpoint.stop()
+
+
+def test_a_held_address_is_tried_again_until_free_and_said_once_in_the_log() -> None:
+    squatter = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{squatter.getsockname()[1]}"
+    log = Log()
+    endpoint = MetricsEndpoint(address, Metrics("w"), lambda: (True, {"status": "ok"}), log, retry=(0.001, 0.004))
+    try:
+        endpoint.start()
+        assert endpoint.address is None
+        assert endpoint.problem == f"no metrics endpoint yet ({address}: Address already in use)"
+        eventually(lambda: endpoint.attempts >= 5)
+        squatter.close()
+        eventually(lambda: endpoint.address == address)
+        assert endpoint.problem is None and health(endpoint) == 200
+        assert log.lines == [
+            ("warning", "no metrics endpoint yet: cannot listen, trying again in the background"),
+            ("info", "metrics endpoint listening", {"address": address, "attempts": endpoint.attempts}),
+        ]
+    finally:
+        squatter.close()
+        endpoint.stop()

@@ -45,6 +45,9 @@ class Agent:
             "kill_grace": 1.0,
             "job_timeout": 120.0,
             "allow_local_repositories": True,
+            # These agents run jobs unisolated on purpose (the process sandbox), also when the test
+            # runner itself runs under systemd (a CI service) and they inherit its INVOCATION_ID.
+            "allow_unisolated": True,
             "cli_command": f"{sys.executable} {FAKE_CLI} {{repo}} {{output}} {{prompt}}",
             "cli_env": {"FAKE_CLI_STATE": str(self.state)},
             "metrics_address": f"127.0.0.1:{self.metrics_port}",
