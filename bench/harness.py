@@ -138,6 +138,7 @@ class BenchAgent:
             "worker_token_file": str(token_file),
             "temp_dir": str(self.directory / "workspaces"),
             "allow_local_repositories": True,
+            "allow_unisolated": True,  # process sandbox, deliberately: the bench measures the agent, not isolation
             "cli_command": f"{sys.executable} -I -S {BENCH_CLI} {{repo}} {{output}} {{prompt}}",
             "metrics_address": f"127.0.0.1:{self.metrics_port}",
             **settings,

@@ -48,6 +48,7 @@ def write_config(directory: Path, convex_url: str, token: str, cli_log: str) -> 
         "lease_time = 30\n"
         "heartbeat_interval = 5\n"
         "allow_local_repositories = true\n"
+        "allow_unisolated = true\n"  # sandbox = process, deliberately: a demo on your own machine
         f'cli_command = "{node} {COURSE_CLI} analyze {{repo}} --profile demo"\n'
         f'cli_env = {{ COURSE_CLI_STEP_DELAY_MS = "{STEP_DELAY_MS}", COURSE_CLI_LOG = "{cli_log}" }}\n'
         'metrics_address = "127.0.0.1:0"\n'
