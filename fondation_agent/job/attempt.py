@@ -271,8 +271,8 @@ class Job:
     def _attempt(self) -> JobOutcome:
         try:
             if not is_safe_job_id(self.claim.job_id):
-                raise JobFailure(f"job id {self.claim.job_id!r} is not a plain identifier", ErrorKind.INVALID_JOB,
-                                 False)
+                shown = clean_text(self.claim.job_id, 100)
+                raise JobFailure(f"job id '{shown}' is not a plain identifier", ErrorKind.INVALID_JOB, False)
             source = self._check_repository()
             self._workspace = Workspace(Path(self.config.temp_dir), self.claim.job_id, self.claim.attempt,
                                         runner=self.runner, disk_max=self.config.disk_max)
@@ -291,7 +291,8 @@ class Job:
             if isinstance(error, OSError) and error.errno in HOST_ERRNOS:  # a full disk, no memory
                 return self._end_failed(JobFailure(f"host problem: {error}", ErrorKind.HOST_ERROR, True, host=True))
             self.log.exception("internal error in the agent")
-            return self._end_failed(JobFailure(f"internal agent error: {error!r}", ErrorKind.AGENT_ERROR, True))
+            detail = clean_text(f"{type(error).__name__}: {error}", 500)
+            return self._end_failed(JobFailure(f"internal agent error: {detail}", ErrorKind.AGENT_ERROR, True))
 
     def _check_repository(self):
         job = self.claim.job

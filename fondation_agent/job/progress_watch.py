@@ -16,29 +16,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fondation_agent.job.cli_contract import ABSTRACTIONS, ORDER, RELATIONSHIPS, STEPS, Progress
-from fondation_agent.job.untrusted import MAX_YAML_BYTES, UntrustedInput, load_yaml, open_directory, read_regular_file
+from fondation_agent.job.untrusted import (
+    MAX_YAML_BYTES,
+    UntrustedInput,
+    list_directory,
+    load_yaml,
+    open_directory,
+    read_regular_file,
+)
 
 # The step each directory's files belong to, and the word for their progress.
 STEP_DIRECTORIES = (("tutorials", 6, "written"), ("reviewed-chapters", 5, "reviewed"), ("chapters", 4, "written"))
-MAX_ENTRIES = 10_000
 POLL_INTERVAL = 1.0
 
 
-def _entries(dir_fd: int) -> dict[str, int]:
-    """Names in a directory and their lstat modes (at most MAX_ENTRIES)."""
-    found = {}
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            found[entry.name] = entry.stat(follow_symlinks=False).st_mode
-            if len(found) >= MAX_ENTRIES:
-                break
-    return found
+def _entries(dir_fd: int, what: str) -> dict[str, int]:
+    """Names in a directory and their lstat modes (UntrustedInput past list_directory's cap)."""
+    return {entry.name: entry.stat(follow_symlinks=False).st_mode for entry in list_directory(dir_fd, what)}
 
 
 def _markdown_count(dir_fd: int, name: str) -> int:
     fd = open_directory(name, dir_fd)
     try:
-        return sum(1 for child, mode in _entries(fd).items() if child.endswith(".md") and stat.S_ISREG(mode))
+        entries = _entries(fd, f"{name}/")
+        return sum(1 for child, mode in entries.items() if child.endswith(".md") and stat.S_ISREG(mode))
     finally:
         os.close(fd)
 
@@ -70,7 +71,7 @@ def observe(directory: Path, order_length: Callable[[int], int | None]) -> Progr
     except OSError:
         return None
     try:
-        entries = _entries(fd)
+        entries = _entries(fd, f"{directory.name}/")
         for name, step, verb in STEP_DIRECTORIES:
             if stat.S_ISDIR(entries.get(name, 0)):
                 count = _markdown_count(fd, name)
@@ -82,6 +83,8 @@ def observe(directory: Path, order_length: Callable[[int], int | None]) -> Progr
                 return Progress(step, len(STEPS), STEPS[step - 1])
         return Progress(1, len(STEPS), STEPS[0])
     except OSError:  # the job removed or replaced something while we looked: look again later
+        return None
+    except UntrustedInput:  # a directory too full to list: the results will say so
         return None
     finally:
         os.close(fd)

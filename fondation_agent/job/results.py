@@ -6,9 +6,10 @@ chapter replaces the raw one of the same number), tutorials/ (→ `tutorial`), a
 builds from the order and the abstractions' names. Other Markdown files may carry front matter.
 
 The CLI ran on an untrusted repository, so its output directory may hold symlinks to secrets,
-FIFOs, huge files or deep trees. Everything is opened relative to a directory descriptor with
-O_NOFOLLOW: a symlink anywhere (the directory itself, a subdirectory, a file) is skipped, never
-followed, so nothing outside the output directory is ever read. A document Convex would refuse
+FIFOs, huge files, deep trees, millions of names or YAML aliases. Everything is opened relative to
+a directory descriptor with O_NOFOLLOW: a symlink anywhere (the directory itself, a subdirectory, a
+file) is skipped, never followed, so nothing outside the output directory is ever read; directories
+are listed, and YAML loaded, through untrusted.py's bounded readers. A document Convex would refuse
 (queue_rules.py) is refused here, naming its file.
 """
 
@@ -26,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from fondation_agent.job.cli_contract import ABSTRACTIONS, ORDER, RELATIONSHIPS
-from fondation_agent.job.untrusted import UntrustedInput, clean_text, load_yaml, open_directory, read_regular_file
+from fondation_agent.job.untrusted import (
+    UntrustedInput,
+    YamlAliasRefused,
+    clean_text,
+    list_directory,
+    load_yaml,
+    open_directory,
+    read_regular_file,
+    scalar_text,
+)
 from fondation_agent.queue import rules as q
 
 MAX_DEPTH = 4
@@ -90,7 +100,10 @@ def slugify(text: str) -> str:
 
 
 def _files(directory: Path, limits: OutputLimits) -> Iterator[tuple[str, bytes]]:
-    """(relative path, bytes) of the top-level YAML files and all *.md files, refusing oversized ones."""
+    """(relative path, bytes) of the top-level YAML files and all *.md files, refusing oversized ones.
+
+    A directory's files come before its subdirectories', so no more directories are open at a time
+    than MAX_DEPTH + 1, however many the CLI made."""
     try:
         root = open_directory(directory)
     except FileNotFoundError:
@@ -98,38 +111,46 @@ def _files(directory: Path, limits: OutputLimits) -> Iterator[tuple[str, bytes]]
     except OSError as error:
         raise InvalidOutput(f"output directory {directory.name} cannot be opened safely: {error.strerror}") from error
     total = 0
-    stack: list[tuple[int, str, int]] = [(root, "", 0)]
-    try:
-        while stack:
-            fd, prefix, depth = stack.pop()
+
+    def walk(fd: int, prefix: str, depth: int) -> Iterator[tuple[str, bytes]]:
+        nonlocal total
+        try:
+            entries = list_directory(fd, prefix or f"{directory.name}/")
+        except UntrustedInput as error:
+            raise InvalidOutput(str(error)) from None
+        subdirectories = []
+        for entry in entries:
+            relative = f"{prefix}{entry.name}"
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode) and depth < MAX_DEPTH:
+                subdirectories.append(entry.name)
+            elif stat.S_ISREG(info.st_mode) and (entry.name.endswith(".md") or relative in YAML_FILES):
+                if info.st_size > limits.max_doc_bytes:
+                    raise InvalidOutput(
+                        f"{relative} is {info.st_size} bytes; a document may be at most "
+                        f"{limits.max_doc_bytes} bytes (max_doc_bytes)"
+                    )
+                total += info.st_size
+                if total > limits.max_total_bytes:
+                    raise InvalidOutput(
+                        f"the output holds more than {limits.max_total_bytes} bytes of documents (max_output_bytes)"
+                    )
+                try:
+                    yield relative, read_regular_file(fd, entry.name, limits.max_doc_bytes)
+                except UntrustedInput as error:
+                    raise InvalidOutput(f"{relative}: {error}") from None
+            # Anything else (symlinks above all, FIFOs, devices) is never opened.
+        for name in subdirectories:
+            child = open_directory(name, fd)
             try:
-                for name in sorted(os.listdir(fd)):
-                    relative = f"{prefix}{name}"
-                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    if stat.S_ISDIR(info.st_mode) and depth < MAX_DEPTH:
-                        stack.append((open_directory(name, fd), f"{relative}/", depth + 1))
-                    elif stat.S_ISREG(info.st_mode) and (name.endswith(".md") or relative in YAML_FILES):
-                        if info.st_size > limits.max_doc_bytes:
-                            raise InvalidOutput(
-                                f"{relative} is {info.st_size} bytes; a document may be at most "
-                                f"{limits.max_doc_bytes} bytes (max_doc_bytes)"
-                            )
-                        total += info.st_size
-                        if total > limits.max_total_bytes:
-                            raise InvalidOutput(
-                                f"the output holds more than {limits.max_total_bytes} bytes of documents "
-                                "(max_output_bytes)"
-                            )
-                        try:
-                            yield relative, read_regular_file(fd, name, limits.max_doc_bytes)
-                        except UntrustedInput as error:
-                            raise InvalidOutput(f"{relative}: {error}") from None
-                    # Anything else (symlinks above all, FIFOs, devices) is never opened.
+                yield from walk(child, f"{prefix}{name}/", depth + 1)
             finally:
-                os.close(fd)
+                os.close(child)
+
+    try:
+        yield from walk(root, "", 0)
     finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+        os.close(root)
 
 
 def _front_matter(relative: str, text: str) -> tuple[dict[str, Any], str]:
@@ -162,13 +183,13 @@ def _markdown(relative: str, data: bytes) -> Document:
     if not isinstance(title, str) or not isinstance(kind, str) or not isinstance(slug, str):
         raise InvalidOutput(f"{relative}: title, slug and kind must be strings")
     if kind not in KINDS:
-        raise InvalidOutput(f"{relative}: kind {clean_text(kind, 50)!r} is not one of {', '.join(KINDS)}")
+        raise InvalidOutput(f"{relative}: kind '{clean_text(kind, 50)}' is not one of {', '.join(KINDS)}")
     if isinstance(chapter_index, bool) or not isinstance(chapter_index, int) or not (
         0 <= chapter_index <= q.MAX_DOCS_PER_JOB or (chapter_index == -1 and "chapterIndex" not in meta)
     ):
         raise InvalidOutput(
             f"{relative}: chapterIndex must be a whole number from 0 to {q.MAX_DOCS_PER_JOB}, "
-            f"got {clean_text(repr(chapter_index), 40)}"
+            f"got {scalar_text(chapter_index, 40)}"
         )
     # The file name is the CLI's (untrusted) too: cleaned like a title it wrote.
     title = q.bounded(clean_text(title, q.MAX_TITLE_LENGTH) or clean_text(stem, q.MAX_TITLE_LENGTH), q.MAX_TITLE_LENGTH)
@@ -214,11 +235,14 @@ def _chapters(documents: list[tuple[str, Document]]) -> list[Document]:
 
 def _table_of_contents(yaml_documents: dict[str, Document], chapters: list[Document]) -> Document | None:
     """A `toc` from step3_order.yaml's order and step1_abstractions.yaml's names, else the chapters'
-    titles."""
+    titles (the LLM's YAML may be broken). YAML with aliases is refused, never passed over: no
+    honest step writes one."""
     def parsed(name: str) -> Any:
         document = yaml_documents.get(name)
         try:
             return load_yaml(document.content, name) if document else None
+        except YamlAliasRefused as refused:
+            raise InvalidOutput(str(refused)) from None
         except UntrustedInput:
             return None
 
@@ -227,12 +251,11 @@ def _table_of_contents(yaml_documents: dict[str, Document], chapters: list[Docum
     if isinstance(order, dict) and isinstance(order.get("order"), list):
         descriptions = {}
         if isinstance(abstractions, list):
-            descriptions = {str(a.get("name", "")).strip(): a.get("description") for a in abstractions
+            descriptions = {scalar_text(a.get("name", ""), 200): a.get("description") for a in abstractions
                             if isinstance(a, dict)}
         for item in order["order"][: q.MAX_DOCS_PER_JOB]:
-            name = str(item.get("name", "")).strip() if isinstance(item, dict) else str(item)
-            description = descriptions.get(name)
-            line = clean_text(name, 200)
+            line = scalar_text(item.get("name", "") if isinstance(item, dict) else item, 200)
+            description = descriptions.get(line)
             if isinstance(description, str) and description.strip():
                 line += f" — {clean_text(description, 300)}"
             entries.append(line)
@@ -249,9 +272,9 @@ def _check(document: Document, limits: OutputLimits) -> None:
     size = document.size
     limit = min(limits.max_doc_bytes, q.MAX_DOC_CONTENT_BYTES)
     if size > limit:
-        raise InvalidOutput(f"document {document.slug!r} is {size} bytes; at most {limit} (max_doc_bytes)")
+        raise InvalidOutput(f"document '{document.slug}' is {size} bytes; at most {limit} (max_doc_bytes)")
     if not q.SLUG.match(document.slug):
-        raise InvalidOutput(f"document {document.slug!r}: a slug the queue would refuse")
+        raise InvalidOutput(f"document '{document.slug}': a slug the queue would refuse")
 
 
 def collect_documents(directories: list[Path], limits: OutputLimits) -> list[Document]:
@@ -279,7 +302,7 @@ def collect_documents(directories: list[Path], limits: OutputLimits) -> list[Doc
     slugs = [document.slug for document in documents]
     duplicates = sorted({slug for slug in slugs if slugs.count(slug) > 1})
     if duplicates:
-        raise InvalidOutput(f"two documents share the slug {duplicates[0]!r}")
+        raise InvalidOutput(f"two documents share the slug '{duplicates[0]}'")
     return sorted(documents, key=lambda document: (document.chapter_index, KINDS.index(document.kind), document.slug))
 
 

@@ -74,3 +74,26 @@ def test_a_huge_document_fails_the_job_as_invalid_output_with_a_clear_error(repo
     assert "03_huge.md is 5000007 bytes; a document may be at most 900000 bytes (max_doc_bytes)" in job["error"]
     assert job["attempts"] == 1
     assert queue.docs(job_id) == []
+
+
+def alias_bomb() -> str:
+    """Front matter whose chapterIndex stands for 9**9 strings once its aliases are expanded (as the
+    error message's repr once did). Block style: the fake CLI splits its modes at commas."""
+    levels = ["a0: &a0\n" + "- lol\n" * 9]
+    levels += [f"a{n}: &a{n}\n" + f"- *a{n - 1}\n" * 9 for n in range(1, 9)]
+    return "".join(levels) + "chapterIndex: *a8"
+
+
+def test_a_yaml_alias_bomb_fails_its_job_once_and_the_agent_runs_on(repo, queue, agents):
+    agent = agents(concurrency=2)
+    honest = queue.enqueue(repository=repo, prompt="steps:silent")
+    queue.wait_for(honest, lambda job: job["status"] == "analyzing")  # its CLI waits for us: one slot taken
+    bomb = queue.enqueue(repository=repo, prompt=f"front-matter:{alias_bomb()}")
+    job = queue.wait_finished(bomb)
+    assert (job["status"], job["errorKind"], job["attempts"]) == ("failed", "invalid_output", 1), job
+    assert "03_extra.md: front matter: YAML anchors and aliases are not allowed (line 1)" in job["error"]
+    for step in range(1, 7):
+        (agent.state / f"{honest}.go{step}").touch()
+    assert queue.wait_finished(honest)["status"] == "completed"
+    assert queue.get(bomb)["attempts"] == 1, "never claimed again"
+    assert agent.proc.poll() is None and agent.health()[0] == 200, "the same agent, still running"

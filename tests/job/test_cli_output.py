@@ -58,3 +58,33 @@ def test_plain_and_broken_lines_are_text():
     assert read_cli_line("[" * 100_000).text.endswith("…")
     deep = "{" + '"a":[' * 100_000 + "]" * 100_000 + "}"
     assert read_cli_line(deep).level == "info"
+
+
+HUGE = "1" + "0" * 4000  # a number json.loads reads, too large for a float
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [("NaN", "info"), ("Infinity", "info"), ("-Infinity", "info"), ("1e400", "info"), (HUGE, "critical"),
+     (f"-{HUGE}", "debug"), ("45.5", "warning"), ("-3", "debug"), ("false", "info"), ('["error"]', "info")],
+)
+def test_any_json_value_is_a_level(level, expected):
+    # Regression: NaN raised in the relay thread, which then stopped draining the CLI's stdout.
+    assert read_cli_line(f'{{"level": {level}, "msg": "m"}}').level == expected
+
+
+ODD_VALUES = [None, True, 0, -1, 2**63, int(HUGE), 1.5, 1e308, float("nan"), float("inf"), float("-inf"), "",
+              "\ud800", "\x1b[2J", "x" * 100_000, [], {}, [None, [1, {"a": [float("nan")]}]],
+              {"message": {"message": 1}}, {"message": float("inf")}, [[[[[]]]]] * 1000]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=range(len(ODD_VALUES)))
+def test_no_json_value_makes_reading_a_line_raise(value):
+    key = value if isinstance(value, str) else "k"
+    for record in ({"level": value, "msg": "m"}, {"level": 50, "msg": value, "error": value},
+                   {"level": "error", "msg": "m", "err": value, key: value}):
+        line = read_cli_line(json.dumps(record))
+        assert line.level in ("debug", "info", "warning", "error", "critical")
+        for text in (line.text, line.error or ""):
+            assert len(text) <= 2000 and "\n" not in text and "\x1b" not in text
+            text.encode()  # no lone surrogate: every stream the journal line goes to would refuse it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fondation_agent.job import untrusted
 from fondation_agent.job.progress_watch import _OrderLength, observe
 
 
@@ -49,3 +50,13 @@ def test_links_and_broken_order_files_are_not_followed(tmp_path):
     linked = tmp_path / "linked"
     linked.symlink_to(out)
     assert seen(linked) is None
+
+
+def test_a_directory_too_full_to_list_shows_no_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(untrusted, "MAX_DIRECTORY_ENTRIES", 3)
+    (tmp_path / "chapters").mkdir()
+    for i in range(3):
+        (tmp_path / "chapters" / f"chapter_{i}_x.md").write_text("# X")
+    assert seen(tmp_path) == (4, "Generating chapters (3 written)")
+    (tmp_path / "chapters" / "chapter_3_x.md").write_text("# X")
+    assert seen(tmp_path) is None, "not listed past the cap (collecting the documents will say why)"

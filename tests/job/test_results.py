@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from fondation_agent.job.results import (
     collect_documents,
     slugify,
 )
+from fondation_agent.job.untrusted import MAX_DIRECTORY_ENTRIES
 from fondation_agent.queue import rules as queue_rules
 
 LIMITS = OutputLimits(max_doc_bytes=10_000, max_docs=20, max_total_bytes=50_000)
@@ -28,6 +30,24 @@ ABSTRACTIONS = """- name: Queue
   file_paths: [worker.py]
 """
 ORDER = "order:\n  - {index: 1, name: Worker, reasoning: first}\n  - {index: 0, name: Queue, reasoning: then}\n"
+
+
+def alias_bomb(key: str) -> str:
+    """About 600 bytes of YAML whose `key` stands for 9**9 strings, once aliases are expanded."""
+    levels = ['a0: &a0 [' + ",".join(['"lol"'] * 9) + "]"]
+    levels += [f"a{n}: &a{n} [" + ",".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 9)]
+    return "\n".join([*levels, f"{key}: *a8"]) + "\n"
+
+
+@pytest.fixture
+def memory_cap():
+    """Address space for 256 MiB more than in use: a bomb that comes back fails as MemoryError
+    instead of taking the machine's memory."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + 256 * 2**20, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def write(path: Path, text: str) -> Path:
@@ -148,6 +168,47 @@ def test_invalid_output_is_a_clear_error(tmp_path, files, message):
         write(tmp_path / name, text)
     with pytest.raises(InvalidOutput, match=message.replace("[", r"\[")):
         collect_documents([tmp_path], LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("step3_order.yaml", alias_bomb("order")),
+        ("chapters/chapter_1_a.md", "---\n" + alias_bomb("chapterIndex") + "---\n# A\n"),
+    ],
+)
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, memory_cap, name, text):
+    write(tmp_path / "chapters" / "chapter_0_a.md", "# A\n")
+    write(tmp_path / name, text)
+    with pytest.raises(InvalidOutput, match=r"YAML anchors and aliases are not allowed \(line 1\)") as refused:
+        collect_documents([tmp_path], LIMITS)
+    assert str(refused.value).startswith(name)
+
+
+def test_a_directory_is_listed_up_to_a_cap(tmp_path):
+    chapters = tmp_path / "chapters"
+    write(chapters / "chapter_1_a.md", "# A\n")
+    for i in range(MAX_DIRECTORY_ENTRIES - 1):
+        (chapters / f"noise{i}").touch()
+    assert [d.slug for d in collect_documents([tmp_path], LIMITS)] == ["toc", "chapter_1_a"]
+    (chapters / "one-more").touch()
+    with pytest.raises(InvalidOutput, match=f"too many files in chapters/: more than {MAX_DIRECTORY_ENTRIES}"):
+        collect_documents([tmp_path], LIMITS)
+
+
+def test_subdirectories_are_opened_one_branch_at_a_time(tmp_path):
+    """The agent's descriptors serve every job: a CLI that made hundreds of directories must not
+    have them all open at once."""
+    for i in range(200):
+        (tmp_path / f"d{i:03}").mkdir()
+    write(tmp_path / "d199" / "01_a.md", "# A\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20, hard))
+    try:
+        docs = collect_documents([tmp_path], LIMITS)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [d.slug for d in docs] == ["toc", "d199-01_a"]
 
 
 def test_chunks_stay_under_convex_limits():
