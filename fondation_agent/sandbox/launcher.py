@@ -240,6 +240,8 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         f"InaccessiblePaths=-/run/dbus -{SOCKET_PATH} -/etc/fondation-agent -/var/spool -/run/systemd/transient "
         f"-{JOBS_CGROUP} -/run/systemd/journal",
         # Binding any IP port (the agents' metrics ports among them, during a restart): never a job's business.
+        # Only where systemd has its BPF framework (Debian 12's 252 has not, and ignores it): there the
+        # agent outlives a squatter instead (it runs without metrics and binds once the port is free).
         "SocketBindDeny=any",
         # Privileges: none to gain, none to keep.
         "NoNewPrivileges=yes",

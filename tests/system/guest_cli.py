@@ -235,13 +235,6 @@ def _udp(address: str, port: int) -> str:
         return "sent"
 
 
-def _bind(address: str, port: int) -> str:
-    with socket.socket() as sock:
-        sock.bind((address, port))
-        sock.listen()
-        return f"listening on {address}:{port}"
-
-
 def _journal() -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"MESSAGE=hostile entry\nPRIORITY=6\n", "/run/systemd/journal/socket")
@@ -312,7 +305,6 @@ def hostile(repo: str, output: Path) -> int:
         ("cgroup limits", lambda: _raise_own_memory_max()),
         ("read job units", lambda: " ".join(os.listdir("/run/systemd/transient"))),
         ("list job cgroups", lambda: " ".join(os.listdir(JOBS_CGROUP))),
-        ("bind a port", lambda: _bind("127.0.0.1", 9811)),
         ("journal socket", _journal),
         ("io_uring", _io_uring),
         ("crontab", lambda: _command("crontab", "-", stdin=f"* * * * * touch /tmp/{MARK}-cron\n")),

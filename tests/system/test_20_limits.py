@@ -98,11 +98,13 @@ def test_a_job_that_fills_its_disk_fails_as_disk_limit_and_takes_nothing_from_th
     assert "fallocate 200G: exit 1" in log, log
     for place in ("repo", "home", "/tmp"):  # all on the same disk_max: the first fills it for the others
         assert re.search(rf"fill \S*{place}\S*: \d+ MiB, then No space left on device", log), log
-    # Its disk is gone with it: the host has its space back, nothing stays mounted or reserved.
-    assert int(agent.vm.ssh("df --output=avail -B1 / | tail -1").stdout) > host_free - 64 * 1024**2
+    # Its disk goes with its workspace, which the agent removes after it told Convex: nothing stays
+    # mounted or reserved, and the host has its space back.
+    agent.wait_journal(f"job ended job_id={job_id}", timeout=120)
     assert agent.vm.ssh("findmnt -rn -o TARGET | grep -c /var/lib/fondation-agent/workspaces || true"
                         ).stdout.strip() == "0"
     assert agent.vm.ssh("find /var/lib/fondation-agent/disks -name '*.img' | wc -l").stdout.strip() == "0"
+    assert int(agent.vm.ssh("df --output=avail -B1 / | tail -1").stdout) > host_free - 64 * 1024**2
     assert_agent_unharmed(agent, before)
 
 

@@ -19,6 +19,7 @@ def test_journal_lines_of_one_job(agent: GuestAgent, queue: Queue) -> None:
     job_id = queue.enqueue(f"relay:{marker}")
     queue.wait_completed(other)
     queue.wait_completed(job_id)
+    agent.wait_journal(f"job ended job_id={job_id}", timeout=120)  # after Convex heard: the workspace first
     lines = agent.vm.ssh(f"journalctl -u fondation-agent JOB_ID={job_id} --no-pager -o cat").stdout
     for step in range(1, 7):
         assert f"relayed line {step} {marker}" in lines, lines
