@@ -279,14 +279,10 @@ def render_json(event_dict: EventDict) -> str:
 
 
 def _kv_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value if _BARE_VALUE.fullmatch(value) else json.dumps(value, ensure_ascii=False)
-    if value is None or isinstance(value, bool | int | float):
-        return json.dumps(value)
-    try:
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)
+    """A journal field's value, quoted where a string would not read as one word after `key=`."""
+    if isinstance(value, str) and not _BARE_VALUE.fullmatch(value):
+        return json.dumps(value, ensure_ascii=False)
+    return _field_value(value)
 
 
 def render_message(event_dict: EventDict) -> str:
