@@ -1,4 +1,5 @@
-"""The queue's vocabulary and limits (queue_rules.json, which queue/component/lib.ts imports too).
+"""The queue's vocabulary and limits: rules.json, a copy of the component's queue/component/rules.json
+(setuptools ships only what is inside the package; tests/queue/test_rules.py keeps the two identical).
 
 Statuses, error codes, error kinds and what the queue's functions accept are defined once, in that
 file. Output that Convex would refuse must fail the job once, as invalid_output, rather than be

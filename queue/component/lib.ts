@@ -1,8 +1,8 @@
 // Rules shared by the queue's functions: who may call, what is valid, and the numbers.
 import { ConvexError } from "convex/values";
-// The vocabulary and limits the agent checks too, defined once for both languages (the agent's
-// Python package ships the file; fondation_agent/queue/rules.py reads it).
-import rules from "../../fondation_agent/queue/rules.json";
+// The vocabulary and limits the agent checks too, defined once for both languages, inside the
+// component so that queue/ imports nothing outside itself (the agent's Python package ships a copy).
+import rules from "./rules.json";
 import type { Doc } from "./_generated/dataModel";
 import { env } from "./_generated/server";
 
@@ -20,7 +20,7 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 
 function requireSame(name: string, typed: readonly string[], defined: readonly string[]): void {
   if (typed.join() !== defined.join()) {
-    throw new Error(`queue/component/lib.ts: ${name} [${typed}] differ from queue_rules.json's [${defined}]`);
+    throw new Error(`queue/component/lib.ts: ${name} [${typed}] differ from rules.json's [${defined}]`);
   }
 }
 requireSame("active statuses", ACTIVE_STATUSES, rules.statuses.active);
@@ -58,7 +58,7 @@ export const MAX_TITLE_LENGTH = rules.limits.maxTitleLength;
 export const MAX_STEP = rules.limits.maxStep;
 // A document's slug: what the UI puts in its URLs.
 export const SLUG_PATTERN = new RegExp(rules.slugPattern);
-// worker:fail's errorKind: the kinds of queue_rules.json, and any other snake_case a host app's worker names.
+// worker:fail's errorKind: the kinds of rules.json, and any other snake_case a host app's worker names.
 export const ERROR_KIND_PATTERN = new RegExp(rules.errorKindPattern);
 // The kind Convex itself sets, when the workers' leases on a job expired maxAttempts times.
 export const LEASE_EXPIRED = "lease_expired";

@@ -1,7 +1,8 @@
-"""One vocabulary: the queue's functions and the agent read the same queue_rules.json.
+"""One vocabulary: the queue's functions and the agent read the same rules.
 
-queue/component/lib.ts imports the file (and checks its typed status list against it when it loads);
-these tests read lib.ts's exports through tsx, so a number written into lib.ts again fails here.
+queue/component/lib.ts imports queue/component/rules.json (and checks its typed status list against it
+when it loads); the agent reads its copy, fondation_agent/queue/rules.json, which must not drift.
+These tests also read lib.ts's exports through tsx, so a number written into lib.ts again fails here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def test_the_queue_functions_check_what_the_agent_checks():
     typescript["DOC_KINDS"] = tuple(typescript["DOC_KINDS"])
     python = {name: getattr(queue_rules, name) for name in typescript}
     assert python == typescript
+
+
+def test_the_agents_copy_of_the_rules_is_the_components_byte_for_byte():
+    component, agent = ROOT / "queue" / "component" / "rules.json", ROOT / "fondation_agent" / "queue" / "rules.json"
+    assert agent.read_bytes() == component.read_bytes(), f"the rules drifted: cp {component} {agent}"
 
 
 def test_statuses_are_pending_active_or_finished():
