@@ -8,7 +8,7 @@ to it (SO_PEERCRED, checked before anything is read). One request per connection
 
 - `run`: unit, description, workspace, argv, env, limits, plus the CLI's stdout and stderr pipes
   (SCM_RIGHTS). The launcher takes a pool user no process runs as (a lock per user while the job
-  lives), gives it the workspace's repo/, output/ and home/, writes the job's argv and environment
+  lives), gives it the workspace's repo/, output/, home/ and tmp/, writes the job's argv and environment
   into the workspace's job spec (the job user's, 0400: never a unit property any local user can
   read; job_exec.py execs it), and runs `systemd-run --pipe --wait` with the properties of
   `job_properties()`: the agent chooses only the limits, never the sandbox. It answers `started`,
@@ -183,8 +183,8 @@ def parse_run(request: Mapping[str, Any], *, workspaces: Path = WORKSPACES, agen
 
 
 def check_workspace(value: Any, *, workspaces: Path, agent_uid: int, parts: bool = True) -> Path:
-    """`workspaces/<jobId>-<attempt>`, a real directory of the agent's (with its repo/, output/, home/,
-    still the agent's: a job is about to get them)."""
+    """`workspaces/<jobId>-<attempt>`, a real directory of the agent's (with its WORKSPACE_PARTS, still
+    the agent's: a job is about to get them)."""
     if not isinstance(value, str) or not value.startswith("/"):
         raise LauncherError("workspace: must be an absolute path")
     path = Path(value)
@@ -296,9 +296,20 @@ def write_job_spec(run: RunRequest, uid: int, gid: int) -> None:
 # ---- the host: systemd, users, files -------------------------------------------------------------
 
 
+def host_command(argv: list[str]) -> subprocess.CompletedProcess:
+    """A tool of the host (systemctl, nft, mkfs, systemd-mount), its output captured, bounded in time."""
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+
+
+def host_command_or_refuse(argv: list[str]) -> None:
+    done = host_command(argv)
+    if done.returncode != 0:
+        raise LauncherError(f"{argv[0]}: {(done.stderr or done.stdout).strip()[-300:]}", EX_UNAVAILABLE)
+
+
 def systemctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemctl", "--system", "--no-pager", *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, check=False)
+    return host_command(["systemctl", "--system", "--no-pager", *args])
 
 
 def show_unit(unit: str) -> dict[str, str]:
@@ -404,9 +415,7 @@ def hand_back(workspace: Path, agent: pwd.struct_passwd) -> int:
 
 
 def network_rules_loaded() -> bool:
-    done = subprocess.run(["nft", "list", "table", *NFT_TABLE], stdin=subprocess.DEVNULL, capture_output=True,
-                          timeout=SYSTEMCTL_TIMEOUT_S, check=False)
-    return done.returncode == 0
+    return host_command(["nft", "list", "table", *NFT_TABLE]).returncode == 0
 
 
 def stop_processes_of(uid: int) -> None:
@@ -501,10 +510,15 @@ def disk_image(worker: str, workspace: Path) -> Path:
     return DISKS / worker_tag(worker) / f"{workspace.name}.img"
 
 
-def _disk(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_passwd) -> None:
+def _disk_of(request: Mapping[str, Any], agent: pwd.struct_passwd) -> tuple[Path, Path]:
+    """The (image, workspace) a `disk` or `release` request names, both checked."""
     workspace = check_workspace(request.get("workspace"), workspaces=WORKSPACES, agent_uid=agent.pw_uid, parts=False)
+    return disk_image(_text(request.get("worker"), "worker", 300), workspace), workspace
+
+
+def _disk(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_passwd) -> None:
+    image, workspace = _disk_of(request, agent)
     size = _count(request.get("disk_max_bytes"), "disk_max_bytes", MIN_DISK_BYTES, MAX_DISK_BYTES)
-    image = disk_image(_text(request.get("worker"), "worker", 300), workspace)
     if os.path.ismount(workspace) or any(os.scandir(workspace)):
         raise LauncherError(f"workspace: {workspace} must be a new, empty directory")
     image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -518,9 +532,9 @@ def _disk(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_
     finally:
         os.close(fd)
     try:
-        _host_command(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+        host_command_or_refuse(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
                        "-E", f"nodiscard,root_owner={agent.pw_uid}:{agent.pw_gid}", str(image)])
-        _host_command(["systemd-mount", "--quiet", "--collect", "--type=ext4", "--options=nosuid,nodev",
+        host_command_or_refuse(["systemd-mount", "--quiet", "--collect", "--type=ext4", "--options=nosuid,nodev",
                        str(image), str(workspace)])
     except LauncherError:
         release_disk(image, workspace)
@@ -529,24 +543,16 @@ def _disk(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_
     connection.send(ok=True)
 
 
-def _host_command(argv: list[str]) -> None:
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=SYSTEMCTL_TIMEOUT_S, check=False)
-    if done.returncode != 0:
-        raise LauncherError(f"{argv[0]}: {(done.stderr or done.stdout).strip()[-300:]}", EX_UNAVAILABLE)
-
-
 def release_disk(image: Path, workspace: Path) -> None:
     """Unmounts a workspace's file system (whatever still holds it: lazily) and deletes its image."""
     if os.path.ismount(workspace):
-        _host_command(["systemd-umount", "--quiet", str(workspace)])
+        host_command_or_refuse(["systemd-umount", "--quiet", str(workspace)])
     with contextlib.suppress(FileNotFoundError):
         os.unlink(image)
 
 
 def _release(connection: Connection, request: Mapping[str, Any], agent: pwd.struct_passwd) -> None:
-    workspace = check_workspace(request.get("workspace"), workspaces=WORKSPACES, agent_uid=agent.pw_uid, parts=False)
-    release_disk(disk_image(_text(request.get("worker"), "worker", 300), workspace), workspace)
+    release_disk(*_disk_of(request, agent))
     connection.send(ok=True)
 
 

@@ -220,23 +220,25 @@ class SystemdServiceRunner:
 
     def give_disk(self, workspace: Path, disk_max: int) -> bool:
         try:
-            answer = self.request({"op": "disk", "workspace": str(workspace), "worker": self.worker_id,
-                                   "disk_max_bytes": disk_max})
+            self.ask({"op": "disk", "workspace": str(workspace), "worker": self.worker_id, "disk_max_bytes": disk_max})
         except LauncherUnavailable as error:
             raise DiskUnavailable(str(error)) from None
-        if "error" in answer:
-            raise DiskUnavailable(answer["error"])
         return True
 
     def release_disk(self, workspace: Path) -> bool:
         try:
-            answer = self.request({"op": "release", "workspace": str(workspace), "worker": self.worker_id})
+            self.ask({"op": "release", "workspace": str(workspace), "worker": self.worker_id})
         except LauncherUnavailable as error:
-            answer = {"error": str(error)}
-        if "error" in answer:
-            self.log.error("cannot release a job's disk", workspace=str(workspace), error=answer["error"])
+            self.log.error("cannot release a job's disk", workspace=str(workspace), error=str(error))
             return False
         return True
+
+    def ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """request(), with the launcher's refusal raised as LauncherUnavailable too."""
+        answer = self.request(request)
+        if "error" in answer:
+            raise LauncherUnavailable(answer["error"])
+        return answer
 
     def request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         channel = _Channel(self.socket_path, request)
@@ -248,9 +250,7 @@ class SystemdServiceRunner:
             channel.close()
 
     def _leftovers(self) -> list[str]:
-        answer = self.request({"op": "leftovers", "worker": self.worker_id})
-        if "error" in answer:
-            raise LauncherUnavailable(answer["error"])
+        answer = self.ask({"op": "leftovers", "worker": self.worker_id})
         if answer.get("units"):
             self.log.info("stopped leftover job units", units=answer["units"], workspaces=answer.get("workspaces"))
         return list(answer.get("units", []))
