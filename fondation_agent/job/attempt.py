@@ -321,10 +321,7 @@ class Job:
         if outcome.result == RunResult.STOPPED:
             raise JobStopped
         if outcome.result != RunResult.SUCCESS:
-            if workspace.disk_full():
-                raise JobFailure(f"the job filled its disk ({self.config.disk_max} bytes, disk_max) and failed",
-                                 ErrorKind.DISK_LIMIT, False)
-            raise self._cli_failure(outcome)
+            raise self._cli_failure(outcome, workspace)
 
         self._enter(Status.GATHERING, "Collecting the documents")
         with self._stage(Stage.RESULTS):
@@ -409,9 +406,13 @@ class Job:
             elif self._relayed_lines == MAX_RELAYED_LINES + 1:
                 self.log.warning(f"more than {MAX_RELAYED_LINES} lines of CLI output; only new steps follow")
 
-    def _cli_failure(self, outcome: Outcome) -> JobFailure:
-        """The failure of a CLI that did not succeed, its message from stderr or, when that says
-        nothing, from its last error-level log line (the real CLI logs its failures on stdout)."""
+    def _cli_failure(self, outcome: Outcome, workspace: Workspace) -> JobFailure:
+        """The failure of a CLI that did not succeed: a disk it filled (a fact of its own file system),
+        else its message from stderr or, when that says nothing, from its last error-level log line
+        (the real CLI logs its failures on stdout)."""
+        if workspace.disk_full():
+            return JobFailure(f"the job filled its disk ({self.config.disk_max} bytes, disk_max) and failed",
+                              ErrorKind.DISK_LIMIT, False)
         said = clean_text(outcome.stderr_tail[-1500:], 1500) or self._last_cli_error or ""
         message = outcome.describe(self._limits()) + (f": {said}" if said else "")
         if outcome.result != RunResult.EXIT_CODE:
