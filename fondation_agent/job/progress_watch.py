@@ -82,9 +82,9 @@ def observe(directory: Path, order_length: Callable[[int], int | None]) -> Progr
             if stat.S_ISREG(entries.get(name, 0)):
                 return Progress(step, len(STEPS), STEPS[step - 1])
         return Progress(1, len(STEPS), STEPS[0])
-    except OSError:  # the job removed or replaced something while we looked: look again later
-        return None
-    except UntrustedInput:  # a directory too full to list: the results will say so
+    # The job removed or replaced something while we looked (look again later), or a directory is too
+    # full to list (the results will say so).
+    except (OSError, UntrustedInput):
         return None
     finally:
         os.close(fd)

@@ -10,7 +10,7 @@ FIFOs, huge files, deep trees, millions of names or YAML aliases. Everything is 
 a directory descriptor with O_NOFOLLOW: a symlink anywhere (the directory itself, a subdirectory, a
 file) is skipped, never followed, so nothing outside the output directory is ever read; directories
 are listed, and YAML loaded, through untrusted.py's bounded readers. A document Convex would refuse
-(queue_rules.py) is refused here, naming its file.
+(fondation_agent/queue/rules.py) is refused here, naming its file.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class OutputLimits:
 
 
 def slugify(text: str) -> str:
-    """A slug Convex accepts (queue_rules.SLUG_PATTERN): lower case, starting with a letter or digit."""
+    """A slug Convex accepts (rules.SLUG_PATTERN): lower case, starting with a letter or digit."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
     slug = re.sub(r"^[^a-z0-9]+", "", slug)[:200].rstrip("-.")
     return slug or "document"
@@ -268,7 +268,7 @@ def _table_of_contents(yaml_documents: dict[str, Document], chapters: list[Docum
 
 
 def _check(document: Document, limits: OutputLimits) -> None:
-    """Refuses here what worker:saveDocs would refuse (queue_rules), so a job fails once, clearly."""
+    """Refuses here what worker:saveDocs would refuse (queue/rules.py), so a job fails once, clearly."""
     size = document.size
     limit = min(limits.max_doc_bytes, q.MAX_DOC_CONTENT_BYTES)
     if size > limit:

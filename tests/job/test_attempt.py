@@ -1,6 +1,6 @@
 """One job attempt (fondation_agent/job/attempt.py) with a fake queue API and a fake runner: no backend, no CLI.
 
-The fake API refuses what the queue's functions refuse (queue_rules.json's limits, as
+The fake API refuses what the queue's functions refuse (rules.json's limits, as
 queue/component/worker.ts checks them), so a value the agent would send and Convex would refuse
 fails here in milliseconds: the three drift cases of issue 13 (a slug with a leading `_`, a
 chapterIndex past 1,000, a progress text longer than Convex accepts) have their regression tests here.

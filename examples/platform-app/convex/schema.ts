@@ -2,7 +2,7 @@
 // are the component's: `docs.jobId` is the component's job id, a string.
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-// The platform's union of doc kinds, which the component's docs take too (docKinds, queue_rules.json).
+// The platform's union of doc kinds, which the component's docs take too (docKinds, the component's rules.json).
 import { docKind } from "../../../queue/component/validators";
 
 export default defineSchema({
