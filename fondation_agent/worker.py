@@ -43,6 +43,7 @@ LOOP_TICK = 1.0
 QUEUE_DEPTH_INTERVAL = 30.0
 # Tests (and the VM tier) can make the main loop hang to prove the watchdog restarts the agent.
 HANG_SWITCH_ENV = "FONDATION_AGENT_TEST_HANG_FILE"
+METRICS_FD_NAME = "metrics"  # the metrics socket in systemd's file descriptor store
 
 
 def make_runner(config: Config) -> Runner:
@@ -222,8 +223,12 @@ class Worker:
             self.log.warning("sandbox = process isolates nothing: jobs run as this user, can read its files and "
                              "secrets, reach every address, and have no memory, CPU or task limits")
         if config.metrics_address:
-            self.metrics_endpoint = MetricsEndpoint(config.metrics_address, self.metrics, self.health, self.log,
-                                                    retry=self.metrics_bind_retry).start()
+            self.metrics_endpoint = MetricsEndpoint(
+                config.metrics_address, self.metrics, self.health, self.log, retry=self.metrics_bind_retry,
+                inherited=self.notifier.stored.get(METRICS_FD_NAME),
+                keep=lambda fd: self.notifier.store_fd(fd, METRICS_FD_NAME),
+                forget=lambda: self.notifier.remove_stored(METRICS_FD_NAME),
+            ).start()
         self.log.info(
             "agent started",
             version=__version__,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import random
@@ -132,12 +133,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], metrics: Metrics, health: Callable[[], tuple[bool, dict]], *,
-                 max_connections: int, idle_timeout: float):
+                 max_connections: int, idle_timeout: float, listening: socket.socket | None = None):
         self.metrics = metrics
         self.health = health
         self.idle_timeout = idle_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, bind_and_activate=listening is None)
+        if listening is not None:  # already bound and listening: systemd kept it across a restart
+            self.socket.close()
+            self.socket = listening
+            self.server_address = listening.getsockname()[:2]
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, peer = super().get_request()
@@ -165,16 +170,19 @@ class MetricsServer:
     """Serves /metrics and /health on metrics_address from a background thread."""
 
     def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]], *,
-                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S):
-        host, _, port = address.rpartition(":")
-        self._server = _Server((host.strip("[]"), int(port)), metrics, health, max_connections=max_connections,
-                               idle_timeout=idle_timeout)
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S,
+                 listening: socket.socket | None = None):
+        self._server = _Server(split_address(address), metrics, health, max_connections=max_connections,
+                               idle_timeout=idle_timeout, listening=listening)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics")
 
     @property
     def address(self) -> str:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
+
+    def fileno(self) -> int:
+        return self._server.fileno()
 
     def start(self) -> MetricsServer:
         self._thread.start()
@@ -185,18 +193,27 @@ class MetricsServer:
         self._server.server_close()
 
 
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class MetricsEndpoint:
     """The MetricsServer on metrics_address, listening as soon as it can.
 
-    A port another process holds is never fatal: a job (another user on the same host) could bind
-    it while the agent restarts, and an agent exiting on it would stay down (exit 2 is not restarted).
-    The agent runs without /metrics and /health meanwhile; `problem` says why, for systemd's STATUS.
+    Under systemd its socket outlives the process: `keep(fd)` hands it to systemd's file descriptor
+    store, and the next start gets it back (`inherited`), so no job can take the port while the agent
+    restarts. A port another process holds is still never fatal (after a stop, not a restart, the
+    store is empty): an agent exiting on it would stay down (exit 2 is not restarted). The agent runs
+    without /metrics and /health meanwhile; `problem` says why, for systemd's STATUS.
     """
 
     def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]], log: Any, *,
-                 retry: tuple[float, float] = BIND_RETRY):
+                 retry: tuple[float, float] = BIND_RETRY, inherited: int | None = None,
+                 keep: Callable[[int], None] = lambda fd: None, forget: Callable[[], None] = lambda: None):
         self.configured = address
         self._new_server = functools.partial(MetricsServer, address, metrics, health)
+        self._inherited, self._keep, self._forget = inherited, keep, forget
         self._log = log
         self._first_delay, self._max_delay = retry
         self._lock = threading.Lock()  # a bind and stop() never cross
@@ -237,12 +254,28 @@ class MetricsEndpoint:
             if self._stopped.is_set():
                 return False
             self.attempts += 1
+            if self._inherited is not None:
+                listening, self._inherited = self._inherited_socket(), None
+                if listening is not None:
+                    self._server = self._new_server(listening=listening).start()
+                    return True
             try:
                 self._server = self._new_server().start()
             except OSError as error:
                 self._error = error.strerror or str(error)
                 return False
+            self._keep(self._server.fileno())
             return True
+
+    def _inherited_socket(self) -> socket.socket | None:
+        """The socket systemd kept, if it is still the configured address (metrics_address may have changed)."""
+        listening = socket.socket(fileno=self._inherited)
+        with contextlib.suppress(OSError, ValueError):
+            if listening.getsockname()[:2] == split_address(self.configured):
+                return listening
+        listening.close()
+        self._forget()
+        return None
 
     def _keep_trying(self) -> None:
         delay = self._first_delay

@@ -1,17 +1,22 @@
-"""sd_notify(3) for the agent: READY, WATCHDOG, STATUS, STOPPING, RELOADING, EXTEND_TIMEOUT_USEC.
+"""sd_notify(3) for the agent: READY, WATCHDOG, STATUS, STOPPING, RELOADING, EXTEND_TIMEOUT_USEC, and
+the file descriptor store (FDSTORE=1: systemd keeps the metrics socket across restarts and hands it
+back in LISTEN_FDS, sd_listen_fds_with_names(3)).
 
 A thin wrapper over `sdnotify.SystemdNotifier`, which connects an AF_UNIX datagram socket to
 `$NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace, which sdnotify maps to a leading NUL).
 Without `NOTIFY_SOCKET` (a laptop, CI, the tests) every call does nothing. No call ever raises or logs.
 
-The notify variables are read once and removed from `os.environ`, so job subprocesses cannot talk
-to systemd as the agent (systemd only accepts the main PID by default, but a child must not even try).
+The notify and listen variables are read once and removed from `os.environ`, so job subprocesses
+cannot talk to systemd as the agent (systemd only accepts the main PID by default, but a child must not
+even try) nor take its sockets.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, MutableMapping
@@ -19,6 +24,8 @@ from collections.abc import Mapping, MutableMapping
 import sdnotify
 
 NOTIFY_ENVIRONMENT = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+LISTEN_ENVIRONMENT = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+LISTEN_FDS_START = 3  # SD_LISTEN_FDS_START
 _SEND_TIMEOUT_S = 5.0
 
 
@@ -33,6 +40,7 @@ class Notifier:
 
     enabled: bool
     watchdog_interval: float | None
+    stored: dict[str, int]  # file descriptors systemd handed back from its store, by FDNAME
 
     def __init__(self) -> None:
         environ = os.environ
@@ -45,6 +53,7 @@ class Notifier:
                     self._notifier = notifier
         self.enabled = self._notifier is not None
         self.watchdog_interval = parse_watchdog_interval(environ) if self.enabled else None
+        self.stored = take_listen_fds(environ)
         unset_notify_environment(environ)
 
     # -- messages ----------------------------------------------------------------------------------
@@ -80,16 +89,28 @@ class Notifier:
         now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._send(["RELOADING=1", f"MONOTONIC_USEC={now_us}"])
 
+    def store_fd(self, fd: int, name: str) -> None:
+        """FDSTORE=1: systemd keeps a copy of `fd` while the service restarts (FileDescriptorStoreMax=)."""
+        self._send(["FDSTORE=1", f"FDNAME={name}"], fd)
+
+    def remove_stored(self, name: str) -> None:
+        self._send(["FDSTOREREMOVE=1", f"FDNAME={name}"])
+
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _send(self, lines: list[str]) -> None:
+    def _send(self, lines: list[str], fd: int | None = None) -> None:
         notifier = self._notifier
         if notifier is None:
             return
+        message = "\n".join(lines).encode("utf-8", errors="replace")
         with contextlib.suppress(Exception):
+            if fd is not None:  # sdnotify sends text only
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+                notifier.socket.sendmsg([message], rights)
+                return
             # sdnotify encodes the state as latin-1 (and silently drops anything else); send the
             # UTF-8 bytes systemd expects by handing it their latin-1 spelling.
-            notifier.notify("\n".join(lines).encode("utf-8", errors="replace").decode("latin-1"))
+            notifier.notify(message.decode("latin-1"))
 
 
 def parse_watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> float | None:
@@ -112,6 +133,26 @@ def unset_notify_environment(environ: MutableMapping[str, str]) -> None:
     """Remove NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID so children never inherit them."""
     for name in NOTIFY_ENVIRONMENT:
         environ.pop(name, None)
+
+
+def take_listen_fds(environ: MutableMapping[str, str], pid: int | None = None) -> dict[str, int]:
+    """The file descriptors systemd passed (LISTEN_FDS, for this pid), by LISTEN_FDNAMES; the variables
+    are removed and the descriptors made close-on-exec, so no job inherits them."""
+    values = {name: environ.pop(name, "") for name in LISTEN_ENVIRONMENT}
+    try:
+        count, for_pid = int(values["LISTEN_FDS"]), int(values["LISTEN_PID"])
+    except ValueError:
+        return {}
+    if for_pid != (os.getpid() if pid is None else pid) or count <= 0:
+        return {}
+    names = values["LISTEN_FDNAMES"].split(":")
+    passed = {}
+    for index in range(count):
+        fd = LISTEN_FDS_START + index
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, False)
+            passed[names[index] if index < len(names) else f"fd{index}"] = fd
+    return passed
 
 
 def systemd_restarts(proc_cgroup: str = "/proc/self/cgroup") -> int | None:

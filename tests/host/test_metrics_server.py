@@ -3,6 +3,7 @@ an address someone else holds is tried again in the background, said once in the
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -105,4 +106,38 @@ def test_a_held_address_is_tried_again_until_free_and_said_once_in_the_log() -> 
         ]
     finally:
         squatter.close()
+        endpoint.stop()
+
+
+def test_a_fresh_socket_goes_to_systemds_store_and_a_kept_one_is_served_again_without_a_bind() -> None:
+    """What a restart under systemd does (FDSTORE=1, then LISTEN_FDS): the port is never free to take."""
+    kept: list[int] = []
+    first = MetricsEndpoint("127.0.0.1:0", Metrics("w"), lambda: (True, {"status": "ok"}), Log(),
+                            keep=kept.append).start()
+    try:
+        assert kept and health(first) == 200
+        address, stored = first.address, os.dup(kept[0])  # systemd's copy
+    finally:
+        first.stop()
+    again: list[int] = []
+    second = MetricsEndpoint(address, Metrics("w"), lambda: (True, {"status": "ok"}), Log(), inherited=stored,
+                             keep=again.append).start()
+    try:
+        assert second.address == address and health(second) == 200
+        assert again == [], "the kept socket is still in the store"
+    finally:
+        second.stop()
+
+
+def test_a_kept_socket_of_another_address_is_dropped_from_the_store_and_a_new_one_bound() -> None:
+    old = socket.create_server(("127.0.0.1", 0))
+    forgotten, kept = [], []
+    endpoint = MetricsEndpoint("127.0.0.1:0", Metrics("w"), lambda: (True, {"status": "ok"}), Log(),
+                               inherited=os.dup(old.fileno()), keep=kept.append,
+                               forget=lambda: forgotten.append(True)).start()
+    try:
+        assert forgotten == [True] and len(kept) == 1
+        assert endpoint.address != f"127.0.0.1:{old.getsockname()[1]}" and health(endpoint) == 200
+    finally:
+        old.close()
         endpoint.stop()

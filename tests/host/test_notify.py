@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from fondation_agent.host.notify import Notifier, parse_watchdog_interval, systemd_restarts, unset_notify_environment
+from fondation_agent.host.notify import (
+    LISTEN_FDS_START,
+    Notifier,
+    parse_watchdog_interval,
+    systemd_restarts,
+    take_listen_fds,
+    unset_notify_environment,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -209,3 +216,41 @@ def test_systemd_restarts_is_none_outside_a_service_or_when_systemd_does_not_ans
     cgroup.write_text("0::/system.slice/fondation-agent.service\n")
     assert systemd_restarts(str(cgroup)) is None
     assert systemd_restarts(str(tmp_path / "missing")) is None
+
+
+def test_a_stored_fd_travels_with_its_name(systemd: socket.socket) -> None:
+    reader, writer = os.pipe()
+    try:
+        Notifier().store_fd(writer, "metrics")
+        message, fds, _, _ = socket.recv_fds(systemd, 65536, 1)
+        assert message.decode() == "FDSTORE=1\nFDNAME=metrics" and len(fds) == 1
+        os.write(fds[0], b"x")  # the very pipe
+        assert os.read(reader, 1) == b"x"
+        os.close(fds[0])
+    finally:
+        os.close(reader)
+        os.close(writer)
+
+
+def test_listen_fds_are_taken_by_name_only_for_this_pid_and_not_inherited() -> None:
+    reader, writer = os.pipe()
+    os.set_inheritable(writer, True)
+    first = take_listen_fds({"LISTEN_FDS": "1", "LISTEN_PID": "42", "LISTEN_FDNAMES": "metrics"}, pid=41)
+    assert first == {}
+    environ = {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "metrics"}
+    try:
+        saved = os.dup(LISTEN_FDS_START)  # whatever the test runner has as fd 3, put back afterwards
+    except OSError:
+        saved = None
+    try:
+        os.dup2(writer, LISTEN_FDS_START)
+        assert take_listen_fds(environ) == {"metrics": LISTEN_FDS_START}
+        assert environ == {} and not os.get_inheritable(LISTEN_FDS_START)
+    finally:
+        if saved is None:
+            os.close(LISTEN_FDS_START)
+        else:
+            os.dup2(saved, LISTEN_FDS_START, inheritable=False)
+            os.close(saved)
+        os.close(reader)
+        os.close(writer)
