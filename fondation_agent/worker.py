@@ -30,6 +30,7 @@ from fondation_agent.job.attempt import Job, JobOutcome, StopReason
 from fondation_agent.queue.claim_schedule import ClaimSchedule
 from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.queue.wake import UP, WakeSubscription
+from fondation_agent.sandbox.claude_access import ClaudeAccess
 from fondation_agent.sandbox.process_runner import ProcessRunner
 from fondation_agent.sandbox.runner import Runner, SandboxUnusable
 from fondation_agent.sandbox.workspace import remove_leftover_workspaces
@@ -59,7 +60,7 @@ def make_runner(config: Config) -> Runner:
 
 class Worker:
     def __init__(self, config: Config, config_path: Path | None, *, worker_token: str, git_token: str | None = None,
-                 metrics_bind_retry: tuple[float, float] = BIND_RETRY):
+                 claude: ClaudeAccess | None = None, metrics_bind_retry: tuple[float, float] = BIND_RETRY):
         self.config = config
         self.config_path = config_path
         self.log = get_logger()
@@ -69,6 +70,7 @@ class Worker:
         self.http = ConvexHttp(config.convex_url, read_timeout=config.convex_timeout, observer=self._observe_call)
         self.api = WorkerApi(self.http, worker_token, config.worker_id)
         self.git_token = git_token
+        self.claude = claude or ClaudeAccess(config)  # no credential: tests that run no CLI
         self.runner = make_runner(config)
         self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
         self.jobs_lock = threading.Lock()
@@ -297,6 +299,7 @@ class Worker:
             log=self.log,
             claimed_at=claimed_at,
             git_token=self.git_token,
+            claude=self.claude,
         )
         thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{claim.job_id}", daemon=True)
         with self.jobs_lock:
@@ -422,5 +425,6 @@ def _read_git_token(config: Config) -> str | None:
 def run_worker(config_path: Path | None) -> int:
     config = load_config(config_path)
     configure_logging(log_format=config.log_format, worker_id=config.worker_id)
-    worker = Worker(config, config_path, worker_token=config.worker_token(), git_token=_read_git_token(config))
+    worker = Worker(config, config_path, worker_token=config.worker_token(), git_token=_read_git_token(config),
+                    claude=ClaudeAccess.for_agent(config))
     return worker.run()

@@ -46,6 +46,7 @@ from fondation_agent.queue.convex_api import (
     WorkerApi,
 )
 from fondation_agent.queue.rules import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, ErrorKind, Status, bounded
+from fondation_agent.sandbox.claude_access import ClaudeAccess
 from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Outcome, Runner, RunningCli, RunResult
 from fondation_agent.sandbox.workspace import Workspace, is_safe_job_id
 
@@ -215,8 +216,10 @@ class Job:
         log: Any,
         claimed_at: float,
         git_token: str | None = None,
+        claude: ClaudeAccess | None = None,
     ):
         self.claim = claim
+        self.claude = claude
         self.config = config
         self.api = api
         self.runner = runner
@@ -367,7 +370,8 @@ class Job:
         job_id = self.claim.job_id
         argv = cli_argv(self.config.cli_argv_template, repo=workspace.repo, output=workspace.output,
                         prompt=self.claim.job.get("prompt", ""), job_id=job_id)
-        env = cli_environment(output=workspace.output, job_id=job_id, extra=self.config.cli_env)
+        claude_env = self.claude.job_environment() if self.claude else {}
+        env = cli_environment(output=workspace.output, job_id=job_id, extra={**self.config.cli_env, **claude_env})
         unit = f"fondation-job-{job_id}-{self.claim.attempt}"
         with self._lock:
             if self.stop_reason is not None:
