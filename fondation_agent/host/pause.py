@@ -1,8 +1,12 @@
-"""A broken host stops eating jobs: after `threshold` host failures in a row, claiming pauses.
+"""A broken host stops eating jobs: after `threshold` host failures in a row, claiming pauses; a
+refused Claude credential pauses it at the first.
 
 Host failures (failures.py: Claude authentication or billing, a CLI that cannot start, a full
 disk) are released back to the queue uncounted; without this pause one host with an expired
-Claude login would take and hand back every job in a tight loop. The pause lasts `initial`
+Claude login would take and hand back every job in a tight loop. A released job is due at once, so
+a host that claimed again right away would take it back, three times, and fail it (Convex fails a
+job at its third host release): a refused credential (claude_auth) is no fluke a retry could pass,
+so it pauses claiming at once and the job goes to another host. The pause lasts `initial`
 seconds, doubling at each pause that follows without a job ending normally in between, up to
 `maximum`; SIGHUP (the operator fixed something) ends it at once.
 """
@@ -12,6 +16,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+
+from fondation_agent.queue.rules import ErrorKind
+
+PAUSE_AT_ONCE = frozenset({ErrorKind.CLAUDE_AUTH})
 
 
 class HostPause:
@@ -33,8 +41,9 @@ class HostPause:
         """Records one; returns the pause in seconds if this one starts a pause."""
         with self._lock:
             self._streak += 1
-            self._reason = f"{self._streak} host failures in a row, the last {kind}: {message}"
-            if self._streak < self.threshold:
+            failures = "host failure" if self._streak == 1 else "host failures"
+            self._reason = f"{self._streak} {failures} in a row, the last {kind}: {message}"
+            if self._streak < self.threshold and kind not in PAUSE_AT_ONCE:
                 return None
             seconds = min(self.maximum, self.initial * 2**self._pauses)
             self._pauses += 1

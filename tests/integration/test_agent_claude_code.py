@@ -122,3 +122,17 @@ def test_a_model_answer_the_cli_cannot_use_fails_the_job_classified(tmp_path, qu
         job = queue.wait_finished(job_id, timeout=120)
     assert (job["status"], job["errorKind"]) == ("failed", "cli_failed"), job
     assert "Claude did not write step1_abstractions.yaml" in job["error"]
+
+
+def test_a_host_whose_key_is_refused_passes_its_jobs_on_and_none_fails(tmp_path, queue, agents, repo):
+    with FakeAnthropic(api_key=KEY) as fake:
+        broken, _ = claude_agent(agents, tmp_path, fake, "broken", key="sk-ant-refused", host_pause_initial=600)
+        jobs = [queue.enqueue(repository=repo) for _ in range(2)]
+        # Its first refusal pauses it (claude_max_retries = 0: in seconds), before it could take the job back.
+        eventually(lambda: broken.metric("fondation_agent_host_paused") == 1, timeout=120)
+        assert broken.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 1
+        claude_agent(agents, tmp_path, fake, "healthy")
+        finished = [queue.wait_finished(job_id, timeout=300) for job_id in jobs]
+    assert [(job["status"], job["result"]["worker"]) for job in finished] == [("completed", "healthy")] * 2
+    assert [job["attempts"] for job in finished] == [1, 1], "a release for a host problem uses no attempt"
+    assert not all(r["key_ok"] for r in fake.requests), "the broken host did reach the model, and was refused"

@@ -47,15 +47,15 @@ class Clock:
 def test_the_pause_starts_after_the_threshold_and_doubles_to_its_cap():
     clock = Clock()
     pause = HostPause(3, 60, 150, clock=clock)
-    assert pause.host_failure("claude_auth", "a") is None
-    assert pause.host_failure("claude_auth", "b") is None
-    assert pause.host_failure("claude_auth", "c") == 60
-    assert pause.paused_for() == 60 and "3 host failures in a row, the last claude_auth: c" in pause.describe()
+    assert pause.host_failure("host_error", "a") is None
+    assert pause.host_failure("host_error", "b") is None
+    assert pause.host_failure("host_error", "c") == 60
+    assert pause.paused_for() == 60 and "3 host failures in a row, the last host_error: c" in pause.describe()
     clock.now += 60
     assert pause.paused_for() == 0 and pause.describe() == ""
-    assert pause.host_failure("claude_auth", "d") == 120  # the probe after a pause failed too
+    assert pause.host_failure("host_error", "d") == 120  # the probe after a pause failed too
     clock.now += 120
-    assert pause.host_failure("claude_auth", "e") == 150  # capped
+    assert pause.host_failure("host_error", "e") == 150  # capped
     pause.job_ended_normally()
     assert pause.paused_for() == 0
     assert pause.host_failure("host_error", "f") is None  # a fresh streak
@@ -66,6 +66,15 @@ def test_a_reload_ends_the_pause_and_allows_one_probe():
     pause = HostPause(3, 60, 1800, clock=clock)
     assert not pause.resume(), "nothing to resume: the streak is untouched"
     for message in "abc":
-        pause.host_failure("claude_auth", message)
+        pause.host_failure("host_error", message)
     assert pause.resume() and pause.paused_for() == 0
-    assert pause.host_failure("claude_auth", "d") == 60, "one more failure pauses again, from the start"
+    assert pause.host_failure("host_error", "d") == 60, "one more failure pauses again, from the start"
+
+
+def test_a_refused_claude_credential_pauses_at_once_so_its_job_goes_to_another_host():
+    clock = Clock()
+    pause = HostPause(3, 60, 1800, clock=clock)
+    assert pause.host_failure("claude_auth", "Invalid API key") == 60
+    assert "1 host failure in a row, the last claude_auth: Invalid API key" in pause.describe()
+    clock.now += 60
+    assert pause.host_failure("claude_auth", "Invalid API key") == 120
