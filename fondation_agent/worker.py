@@ -38,6 +38,7 @@ from fondation_agent.sandbox.workspace import remove_leftover_workspaces
 # Settings a reload cannot change: they shape connections and files the running process holds.
 RESTART_ONLY = (
     "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
+    "claude_credentials_file", "claude_upstream", "claude_max_retries",  # read once, at start (claude_access.py)
 )
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.

@@ -9,9 +9,10 @@
 // step1_abstractions.yaml, step2_relationships.yaml, step3_order.yaml, chapters/,
 // reviewed-chapters/, tutorials/. A failure is logged on stdout too, then exit 1.
 //
-// There is no LLM and no network here: the "course" is extracted from the source code itself
-// (module summaries, definitions, imports), one chapter per module, dependencies first.
-// Same repository in, byte-identical files out. Plain Node >= 20, node: builtins only.
+// The offline engine (the default) has no LLM and no network: the "course" is extracted from the
+// source code itself (module summaries, definitions, imports), one chapter per module, dependencies
+// first. Same repository in, byte-identical files out. Plain Node >= 20, node: builtins only.
+// `--engine claude` has the real Claude Code write it instead (claude.mjs, the Claude Agent SDK).
 
 import fs from "node:fs";
 import path from "node:path";
