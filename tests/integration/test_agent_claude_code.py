@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fondation_agent.queue.rules import FINISHED_STATUSES as FINISHED
 from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.git_repos import make_git_repo
 from tests.helpers import eventually
@@ -89,12 +90,17 @@ def test_the_real_claude_code_writes_a_course_through_the_agent(tmp_path, queue,
         started = time.monotonic()
         with PeakMemory(tmp_path) as memory:
             job_id = queue.enqueue(repository=repo, prompt="A course for new contributors")
-            job = queue.wait_finished(job_id, timeout=300)
+            shown: set[str] = set()
+            job = queue.wait_for(job_id, lambda job: shown.add(job.get("progress", "")) or job["status"] in FINISHED,
+                                 timeout=300)
         seconds = time.monotonic() - started
     print(f"real Claude Code, six steps: {seconds:.1f} s, job processes' peak RSS {memory.peak_kib / 1024:.0f} MiB, "
           f"{len(fake.requests)} Messages API requests")
     assert job["status"] == "completed", job
     assert (job["currentStep"], job["totalSteps"]) == (6, 6)
+    # The CLI words its progress: the output watcher's wording ("(1 of 2 written)") never shows.
+    assert {"Step 4/6: Generating chapters", "Step 6/6: Creating tutorials"} <= shown, shown
+    assert not [text for text in shown if text.endswith(("written)", "reviewed)"))], shown
     docs = {(d["kind"], d["slug"]): d for d in queue.docs(job_id)}
     assert sorted(docs) == [
         ("chapter", "chapter_1_queue"), ("chapter", "chapter_2_worker"), ("toc", "toc"),
