@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from fondation_agent.queue.rules import ErrorKind
 
 # Claude Code and the Anthropic API, as they word it: 401 authentication_error ("invalid x-api-key"),
-# "Invalid API key · Please run /login", an expired OAuth login, 403 permission_error, and billing
-# ("Your credit balance is too low to access the Anthropic API").
+# "Invalid API key · Please run /login", an expired OAuth login, 403 permission_error (Claude Code:
+# "Failed to authenticate. API Error: 403 …"), and billing ("Your credit balance is too low to access
+# the Anthropic API").
 _CLAUDE_AUTH = re.compile(
     r"authentication_error|invalid (?:x-)?api[ -]key|please run /login|oauth token (?:has )?expired"
+    r"|failed to authenticate"
     r"|(?:not|no longer) logged in|permission_error|credit balance is too low|plans (?:&|and) billing"
     r"|billing_error",
     re.IGNORECASE,

@@ -142,3 +142,23 @@ def test_a_host_whose_key_is_refused_passes_its_jobs_on_and_none_fails(tmp_path,
     assert [(job["status"], job["result"]["worker"]) for job in finished] == [("completed", "healthy")] * 2
     assert [job["attempts"] for job in finished] == [1, 1], "a release for a host problem uses no attempt"
     assert not all(r["key_ok"] for r in fake.requests), "the broken host did reach the model, and was refused"
+
+
+@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limited"), (529, "rate_limited"), (500, "cli_failed")])
+def test_what_the_api_refuses_is_told_apart_in_claude_codes_words(tmp_path, queue, agents, repo, status, kind):
+    with FakeAnthropic(api_key=KEY, error=status) as fake:
+        claude_agent(agents, tmp_path, fake, "claude")
+        job = queue.wait_finished(queue.enqueue(repository=repo, maxAttempts=1), timeout=120)
+    assert (job["status"], job["errorKind"]) == ("failed", kind), job
+    assert "API Error: " in job["error"]
+
+
+def test_a_key_without_permission_is_the_hosts_problem(tmp_path, queue, agents, repo):
+    with FakeAnthropic(api_key=KEY, error=403) as fake:
+        agent, _ = claude_agent(agents, tmp_path, fake, "claude", host_pause_initial=600)
+        job_id = queue.enqueue(repository=repo)
+        eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=120)
+    assert agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 1
+    job = queue.get(job_id)
+    assert (job["status"], job["attempts"]) == ("pending", 0), job
+    assert "Failed to authenticate. API Error: 403" in job["progress"]

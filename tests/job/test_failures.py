@@ -18,6 +18,10 @@ from fondation_agent.job.failures import classify_cli_failure
          True),
         ("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing", "claude_auth",
          True, True),
+        ("Claude Code returned an error result: Failed to authenticate. API Error: 403 Your API key does not "
+         "have permission to use the specified resource.", "claude_auth", True, True),
+        ("Claude Code returned an error result: API Error: Request rejected (429) · Number of request tokens",
+         "rate_limited", True, False),
         ('429 {"type":"error","error":{"type":"rate_limit_error"}}', "rate_limited", True, False),
         ('API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
          "rate_limited", True, False),
