@@ -37,6 +37,9 @@ _CANNOT_START = re.compile(
     r"Cannot find module '/|ERR_MODULE_NOT_FOUND|Failed to find executable |Failed to start transient service unit"
     r"|fondation-jobs-launcher: |the job launcher"
 )
+# Host failures that pause claiming at the first (host/pause.py): every job would meet the same
+# refused credential, and the job just released must go to another host, not come back here.
+PAUSE_AT_ONCE = frozenset({ErrorKind.CLAUDE_AUTH})
 HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from fondation_agent.config import Config, ConfigError
-
 CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
+
+
+class CredentialsError(Exception):
+    """The credentials file gives no credential: one line naming the key (the agent stops, exit 2)."""
 
 
 def read_credentials(path: Path) -> dict[str, str]:
@@ -29,7 +31,7 @@ def read_credentials(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise ConfigError([f"claude_credentials_file: cannot read {path}: {reason}"]) from None
+        raise CredentialsError(f"claude_credentials_file: cannot read {path}: {reason}") from None
     found = {}
     for line in text.splitlines():
         name, sep, value = line.strip().removeprefix("export ").partition("=")
@@ -39,23 +41,23 @@ def read_credentials(path: Path) -> dict[str, str]:
         if sep and name.strip() in CREDENTIAL_VARIABLES and value:
             found[name.strip()] = value
     if not found:
-        raise ConfigError([f"claude_credentials_file: {path} holds neither "
-                           f"{' nor '.join(f'{n}=' for n in CREDENTIAL_VARIABLES)}"])
+        raise CredentialsError(f"claude_credentials_file: {path} holds neither "
+                               f"{' nor '.join(f'{n}=' for n in CREDENTIAL_VARIABLES)}")
     return found
 
 
 class ClaudeAccess:
-    def __init__(self, config: Config, credential: Mapping[str, str] | None = None):
-        self.upstream = config.claude_upstream
-        self.max_retries = config.claude_max_retries
+    def __init__(self, *, upstream: str, max_retries: int, credential: Mapping[str, str] | None = None):
+        self.upstream = upstream
+        self.max_retries = max_retries
         self._credential = dict(credential or {})
 
     @classmethod
-    def for_agent(cls, config: Config) -> ClaudeAccess:
-        """Reads the credential where the agent hands it to jobs itself (raises ConfigError)."""
-        if config.sandbox != "process":
-            return cls(config)  # the job launcher adds the file to the job's unit
-        return cls(config, read_credentials(Path(config.claude_credentials_file)))
+    def for_agent(cls, *, sandbox: str, credentials_file: str, upstream: str, max_retries: int) -> ClaudeAccess:
+        """Reads the credential where the agent hands it to jobs itself (raises CredentialsError)."""
+        # Under systemd-service the job launcher adds the file to the job's unit.
+        credential = read_credentials(Path(credentials_file)) if sandbox == "process" else {}
+        return cls(upstream=upstream, max_retries=max_retries, credential=credential)
 
     def job_environment(self) -> dict[str, str]:
         """Claude Code's variables for one job attempt (the credential included, where the agent holds it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fondation_agent.host.pause import HostPause
-from fondation_agent.job.failures import classify_cli_failure
+from fondation_agent.job.failures import PAUSE_AT_ONCE, classify_cli_failure
 
 
 @pytest.mark.parametrize(
@@ -76,9 +76,11 @@ def test_a_reload_ends_the_pause_and_allows_one_probe():
 
 
 def test_a_refused_claude_credential_pauses_at_once_so_its_job_goes_to_another_host():
+    assert classify_cli_failure("Invalid API key · Fix external API key").kind in PAUSE_AT_ONCE
+    assert classify_cli_failure("Cannot find module '/opt/cli.mjs'").kind not in PAUSE_AT_ONCE
     clock = Clock()
     pause = HostPause(3, 60, 1800, clock=clock)
-    assert pause.host_failure("claude_auth", "Invalid API key") == 60
+    assert pause.host_failure("claude_auth", "Invalid API key", at_once=True) == 60
     assert "1 host failure in a row, the last claude_auth: Invalid API key" in pause.describe()
     clock.now += 60
-    assert pause.host_failure("claude_auth", "Invalid API key") == 120
+    assert pause.host_failure("claude_auth", "Invalid API key", at_once=True) == 120

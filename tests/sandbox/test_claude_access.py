@@ -7,25 +7,27 @@ from pathlib import Path
 import pytest
 
 from fondation_agent.cli import main as cli_main
-from fondation_agent.config import ConfigError, load_config
-from fondation_agent.sandbox.claude_access import ClaudeAccess, read_credentials
+from fondation_agent.config import load_config
+from fondation_agent.sandbox.claude_access import ClaudeAccess, CredentialsError, read_credentials
 
 URL = "http://127.0.0.1:3210"
 
 
-def config_with(tmp_path: Path, credentials: str | None, **keys: str):
+def access_with(tmp_path: Path, credentials: str | None, **keys: str) -> ClaudeAccess:
     path = tmp_path / "job.env"
     if credentials is not None:
         path.write_text(credentials)
     environ = {"CONVEX_URL": URL, "FONDATION_AGENT_CLAUDE_CREDENTIALS_FILE": str(path),
                **{f"FONDATION_AGENT_{k.upper()}": v for k, v in keys.items()}}
-    return load_config(None, environ)
+    config = load_config(None, environ)
+    return ClaudeAccess.for_agent(sandbox=config.sandbox, credentials_file=config.claude_credentials_file,
+                                  upstream=config.claude_upstream, max_retries=config.claude_max_retries)
 
 
 def test_every_job_gets_claude_codes_settings_and_the_credential(tmp_path):
-    config = config_with(tmp_path, "# the host's key\nexport ANTHROPIC_API_KEY='sk-ant-1'\nOTHER=x\n",
-                         claude_upstream="http://127.0.0.1:9", claude_max_retries="1")
-    assert ClaudeAccess.for_agent(config).job_environment() == {
+    access = access_with(tmp_path, "# the host's key\nexport ANTHROPIC_API_KEY='sk-ant-1'\nOTHER=x\n",
+                          claude_upstream="http://127.0.0.1:9", claude_max_retries="1")
+    assert access.job_environment() == {
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
@@ -50,9 +52,9 @@ def test_a_credentials_file_that_gives_no_credential_is_one_line_naming_the_key(
     path = tmp_path / "job.env"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(CredentialsError) as caught:
         read_credentials(path)
-    assert caught.value.problems == [f"claude_credentials_file: {problem.format(path=path)}"]
+    assert str(caught.value) == f"claude_credentials_file: {problem.format(path=path)}"
 
 
 def test_run_stops_at_start_with_exit_2_when_the_credential_is_missing(tmp_path, capsys):
@@ -66,7 +68,7 @@ def test_run_stops_at_start_with_exit_2_when_the_credential_is_missing(tmp_path,
 
 
 def test_under_systemd_service_the_agent_never_reads_the_credential(tmp_path):
-    config = config_with(tmp_path, None, sandbox="systemd-service",
-                         claude_credentials_file="/etc/fondation-agent/job.env")
-    environment = ClaudeAccess.for_agent(config).job_environment()
+    access = access_with(tmp_path, None, sandbox="systemd-service",
+                          claude_credentials_file="/etc/fondation-agent/job.env")
+    environment = access.job_environment()
     assert "ANTHROPIC_API_KEY" not in environment and environment["ANTHROPIC_BASE_URL"] == "https://api.anthropic.com"
