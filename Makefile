@@ -3,11 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+COURSE_CLI := examples/course-cli
 PYTEST_ARGS ?=
 
 .PHONY: install test test-convex test-python test-unit test-integration test-rules lint backend demo bench clean deb print-deb
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed $(COURSE_CLI)/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
+	touch $@
+
+# The demo CLI's Claude engine: the Claude Agent SDK with its bundled Claude Code (~475 MB unpacked).
+$(COURSE_CLI)/node_modules/.installed: $(COURSE_CLI)/package.json $(COURSE_CLI)/package-lock.json
+	cd $(COURSE_CLI) && npm ci --no-audit --no-fund
 	touch $@
 
 test: install lint test-rules test-convex test-python
@@ -68,7 +74,7 @@ print-deb:
 	@echo $(DEB)
 # Its prerequisites include the docs it ships (packaging/debian/fondation-agent.docs, the one list).
 $(DEB): Makefile pyproject.toml $(shell cat packaging/debian/fondation-agent.docs) \
-		$(shell find fondation_agent packaging systemd examples/course-cli monitoring -type f -not -name '*.pyc')
+		$(shell find fondation_agent packaging systemd examples/course-cli monitoring -type f -not -name '*.pyc' -not -path '*/node_modules/*')
 	packaging/build-deb.sh $(VERSION)
 
 # The VM tier (vm/, tests/system/): the .deb installed in a Debian 12 guest with a real systemd,

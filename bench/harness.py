@@ -131,11 +131,15 @@ class BenchAgent:
         token_file = self.directory / "worker-token"
         token_file.write_text(TOKEN + "\n")
         token_file.chmod(0o600)
+        claude_file = self.directory / "claude.env"  # the bench's CLI never calls Claude
+        claude_file.write_text("ANTHROPIC_API_KEY=bench-needs-no-key\n")
+        claude_file.chmod(0o600)
         self.metrics_port = free_port()
         self.settings = {
             "convex_url": backend_url,
             "worker_id": name,
             "worker_token_file": str(token_file),
+            "claude_credentials_file": str(claude_file),
             "temp_dir": str(self.directory / "workspaces"),
             "allow_local_repositories": True,
             "allow_unisolated": True,  # process sandbox, deliberately: the bench measures the agent, not isolation

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fondation_agent.queue.rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
-from fondation_agent.sandbox.launcher import MIN_DISK_BYTES
+from fondation_agent.sandbox.launcher import JOB_CREDENTIALS, MIN_DISK_BYTES
 from fondation_agent.sandbox.netpolicy import PolicyError, parse_networks
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
@@ -94,6 +94,10 @@ class Config:
     tasks_max: int = 512
     # A job's own file system (systemd-service): its workspace (the clone), home and /tmp together.
     disk_max: int = 10 * 1024**3
+    # Claude (claude_access.py): the credential's env file, the Anthropic API, Claude Code's retries.
+    claude_credentials_file: str = JOB_CREDENTIALS
+    claude_upstream: str = "https://api.anthropic.com"
+    claude_max_retries: int = 2
     # Results
     max_doc_bytes: int = 900_000
     max_docs: int = 500
@@ -250,6 +254,12 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
             parse_networks(getattr(config, key), key)
         except PolicyError as error:
             problems.append(str(error))
+    upstream = urlparse(config.claude_upstream)
+    require(upstream.scheme in ("http", "https") and bool(upstream.netloc) and not upstream.username,
+            "claude_upstream", f"must be an http(s) URL without credentials, got {config.claude_upstream!r}")
+    require(0 <= config.claude_max_retries <= 10, "claude_max_retries", "must be from 0 to 10")
+    require(config.sandbox == "process" or config.claude_credentials_file == JOB_CREDENTIALS,
+            "claude_credentials_file", f"the job launcher reads only {JOB_CREDENTIALS} (sandbox = systemd-service)")
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
     require(config.disk_max > max(config.clone_max_bytes, MIN_DISK_BYTES), "disk_max",
             f"must be more than clone_max_bytes (the clone is on the job's disk) and {MIN_DISK_BYTES} bytes")

@@ -27,9 +27,11 @@ from fondation_agent.host.metrics import BIND_RETRY, Metrics, MetricsEndpoint
 from fondation_agent.host.notify import Notifier, systemd_restarts
 from fondation_agent.host.pause import HostPause
 from fondation_agent.job.attempt import Job, JobOutcome, StopReason
+from fondation_agent.job.failures import PAUSE_AT_ONCE
 from fondation_agent.queue.claim_schedule import ClaimSchedule
 from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.queue.wake import UP, WakeSubscription
+from fondation_agent.sandbox.claude_access import ClaudeAccess, CredentialsError
 from fondation_agent.sandbox.process_runner import ProcessRunner
 from fondation_agent.sandbox.runner import Runner, SandboxUnusable
 from fondation_agent.sandbox.workspace import remove_leftover_workspaces
@@ -37,6 +39,7 @@ from fondation_agent.sandbox.workspace import remove_leftover_workspaces
 # Settings a reload cannot change: they shape connections and files the running process holds.
 RESTART_ONLY = (
     "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
+    "claude_credentials_file", "claude_upstream", "claude_max_retries",  # read once, at start (claude_access.py)
 )
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.
@@ -60,7 +63,7 @@ def make_runner(config: Config) -> Runner:
 
 class Worker:
     def __init__(self, config: Config, config_path: Path | None, *, worker_token: str, git_token: str | None = None,
-                 metrics_bind_retry: tuple[float, float] = BIND_RETRY):
+                 claude: ClaudeAccess | None = None, metrics_bind_retry: tuple[float, float] = BIND_RETRY):
         self.config = config
         self.config_path = config_path
         self.log = get_logger()
@@ -70,6 +73,8 @@ class Worker:
         self.http = ConvexHttp(config.convex_url, read_timeout=config.convex_timeout, observer=self._observe_call)
         self.api = WorkerApi(self.http, worker_token, config.worker_id)
         self.git_token = git_token
+        # Without one (tests that run no CLI): Claude Code's settings, no credential.
+        self.claude = claude or ClaudeAccess(upstream=config.claude_upstream, max_retries=config.claude_max_retries)
         self.runner = make_runner(config)
         self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
         self.jobs_lock = threading.Lock()
@@ -302,6 +307,7 @@ class Worker:
             log=self.log,
             claimed_at=claimed_at,
             git_token=self.git_token,
+            claude=self.claude,
         )
         thread = threading.Thread(target=self._run_job, args=(job,), name=f"job-{claim.job_id}", daemon=True)
         with self.jobs_lock:
@@ -330,7 +336,7 @@ class Worker:
         failure = job.host_failure
         if outcome == JobOutcome.HOST_FAILURE and failure is not None:
             self.metrics.host_failures.labels(failure.kind).inc()
-            seconds = self.host_pause.host_failure(failure.kind, str(failure))
+            seconds = self.host_pause.host_failure(failure.kind, str(failure), at_once=failure.kind in PAUSE_AT_ONCE)
             if seconds:
                 self.log.error(
                     "host problems in a row: claiming paused", seconds=seconds, reason=self.host_pause.reason
@@ -424,8 +430,17 @@ def _read_git_token(config: Config) -> str | None:
         raise ConfigError([f"git_token_file: cannot read {config.git_token_file}: {error.strerror}"]) from error
 
 
+def _claude_access(config: Config) -> ClaudeAccess:
+    try:
+        return ClaudeAccess.for_agent(sandbox=config.sandbox, credentials_file=config.claude_credentials_file,
+                                      upstream=config.claude_upstream, max_retries=config.claude_max_retries)
+    except CredentialsError as error:
+        raise ConfigError([str(error)]) from None
+
+
 def run_worker(config_path: Path | None) -> int:
     config = load_config(config_path)
     configure_logging(log_format=config.log_format, worker_id=config.worker_id)
-    worker = Worker(config, config_path, worker_token=config.worker_token(), git_token=_read_git_token(config))
+    worker = Worker(config, config_path, worker_token=config.worker_token(), git_token=_read_git_token(config),
+                    claude=_claude_access(config))
     return worker.run()

@@ -157,6 +157,9 @@ EVERY_KEY = {
     "host_pause_initial": ("30", 30.0),
     "host_pause_max": ("600", 600.0),
     "convex_timeout": ("5", 5.0),
+    "claude_credentials_file": ("/etc/claude.env", "/etc/claude.env"),
+    "claude_upstream": ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    "claude_max_retries": ("0", 0),
 }
 
 
@@ -235,6 +238,11 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("metrics_address = '9810'", "metrics_address: must be HOST:PORT (or empty to disable), got '9810'"),
         ("allowed_hosts = []", "allowed_hosts: must name at least one host"),
         ("tasks_max = 4", "tasks_max: must be at least 8"),
+        ("claude_upstream = 'api.anthropic.com'", "claude_upstream: must be an http(s) URL without credentials"),
+        ("claude_upstream = 'https://u:p@gw'", "claude_upstream: must be an http(s) URL without credentials"),
+        ("claude_max_retries = 11", "claude_max_retries: must be from 0 to 10"),
+        ("sandbox = 'systemd-service'\nclaude_credentials_file = '/srv/k.env'",
+         "claude_credentials_file: the job launcher reads only /etc/fondation-agent/job.env"),
         ("disk_max = 1000", "disk_max: must be more than clone_max_bytes"),
         (f"disk_max = {1024**3}", "disk_max: must be more than clone_max_bytes"),
         ("git_token_owners = ['https://github.com/acme']", "git_token_owners: 'https://github.com/acme' must be OWNER"),

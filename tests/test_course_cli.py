@@ -405,6 +405,7 @@ def test_progress_is_streamed_live(py_repo: Path, tmp_path: Path) -> None:
         ["analyze", "/nonexistent/repo/for/sure"],
         ["analyze", ".", "--profile"],
         ["analyze", ".", "--bogus"],
+        ["analyze", ".", "--engine", "gpt"],
     ],
 )
 def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
-"""A broken host stops eating jobs: after `threshold` host failures in a row, claiming pauses.
+"""A broken host stops eating jobs: after `threshold` host failures in a row, claiming pauses; a
+refused Claude credential pauses it at the first.
 
 Host failures (failures.py: Claude authentication or billing, a CLI that cannot start, a full
 disk) are released back to the queue uncounted; without this pause one host with an expired
-Claude login would take and hand back every job in a tight loop. The pause lasts `initial`
+Claude login would take and hand back every job in a tight loop. A released job is due at once, so
+a host that claimed again right away would take it back, three times, and fail it (Convex fails a
+job at its third host release): a refused credential (claude_auth, failures.PAUSE_AT_ONCE) is no
+fluke a retry could pass, so it pauses claiming at once and the job goes to another host. The pause lasts `initial`
 seconds, doubling at each pause that follows without a job ending normally in between, up to
 `maximum`; SIGHUP (the operator fixed something) ends it at once.
 """
@@ -29,12 +33,14 @@ class HostPause:
         with self._lock:
             self.threshold, self.initial, self.maximum = threshold, initial, maximum
 
-    def host_failure(self, kind: str, message: str) -> float | None:
-        """Records one; returns the pause in seconds if this one starts a pause."""
+    def host_failure(self, kind: str, message: str, *, at_once: bool = False) -> float | None:
+        """Records one; returns the pause in seconds if this one starts a pause (`at_once`: whatever
+        the threshold says)."""
         with self._lock:
             self._streak += 1
-            self._reason = f"{self._streak} host failures in a row, the last {kind}: {message}"
-            if self._streak < self.threshold:
+            failures = "host failure" if self._streak == 1 else "host failures"
+            self._reason = f"{self._streak} {failures} in a row, the last {kind}: {message}"
+            if self._streak < self.threshold and not at_once:
                 return None
             seconds = min(self.maximum, self.initial * 2**self._pauses)
             self._pauses += 1

@@ -46,6 +46,7 @@ from fondation_agent.queue.convex_api import (
     WorkerApi,
 )
 from fondation_agent.queue.rules import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, ErrorKind, Status, bounded
+from fondation_agent.sandbox.claude_access import ClaudeAccess
 from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Outcome, Runner, RunningCli, RunResult
 from fondation_agent.sandbox.workspace import Workspace, is_safe_job_id
 
@@ -215,8 +216,10 @@ class Job:
         log: Any,
         claimed_at: float,
         git_token: str | None = None,
+        claude: ClaudeAccess | None = None,
     ):
         self.claim = claim
+        self.claude = claude
         self.config = config
         self.api = api
         self.runner = runner
@@ -229,6 +232,7 @@ class Job:
         self._lock = threading.Lock()
         self._cli: RunningCli | None = None
         self._relayed_lines = 0
+        self._cli_words_progress = False  # the CLI printed progress: the watcher's wording stays out
         self._last_cli_error: str | None = None  # the CLI's last error-level log line
         self.host_failure: JobFailure | None = None
         self.status = Status.RUNNING
@@ -367,7 +371,8 @@ class Job:
         job_id = self.claim.job_id
         argv = cli_argv(self.config.cli_argv_template, repo=workspace.repo, output=workspace.output,
                         prompt=self.claim.job.get("prompt", ""), job_id=job_id)
-        env = cli_environment(output=workspace.output, job_id=job_id, extra=self.config.cli_env)
+        claude_env = self.claude.job_environment() if self.claude else {}
+        env = cli_environment(output=workspace.output, job_id=job_id, extra={**self.config.cli_env, **claude_env})
         unit = f"fondation-job-{job_id}-{self.claim.attempt}"
         with self._lock:
             if self.stop_reason is not None:
@@ -379,8 +384,8 @@ class Job:
         self.log.info("CLI started", pid=getattr(self._cli, "pid", None), unit=unit, sandbox=self.runner.name)
         relay = threading.Thread(target=self._relay_output, args=(self._cli,), daemon=True, name=f"relay-{job_id}")
         relay.start()
-        watcher = OutputWatcher(output_directories(workspace.output, workspace.repo),
-                                lambda progress: self.keeper.report(progress=progress), name=f"watch-{job_id}")
+        watcher = OutputWatcher(output_directories(workspace.output, workspace.repo), self._watched_progress,
+                                name=f"watch-{job_id}")
         watcher.start()
         outcome = self._cli.wait()
         watcher.stop()
@@ -390,6 +395,12 @@ class Job:
         self.log.info("CLI ended", result=outcome.result, exit_code=outcome.exit_code)
         return outcome
 
+    def _watched_progress(self, progress: Progress) -> None:
+        """The output directory's progress counts only for a silent CLI: one that prints its progress
+        keeps its own wording rather than alternating with the watcher's."""
+        if not self._cli_words_progress:
+            self.keeper.report(progress=progress)
+
     def _relay_output(self, cli: RunningCli) -> None:
         """Carries the CLI's stdout into the journal (with the job's id, at the level the CLI logged
         it) and its progress to Convex. Past MAX_RELAYED_LINES only lines that reach a new step are
@@ -397,6 +408,7 @@ class Job:
         for raw in cli.stdout_lines():
             self.metrics.cli_lines.inc()
             line = read_cli_line(raw)
+            self._cli_words_progress |= line.progress is not None
             advanced = line.progress is not None and self.keeper.report(progress=line.progress)
             if line.error:
                 self._last_cli_error = line.error

@@ -12,8 +12,8 @@ from pathlib import Path
 from fondation_agent.queue.rules import MAX_STEP
 
 # Variables a job may inherit from the agent; everything else (the worker token above all,
-# NOTIFY_SOCKET, the agent's own settings) stays behind.
-INHERITED_VARIABLES = ("HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
+# NOTIFY_SOCKET, the agent's own settings, its HOME: each runner gives the job a fresh one) stays behind.
+INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # The six steps of a full run, as the real CLI names them in the platform's UI.

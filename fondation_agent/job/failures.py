@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from fondation_agent.queue.rules import ErrorKind
 
 # Claude Code and the Anthropic API, as they word it: 401 authentication_error ("invalid x-api-key"),
-# "Invalid API key · Please run /login", an expired OAuth login, 403 permission_error, and billing
-# ("Your credit balance is too low to access the Anthropic API").
+# "Invalid API key · Please run /login", an expired OAuth login, 403 permission_error (Claude Code:
+# "Failed to authenticate. API Error: 403 …"), and billing ("Your credit balance is too low to access
+# the Anthropic API").
 _CLAUDE_AUTH = re.compile(
     r"authentication_error|invalid (?:x-)?api[ -]key|please run /login|oauth token (?:has )?expired"
+    r"|failed to authenticate"
     r"|(?:not|no longer) logged in|permission_error|credit balance is too low|plans (?:&|and) billing"
     r"|billing_error",
     re.IGNORECASE,
@@ -35,6 +37,9 @@ _CANNOT_START = re.compile(
     r"Cannot find module '/|ERR_MODULE_NOT_FOUND|Failed to find executable |Failed to start transient service unit"
     r"|fondation-jobs-launcher: |the job launcher"
 )
+# Host failures that pause claiming at the first (host/pause.py): every job would meet the same
+# refused credential, and the job just released must go to another host, not come back here.
+PAUSE_AT_ONCE = frozenset({ErrorKind.CLAUDE_AUTH})
 HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
 
 

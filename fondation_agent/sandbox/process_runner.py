@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fondation_agent.sandbox.runner import Limits, Outcome, StderrTail, classify, pipe_lines
+from fondation_agent.sandbox.workspace import fresh_home_and_tmp
 
 # How long wait() gives SIGKILLed processes to be gone (the kernel needs milliseconds).
 GROUP_EXIT_WAIT_S = 5.0
@@ -149,7 +150,10 @@ class ProcessRunner:
         return stopped
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> ProcessCli:
+        """`cwd` is the workspace's repo/: the job's HOME and TMPDIR are made beside it."""
         self.records.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home, tmp = fresh_home_and_tmp(cwd.parent)
+        env = {**env, "HOME": str(home), "TMPDIR": str(tmp)}
         return ProcessCli(argv, env=env, cwd=cwd, limits=limits, record=self.records / f"{unit}.pgid")
 
     def give_disk(self, workspace: Path, disk_max: int) -> bool:

@@ -33,6 +33,7 @@ from fondation_agent.sandbox.runner import (
     classify,
     pipe_lines,
 )
+from fondation_agent.sandbox.workspace import fresh_home_and_tmp
 
 # After RuntimeMaxSec (plus the stop's kill_grace) systemd has stopped the unit; this is only a backstop.
 SAFETY_MARGIN_S = 30.0
@@ -89,8 +90,7 @@ class ServiceCli:
         self._finished = threading.Event()
         self._refusal = ""
         workspace = cwd.parent
-        for fresh in ("home", "tmp"):  # the job's fresh home and /tmp, in its workspace (on its own disk)
-            (workspace / fresh).mkdir(mode=0o700, exist_ok=True)
+        fresh_home_and_tmp(workspace)  # the launcher makes them the job's HOME and /tmp
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         self._stdout = os.fdopen(out_read, "rb")

@@ -1,4 +1,4 @@
-"""Per-job workspaces under temp_dir: `<jobId>-<attempt>/{repo,output}`, always removed afterwards.
+"""Per-job workspaces under temp_dir: `<jobId>-<attempt>/{repo,output,home,tmp}`, always removed afterwards.
 
 Where the sandbox gives jobs a disk of their own (systemd-service: disk_max), the workspace is that
 file system, mounted on `<jobId>-<attempt>` before anything is written into it.
@@ -78,6 +78,16 @@ class Workspace:
         if self.own_disk and not self.runner.release_disk(self.root):
             return  # still mounted: the launcher's leftovers clean-up releases it at the next start
         _force_remove(self.root)
+
+
+def fresh_home_and_tmp(root: Path) -> tuple[Path, Path]:
+    """The job's own HOME and /tmp, in its workspace `root` (on its own disk where it has one) and
+    removed with it: nothing one job leaves there (Claude Code's ~/.claude.json, its transcripts,
+    settings and hooks under ~/.claude/, its /tmp/claude-<uid>/) reaches the next."""
+    home, tmp = root / "home", root / "tmp"
+    for fresh in (home, tmp):
+        fresh.mkdir(mode=0o700, exist_ok=True)
+    return home, tmp
 
 
 def remove_leftover_workspaces(temp_dir: Path, worker_id: str) -> list[str]:

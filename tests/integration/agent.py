@@ -31,12 +31,16 @@ class Agent:
         token_file = self.directory / "worker-token"
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
+        claude_file = self.directory / "claude.env"  # tests of the real Claude Code set their own
+        claude_file.write_text("ANTHROPIC_API_KEY=test-claude-key\n")
+        claude_file.chmod(0o600)
         self.state = self.directory / "cli-state"
         self.state.mkdir(exist_ok=True)
         self.settings = {
             "convex_url": backend_url,
             "worker_id": name,
             "worker_token_file": str(token_file),
+            "claude_credentials_file": str(claude_file),
             "temp_dir": str(self.directory / "workspaces"),
             "poll_interval": 0.2,
             "lease_time": 6.0,

@@ -109,13 +109,14 @@ def test_rate_limits_and_overload_retry_later(repo, queue, agents):
 
 def test_a_broken_claude_login_pauses_the_host_releases_its_jobs_and_sighup_resumes(tmp_path, repo, queue, agents):
     notify = NotifySocket(tmp_path / "notify.sock")
-    agent = agents(env={"NOTIFY_SOCKET": str(notify.path)}, host_failure_threshold=2, host_pause_initial=600)
+    agent = agents(env={"NOTIFY_SOCKET": str(notify.path)}, host_pause_initial=600)
     jobs = [queue.enqueue(repository=repo, prompt="auth-unless-fixed") for _ in range(3)]
     eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
-    assert agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 2
+    # At the first refusal, whatever host_failure_threshold says: its job is for another host.
+    assert agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 1
     status, health = agent.health()
     assert status == 503 and health["reason"].startswith("paused claiming until ")
-    assert "2 host failures in a row, the last claude_auth" in health["reason"]
+    assert "1 host failure in a row, the last claude_auth" in health["reason"]
     assert "Invalid API key" in health["reason"]
     assert eventually(lambda: notify.seen("STATUS=paused claiming until "))
     for job_id in jobs:  # released, not counted: none failed, none used an attempt
@@ -223,11 +224,11 @@ def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
 def test_a_job_that_keeps_reporting_host_problems_fails_after_max_host_releases(repo, queue, agents):
     """The problem is read from the CLI's output, which a hostile repository controls: such a job
     must not bounce between hosts (pausing each) for ever."""
-    agent = agents(host_failure_threshold=10)
+    agent = agents(host_pause_initial=0.2, host_pause_max=0.5)  # each refusal pauses; briefly, to come back
     job_id = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
     job = queue.wait_finished(job_id, timeout=120)
     assert (job["status"], job["errorKind"], job["hostReleases"]) == ("failed", "claude_auth", 3), job
     assert job["error"].startswith("released 3 times for host problems, the last: host problem on ")
     # The agent counts once its thread has ended the attempt, a moment after Convex heard of it.
     assert eventually(lambda: agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 3)
-    assert agent.metric("fondation_agent_host_paused") == 0
+    assert eventually(lambda: agent.metric("fondation_agent_host_paused") == 0)

@@ -44,7 +44,7 @@ def test_the_job_environment_is_an_allowlist():
     env = cli_environment(output=Path("/w/o"), job_id="j1", extra={"NODE_OPTIONS": "--max-old-space-size=512"},
                           inherited=inherited)
     assert env == {
-        "HOME": "/home/a", "LANG": "en_US.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "en_US.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin",
         "NODE_OPTIONS": "--max-old-space-size=512", "CLAUDE_OUTPUT_DIR": "/w/o", "FONDATION_JOB_ID": "j1",
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fondation_agent.host.pause import HostPause
-from fondation_agent.job.failures import classify_cli_failure
+from fondation_agent.job.failures import PAUSE_AT_ONCE, classify_cli_failure
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,10 @@ from fondation_agent.job.failures import classify_cli_failure
          True),
         ("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing", "claude_auth",
          True, True),
+        ("Claude Code returned an error result: Failed to authenticate. API Error: 403 Your API key does not "
+         "have permission to use the specified resource.", "claude_auth", True, True),
+        ("Claude Code returned an error result: API Error: Request rejected (429) · Number of request tokens",
+         "rate_limited", True, False),
         ('429 {"type":"error","error":{"type":"rate_limit_error"}}', "rate_limited", True, False),
         ('API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
          "rate_limited", True, False),
@@ -47,15 +51,15 @@ class Clock:
 def test_the_pause_starts_after_the_threshold_and_doubles_to_its_cap():
     clock = Clock()
     pause = HostPause(3, 60, 150, clock=clock)
-    assert pause.host_failure("claude_auth", "a") is None
-    assert pause.host_failure("claude_auth", "b") is None
-    assert pause.host_failure("claude_auth", "c") == 60
-    assert pause.paused_for() == 60 and "3 host failures in a row, the last claude_auth: c" in pause.describe()
+    assert pause.host_failure("host_error", "a") is None
+    assert pause.host_failure("host_error", "b") is None
+    assert pause.host_failure("host_error", "c") == 60
+    assert pause.paused_for() == 60 and "3 host failures in a row, the last host_error: c" in pause.describe()
     clock.now += 60
     assert pause.paused_for() == 0 and pause.describe() == ""
-    assert pause.host_failure("claude_auth", "d") == 120  # the probe after a pause failed too
+    assert pause.host_failure("host_error", "d") == 120  # the probe after a pause failed too
     clock.now += 120
-    assert pause.host_failure("claude_auth", "e") == 150  # capped
+    assert pause.host_failure("host_error", "e") == 150  # capped
     pause.job_ended_normally()
     assert pause.paused_for() == 0
     assert pause.host_failure("host_error", "f") is None  # a fresh streak
@@ -66,6 +70,17 @@ def test_a_reload_ends_the_pause_and_allows_one_probe():
     pause = HostPause(3, 60, 1800, clock=clock)
     assert not pause.resume(), "nothing to resume: the streak is untouched"
     for message in "abc":
-        pause.host_failure("claude_auth", message)
+        pause.host_failure("host_error", message)
     assert pause.resume() and pause.paused_for() == 0
-    assert pause.host_failure("claude_auth", "d") == 60, "one more failure pauses again, from the start"
+    assert pause.host_failure("host_error", "d") == 60, "one more failure pauses again, from the start"
+
+
+def test_a_refused_claude_credential_pauses_at_once_so_its_job_goes_to_another_host():
+    assert classify_cli_failure("Invalid API key · Fix external API key").kind in PAUSE_AT_ONCE
+    assert classify_cli_failure("Cannot find module '/opt/cli.mjs'").kind not in PAUSE_AT_ONCE
+    clock = Clock()
+    pause = HostPause(3, 60, 1800, clock=clock)
+    assert pause.host_failure("claude_auth", "Invalid API key", at_once=True) == 60
+    assert "1 host failure in a row, the last claude_auth: Invalid API key" in pause.describe()
+    clock.now += 60
+    assert pause.host_failure("claude_auth", "Invalid API key", at_once=True) == 120

@@ -34,8 +34,10 @@ def alive(pid: int) -> bool:
 
 
 def start(code: str, tmp_path: Path, limits: Limits = LIMITS, env: dict | None = None):
+    repo = tmp_path / "workspace" / "repo"  # the runner makes the job's home/ and tmp/ beside it
+    repo.mkdir(parents=True, exist_ok=True)
     return ProcessRunner(tmp_path / "records").start([sys.executable, "-c", code], env=env or {"PATH": "/usr/bin:/bin"},
-                                 cwd=tmp_path, unit="fondation-job-test-1", limits=limits)
+                                 cwd=repo, unit="fondation-job-test-1", limits=limits)
 
 
 def test_stdout_lines_exit_status_and_stderr_tail(tmp_path):
@@ -46,11 +48,15 @@ def test_stdout_lines_exit_status_and_stderr_tail(tmp_path):
     assert outcome.stderr_tail.endswith("END") and len(outcome.stderr_tail) <= 8192
 
 
-def test_only_the_given_environment_reaches_the_cli(tmp_path):
-    cli = start("import os; print(sorted(os.environ))", tmp_path, env={"PATH": "/usr/bin:/bin", "A": "1"})
-    lines = list(cli.stdout_lines())
+def test_only_the_given_environment_and_a_fresh_home_and_tmpdir_reach_the_cli(tmp_path):
+    cli = start("import os; print(sorted(os.environ)); print(os.environ['HOME'], os.environ['TMPDIR'])", tmp_path,
+                env={"PATH": "/usr/bin:/bin", "A": "1", "HOME": "/root", "TMPDIR": "/tmp"})
+    names, dirs = list(cli.stdout_lines())
     assert cli.wait().result == "success"
-    assert lines == ["['A', 'LC_CTYPE', 'PATH']"] or lines == ["['A', 'PATH']"]
+    assert names.replace("'LC_CTYPE', ", "") == "['A', 'HOME', 'PATH', 'TMPDIR']"
+    workspace = tmp_path / "workspace"
+    assert dirs == f"{workspace / 'home'} {workspace / 'tmp'}"
+    assert all(oct((workspace / d).stat().st_mode & 0o777) == "0o700" for d in ("home", "tmp"))
 
 
 def test_timeout_kills_a_tree_that_ignores_sigterm(tmp_path):
