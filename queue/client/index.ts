@@ -12,8 +12,14 @@ import {
 } from "convex/server";
 import type { Infer } from "convex/values";
 import type { ComponentApi } from "../component/_generated/api";
-import type { jobStatus } from "../component/validators";
-import { workerArgs } from "../component/validators";
+import { jobStatus, workerArgs } from "../component/validators";
+
+// What a host app builds its own functions with: the component's argument validators, its
+// refusals, and the type of `components.<name>` in its generated api.
+export type { ComponentApi } from "../component/_generated/api";
+export type { DocKind } from "../component/lib";
+export { refuse } from "../component/lib";
+export { docKind, jobRequest, jobStatus } from "../component/validators";
 
 type QueryCtx = Pick<GenericQueryCtx<GenericDataModel>, "runQuery">;
 type MutationCtx = Pick<GenericMutationCtx<GenericDataModel>, "runQuery" | "runMutation">;
