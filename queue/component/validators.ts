@@ -48,5 +48,5 @@ export const jobRequest = {
   maxAttempts: v.optional(v.number()),
 };
 
-/** What a host app gives at enqueue time to hear about the job's completion. */
-export const onCompleteArg = v.object({ handle: v.string(), context: v.optional(v.any()) });
+/** A host app's mutation (a function handle) the queue runs about a job, and the context it gets. */
+export const callbackArg = v.object({ handle: v.string(), context: v.optional(v.any()) });
