@@ -37,3 +37,9 @@ export const retry = mutation({
   args: { jobId: v.string() },
   handler: async (ctx, { jobId }) => await queue.retry(ctx, jobId, await requireUser(ctx)),
 });
+
+/** The live logs of one of the user's jobs: the last lines of its CLI's output. */
+export const logs = query({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.logs(ctx, jobId, await requireUser(ctx)),
+});

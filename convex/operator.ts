@@ -43,3 +43,8 @@ export const docs = internalQuery({
   args: { jobId: v.string(), paginationOpts: paginationOptsValidator },
   handler: async (ctx, { jobId, paginationOpts }) => await queue.docs(ctx, jobId, { paginationOpts }),
 });
+
+export const logs = internalQuery({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.logs(ctx, jobId),
+});

@@ -108,6 +108,11 @@ export class FondationQueue {
     return await ctx.runQuery(this.component.docs.byJob, { jobId, ...args });
   }
 
+  /** The job's live logs: the last lines of its CLI's output, oldest first ({level, text}). */
+  async logs(ctx: QueryCtx, jobId: string, scope: Scope = {}) {
+    return await ctx.runQuery(this.component.logs.byJob, { jobId, ...scope });
+  }
+
   /**
    * The worker functions for the app to export from its `worker` module, so agents keep calling
    * `worker:claim`, `worker:heartbeat`, …: public mutations that the component answers after

@@ -16,6 +16,8 @@ export type ActiveStatus = (typeof ACTIVE_STATUSES)[number];
 // A document's kind: the platform's docs table takes these only.
 export const DOC_KINDS = ["chapter", "tutorial", "toc", "yaml"] as const;
 export type DocKind = (typeof DOC_KINDS)[number];
+// A log line's level (worker:heartbeat's logs).
+export const LOG_LEVELS = ["debug", "info", "warning", "error", "critical"] as const;
 const ERROR_CODES = ["unauthorized", "invalid_argument", "not_found", "conflict"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -28,6 +30,7 @@ requireSame("active statuses", ACTIVE_STATUSES, rules.statuses.active);
 requireSame("statuses", ALL_STATUSES, [...rules.statuses.waiting, ...rules.statuses.active, ...rules.statuses.finished]);
 requireSame("error codes", ERROR_CODES, rules.errorCodes);
 requireSame("doc kinds", DOC_KINDS, rules.docKinds);
+requireSame("log levels", LOG_LEVELS, rules.logLevels);
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const MAX_MAX_ATTEMPTS = 10;

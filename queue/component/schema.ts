@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { callbackArg, docKind, jobStatus } from "./validators";
+import { callbackArg, docKind, jobStatus, logLine } from "./validators";
 
 export default defineSchema({
   jobs: defineTable({
@@ -77,4 +77,11 @@ export default defineSchema({
   })
     .index("by_job_lease_chapter", ["jobId", "leaseToken", "chapterIndex"])
     .index("by_job_lease_slug", ["jobId", "leaseToken", "slug"]),
+  // The tail of a job's CLI output (its live logs): one document per job, trimmed by every
+  // worker:heartbeat that adds to it to the last maxLogLines lines and maxLogBytes bytes.
+  logs: defineTable({
+    jobId: v.id("jobs"),
+    lines: v.array(logLine),
+    bytes: v.number(),
+  }).index("by_job", ["jobId"]),
 });

@@ -29,6 +29,7 @@ import {
   SLUG_PATTERN,
   requireErrorKind,
 } from "./lib";
+import { appendLogs, requireLogs } from "./logs";
 import { patchJob } from "./status";
 import { workerArgs } from "./validators";
 
@@ -170,9 +171,10 @@ export const claim = mutation({
 
 export const heartbeat = mutation({
   args: workerArgs.heartbeat,
-  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, ...report }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, logs, ...report }) => {
     requireWorker(workerToken);
     requireLeaseMs(leaseMs);
+    if (logs !== undefined) requireLogs(logs);
     if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
     if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, MAX_STEP);
     if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, MAX_STEP);
@@ -181,6 +183,7 @@ export const heartbeat = mutation({
     const now = Date.now();
     const changes = Object.fromEntries(Object.entries(report).filter(([, value]) => value !== undefined));
     await patchJob(ctx, job, { ...changes, leaseExpiresAt: now + leaseMs, updatedAt: now });
+    if (logs !== undefined && logs.length > 0) await appendLogs(ctx, job._id, logs);
     return { ok: true, cancelRequested: job.cancelRequested === true };
   },
 });
