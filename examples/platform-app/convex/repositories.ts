@@ -1,7 +1,20 @@
 // The platform's repositories (its GitHub sync fills this table; not part of the example).
 import { v } from "convex/values";
-import { mutation, query } from "./_generated/server";
+import { internalMutation, mutation, query } from "./_generated/server";
 import { analyze, requireRepository } from "./access";
+
+/** What the platform's GitHub sync (fetchGitHubRepositories) calls for a repository it has not seen. */
+export const create = internalMutation({
+  args: {
+    userId: v.id("users"),
+    githubRepoId: v.string(),
+    name: v.string(),
+    fullName: v.string(),
+    description: v.optional(v.string()),
+    defaultBranch: v.string(),
+  },
+  handler: async (ctx, args) => await ctx.db.insert("repositories", args),
+});
 
 export const listUserRepositories = query({
   args: { userId: v.id("users") },
