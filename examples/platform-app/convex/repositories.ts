@@ -2,17 +2,11 @@
 import { v } from "convex/values";
 import { internalMutation, mutation, query } from "./_generated/server";
 import { analyze, requireRepository } from "./access";
+import { repositoryFields } from "./schema";
 
 /** What the platform's GitHub sync (fetchGitHubRepositories) calls for a repository it has not seen. */
 export const create = internalMutation({
-  args: {
-    userId: v.id("users"),
-    githubRepoId: v.string(),
-    name: v.string(),
-    fullName: v.string(),
-    description: v.optional(v.string()),
-    defaultBranch: v.string(),
-  },
+  args: repositoryFields,
   handler: async (ctx, args) => await ctx.db.insert("repositories", args),
 });
 

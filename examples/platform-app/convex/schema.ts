@@ -5,6 +5,16 @@ import { v } from "convex/values";
 // The platform's union of doc kinds, which the component's docs take too (rules.json's docKinds).
 import { docKind, jobStatus } from "../../../queue/client";
 
+/** A repository as the platform's GitHub sync records it (repositories:create). */
+export const repositoryFields = {
+  userId: v.id("users"),
+  githubRepoId: v.string(),
+  name: v.string(),
+  fullName: v.string(),
+  description: v.optional(v.string()),
+  defaultBranch: v.string(),
+};
+
 export default defineSchema({
   users: defineTable({
     githubId: v.string(),
@@ -14,12 +24,7 @@ export default defineSchema({
     createdAt: v.number(),
   }).index("by_github_id", ["githubId"]),
   repositories: defineTable({
-    userId: v.id("users"),
-    githubRepoId: v.string(),
-    name: v.string(),
-    fullName: v.string(),
-    description: v.optional(v.string()),
-    defaultBranch: v.string(),
+    ...repositoryFields,
     // Kept by the queue's onStatusChange: when a course of it last completed.
     lastAnalyzedAt: v.optional(v.number()),
   })
