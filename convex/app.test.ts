@@ -49,6 +49,7 @@ describe("jobs:* and docs:* answer signed-in users only", () => {
     ["jobs:cancel", (t: any) => t.mutation(api.jobs.cancel, { jobId: someId })],
     ["jobs:retry", (t: any) => t.mutation(api.jobs.retry, { jobId: someId })],
     ["docs:byJob", (t: any) => t.query(api.docs.byJob, { jobId: someId, paginationOpts })],
+    ["jobs:logs", (t: any) => t.query(api.jobs.logs, { jobId: someId })],
   ])("%s refuses an unauthenticated call", async (_name, call) => {
     const { t } = setup();
     await expect(call(t)).rejects.toThrow(/unauthorized|sign in first/);
