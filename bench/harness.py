@@ -24,7 +24,7 @@ from typing import Any
 import requests
 import tomli_w
 
-from fondation_agent.queue.convex_api import ConvexHttp
+from fondation_agent.queue.convex_api import ConvexHttp, operator_docs
 from localconvex.launcher import LocalConvex
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -282,7 +282,7 @@ class Producer:
         return self.client.query("operator:get", {"jobId": job_id})
 
     def docs(self, job_id: str) -> list[dict[str, Any]]:
-        return self.client.query("operator:docs", {"jobId": job_id})
+        return operator_docs(self.client, job_id)
 
     def wait_all_finished(self, job_ids: Iterable[str], timeout: float, poll: float = 0.25) -> dict[str, dict]:
         """Until every job is completed, failed or canceled (or `timeout`); returns the final rows."""

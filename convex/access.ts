@@ -1,5 +1,5 @@
 // Who is calling: the signed-in user behind jobs:* and docs:*, and that user's limits.
-import { refuse } from "../queue/component/lib";
+import { refuse } from "../queue/client";
 import { env } from "./_generated/server";
 
 const DEFAULT_MAX_UNFINISHED_JOBS_PER_USER = 5;

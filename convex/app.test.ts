@@ -9,6 +9,7 @@ const modules = import.meta.glob("./**/*.ts");
 const TOKEN = "test-worker-token";
 const REPO = "https://github.com/acme/widgets";
 const job = { repositoryUrl: REPO, prompt: "make a course" };
+const paginationOpts = { numItems: 50, cursor: null };
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -43,11 +44,12 @@ describe("jobs:* and docs:* answer signed-in users only", () => {
   test.each([
     ["jobs:enqueue", (t: any) => t.mutation(api.jobs.enqueue, job)],
     ["jobs:get", (t: any) => t.query(api.jobs.get, { jobId: someId })],
-    ["jobs:list", (t: any) => t.query(api.jobs.list, {})],
+    ["jobs:list", (t: any) => t.query(api.jobs.list, { paginationOpts })],
     ["jobs:stats", (t: any) => t.query(api.jobs.stats, {})],
     ["jobs:cancel", (t: any) => t.mutation(api.jobs.cancel, { jobId: someId })],
     ["jobs:retry", (t: any) => t.mutation(api.jobs.retry, { jobId: someId })],
-    ["docs:byJob", (t: any) => t.query(api.docs.byJob, { jobId: someId })],
+    ["docs:byJob", (t: any) => t.query(api.docs.byJob, { jobId: someId, paginationOpts })],
+    ["jobs:logs", (t: any) => t.query(api.jobs.logs, { jobId: someId })],
   ])("%s refuses an unauthenticated call", async (_name, call) => {
     const { t } = setup();
     await expect(call(t)).rejects.toThrow(/unauthorized|sign in first/);
@@ -59,21 +61,21 @@ describe("a user's jobs are theirs alone", () => {
     const { alice, bob, finish } = setup();
     const pending = await bob.mutation(api.jobs.enqueue, job);
     expect(await alice.query(api.jobs.get, { jobId: pending })).toBeNull();
-    expect(await alice.query(api.jobs.list, {})).toEqual([]);
+    expect((await alice.query(api.jobs.list, { paginationOpts })).page).toEqual([]);
     expect((await alice.query(api.jobs.stats, {})).counts.pending).toBe(0);
     await expect(alice.mutation(api.jobs.cancel, { jobId: pending })).rejects.toThrow(/does not exist/);
     expect(await bob.query(api.jobs.get, { jobId: pending })).toMatchObject({ status: "pending" });
 
     const done = await finish("complete");
     expect(done).toBe(pending);
-    expect(await alice.query(api.docs.byJob, { jobId: done })).toEqual([]);
-    expect(await bob.query(api.docs.byJob, { jobId: done })).toMatchObject([{ slug: "one" }]);
+    expect((await alice.query(api.docs.byJob, { jobId: done, paginationOpts })).page).toEqual([]);
+    expect((await bob.query(api.docs.byJob, { jobId: done, paginationOpts })).page).toMatchObject([{ slug: "one" }]);
 
     await bob.mutation(api.jobs.enqueue, { ...job, maxAttempts: 1 });
     const failed = await finish("fail");
     await expect(alice.mutation(api.jobs.retry, { jobId: failed })).rejects.toThrow(/does not exist/);
     expect(await bob.mutation(api.jobs.retry, { jobId: failed })).toEqual({ status: "pending" });
-    expect((await bob.query(api.jobs.list, {})).map((j) => j.userId)).toEqual([expect.stringContaining("bob"), expect.stringContaining("bob")]);
+    expect((await bob.query(api.jobs.list, { paginationOpts })).page.map((j) => j.userId)).toEqual([expect.stringContaining("bob"), expect.stringContaining("bob")]);
   });
 
   test("a user's dedupKey matches only their own jobs", async () => {
@@ -117,7 +119,7 @@ describe("operator:* reach every job", () => {
     expect(await t.mutation(internal.operator.cancel, { jobId: own })).toEqual({ status: "canceled" });
     expect(await t.mutation(internal.operator.retry, { jobId: own })).toEqual({ status: "pending" });
     const done = await finish("complete");
-    expect(await t.query(internal.operator.docs, { jobId: done })).toMatchObject([{ slug: "one" }]);
+    expect((await t.query(internal.operator.docs, { jobId: done, paginationOpts })).page).toMatchObject([{ slug: "one" }]);
   });
 });
 

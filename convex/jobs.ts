@@ -1,7 +1,8 @@
 // The web UI's functions, for signed-in users only: a job belongs to the identity that queued it,
 // and a user sees and acts on their own jobs only.
+import { paginationOptsValidator } from "convex/server";
 import { v } from "convex/values";
-import { jobRequest, jobStatus } from "../queue/component/validators";
+import { jobRequest, jobStatus } from "../queue/client";
 import { mutation, query } from "./_generated/server";
 import { maxUnfinishedJobsPerUser, requireUser } from "./access";
 import { queue } from "./queue";
@@ -18,7 +19,7 @@ export const get = query({
 });
 
 export const list = query({
-  args: { status: v.optional(jobStatus), limit: v.optional(v.number()) },
+  args: { status: v.optional(jobStatus), repositoryId: v.optional(v.string()), paginationOpts: paginationOptsValidator },
   handler: async (ctx, args) => await queue.list(ctx, { ...args, ...(await requireUser(ctx)) }),
 });
 
@@ -28,11 +29,17 @@ export const stats = query({
 });
 
 export const cancel = mutation({
-  args: { jobId: v.string() },
-  handler: async (ctx, { jobId }) => await queue.cancel(ctx, jobId, await requireUser(ctx)),
+  args: { jobId: v.string(), reason: v.optional(v.string()) },
+  handler: async (ctx, { jobId, reason }) => await queue.cancel(ctx, jobId, { reason, ...(await requireUser(ctx)) }),
 });
 
 export const retry = mutation({
   args: { jobId: v.string() },
   handler: async (ctx, { jobId }) => await queue.retry(ctx, jobId, await requireUser(ctx)),
+});
+
+/** The live logs of one of the user's jobs: the last lines of its CLI's output. */
+export const logs = query({
+  args: { jobId: v.string() },
+  handler: async (ctx, { jobId }) => await queue.logs(ctx, jobId, await requireUser(ctx)),
 });

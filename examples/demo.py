@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from fondation_agent.job.cli_contract import STEPS
-from fondation_agent.queue.convex_api import ConvexHttp
+from fondation_agent.queue.convex_api import ConvexHttp, operator_docs
 from fondation_agent.queue.rules import FINISHED_STATUSES
 from localconvex.launcher import LocalConvex
 
@@ -140,7 +140,7 @@ def main() -> int:
             print(f"job {job_id}: {job['status']} after {int(job['attempts'])} attempt(s)")
             if job.get("error"):
                 print(f"error [{job.get('errorKind')}]: {job['error']}")
-            docs = client.query("operator:docs", {"jobId": job_id})
+            docs = operator_docs(client, job_id)
             print(f"{len(docs)} documents:")
             for kind in ("yaml", "toc", "chapter", "tutorial"):
                 of_kind = [doc for doc in docs if doc["kind"] == kind]

@@ -17,7 +17,7 @@ from typing import Any
 
 from fondation_agent import __version__
 from fondation_agent.config import DEFAULT_CONFIG_PATH, ConfigError, instance_config_path, load_config
-from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp
+from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, operator_docs
 from fondation_agent.queue.rules import Status
 
 EXIT_USAGE = 2
@@ -180,7 +180,7 @@ def _job(args: argparse.Namespace) -> int:
     if job is None:
         print(f"fondation-agent: no job {args.job_id}", file=sys.stderr)
         return 1
-    docs = client.query("operator:docs", {"jobId": args.job_id})
+    docs = operator_docs(client, args.job_id)
     if args.json:
         print(json.dumps({"job": job, "docs": docs}, indent=2))
         return 0

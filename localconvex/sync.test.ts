@@ -65,22 +65,23 @@ function nextUpdate<T>(c: ConvexClient, name: string, args: object, ok: (v: T) =
 
 const enqueue = makeFunctionReference<"mutation">("jobs:enqueue");
 const request = { repositoryUrl: "https://github.com/owner/repo", prompt: "p" };
+const firstPage = { paginationOpts: { numItems: 10, cursor: null } };
 
 test("a signed-in user's subscription sees their own job as soon as it is queued", async () => {
   const alice = client();
   alice.setAuth(async () => identityToken("alice"));
-  const empty = await nextUpdate<any[]>(alice, "jobs:list", {}, () => true);
-  expect(empty).toEqual([]);
-  const seen = nextUpdate<any[]>(alice, "jobs:list", {}, (jobs) => jobs.length === 1);
+  const empty = await nextUpdate<any>(alice, "jobs:list", firstPage, () => true);
+  expect(empty.page).toEqual([]);
+  const seen = nextUpdate<any>(alice, "jobs:list", firstPage, (jobs) => jobs.page.length === 1);
   const jobId = await alice.mutation(enqueue, request);
-  expect((await seen)[0]._id).toBe(jobId);
+  expect((await seen).page[0]._id).toBe(jobId);
   expect(await alice.query(makeFunctionReference<"query">("jobs:get"), { jobId })).toMatchObject({ _id: jobId, status: "pending" });
 }, 30_000);
 
 test("identities are kept apart and anonymous callers are refused, as over HTTP", async () => {
   const bob = client();
   bob.setAuth(async () => identityToken("bob"));
-  expect(await bob.query(makeFunctionReference<"query">("jobs:list"), {})).toEqual([]);
+  expect((await bob.query(makeFunctionReference<"query">("jobs:list"), firstPage)).page).toEqual([]);
   const anonymous = client();
   await expect(anonymous.mutation(enqueue, request)).rejects.toThrow(/unauthorized/);
 }, 30_000);

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fondation_agent.queue.convex_api import ConvexHttp
+from fondation_agent.queue.convex_api import ConvexHttp, operator_docs
 from fondation_agent.queue.rules import FINISHED_STATUSES, Status
 
 
@@ -36,7 +36,11 @@ class Queue:
         return self.client.query("operator:get", {"jobId": job_id})
 
     def docs(self, job_id: str) -> list[dict]:
-        return self.client.query("operator:docs", {"jobId": job_id})
+        return operator_docs(self.client, job_id)
+
+    def logs(self, job_id: str) -> list[dict]:
+        """The job's live logs: the tail of its CLI's lines, oldest first ({level, text})."""
+        return self.client.query("operator:logs", {"jobId": job_id})
 
     def wait_for(self, job_id: str, predicate: Callable[[dict], bool], timeout: float | None = None) -> dict:
         timeout = self.timeout if timeout is None else timeout

@@ -27,6 +27,7 @@ from fondation_agent.job.cli_contract import (
 )
 from fondation_agent.job.cli_output import read_cli_line
 from fondation_agent.job.failures import HOST_ERRNOS, classify_cli_failure
+from fondation_agent.job.log_tail import LogTail
 from fondation_agent.job.progress_watch import OutputWatcher
 from fondation_agent.job.repo import (
     CloneAborted,
@@ -165,6 +166,9 @@ class LeaseKeeper(threading.Thread):
                     return
                 report, self._report, self._urgent, self._progress_pending = self._report, {}, False, False
                 self._last_beat = time.monotonic()
+            logs = self.job.log_tail.take()  # the CLI's lines since the last beat ride along
+            if logs:
+                report["logs"] = logs
             if not self._beat(report):
                 return
 
@@ -189,6 +193,7 @@ class LeaseKeeper(threading.Thread):
             return True
         except (ConvexUnavailable, FunctionError) as error:
             with self._wake:  # resend what did not arrive, and try again soon
+                self.job.log_tail.put_back(report.pop("logs", []))
                 self._report = {**report, **self._report}
                 self._last_beat -= job.config.heartbeat_interval * 2 / 3
             if not self.lease_valid_locally():
@@ -227,6 +232,7 @@ class Job:
         self.git_token = git_token
         self.log = log.bind(job_id=claim.job_id, attempt=claim.attempt)
         self.claimed_at = claimed_at
+        self.log_tail = LogTail()  # the CLI's lines for the platform's live logs
         self.keeper = LeaseKeeper(self, claimed_at)
         self.stop_reason: StopReason | None = None
         self._lock = threading.Lock()
@@ -403,12 +409,13 @@ class Job:
 
     def _relay_output(self, cli: RunningCli) -> None:
         """Carries the CLI's stdout into the journal (with the job's id, at the level the CLI logged
-        it) and its progress to Convex. Past MAX_RELAYED_LINES only lines that reach a new step are
-        relayed, so at most MAX_STEP more."""
+        it), into the job's live logs (bounded by the tail) and its progress to Convex. Past
+        MAX_RELAYED_LINES only lines that reach a new step are relayed, so at most MAX_STEP more."""
         for raw in cli.stdout_lines():
             self.metrics.cli_lines.inc()
             line = read_cli_line(raw)
             self._cli_words_progress |= line.progress is not None
+            self.log_tail.add(line.level, line.text)
             advanced = line.progress is not None and self.keeper.report(progress=line.progress)
             if line.error:
                 self._last_cli_error = line.error

@@ -179,6 +179,18 @@ class ConvexHttp:
         raise ConvexApiError(f"{path}: unexpected answer {str(body)[:200]}")
 
 
+def operator_docs(client: ConvexHttp, job_id: str) -> list[dict[str, Any]]:
+    """A job's documents, page after page (operator:docs answers a Convex pagination result)."""
+    docs: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        result = client.query("operator:docs", {"jobId": job_id, "paginationOpts": {"numItems": 100, "cursor": cursor}})
+        docs += result["page"]
+        if result["isDone"]:
+            return docs
+        cursor = result["continueCursor"]
+
+
 def _never_sent(error: requests.ConnectionError) -> bool:
     """True when the connection could not be made at all (refused, unreachable, connect timeout)."""
     reason = getattr(error.args[0], "reason", None) if error.args else None

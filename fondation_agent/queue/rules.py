@@ -38,6 +38,12 @@ MAX_DOC_CONTENT_BYTES = _LIMITS["maxDocContentBytes"]
 MAX_DOCS_PER_CALL = _LIMITS["maxDocsPerCall"]
 MAX_BYTES_PER_CALL = _LIMITS["maxBytesPerCall"]  # content bytes of one worker:saveDocs call
 MAX_DOCS_PER_JOB = _LIMITS["maxDocsPerJob"]  # also the largest chapterIndex
+# The CLI's recent lines, sent with heartbeats (worker:heartbeat's logs): at most this many lines of
+# at most this many characters, and this many bytes of text, per call and in the job's tail.
+LOG_LEVELS: tuple[str, ...] = tuple(_RULES["logLevels"])
+MAX_LOG_LINES = _LIMITS["maxLogLines"]
+MAX_LOG_BYTES = _LIMITS["maxLogBytes"]
+MAX_LOG_LINE_LENGTH = _LIMITS["maxLogLineLength"]
 
 
 def js_length(text: str) -> int:

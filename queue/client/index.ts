@@ -6,14 +6,21 @@ import {
   mutationGeneric,
   queryGeneric,
   type FunctionReference,
+  type PaginationOptions,
   type GenericDataModel,
   type GenericMutationCtx,
   type GenericQueryCtx,
 } from "convex/server";
 import type { Infer } from "convex/values";
 import type { ComponentApi } from "../component/_generated/api";
-import type { jobStatus } from "../component/validators";
-import { workerArgs } from "../component/validators";
+import { jobStatus, workerArgs } from "../component/validators";
+
+// What a host app builds its own functions with: the component's argument validators, its
+// refusals, and the type of `components.<name>` in its generated api.
+export type { ComponentApi } from "../component/_generated/api";
+export type { DocKind } from "../component/lib";
+export { refuse } from "../component/lib";
+export { docKind, jobRequest, jobStatus } from "../component/validators";
 
 type QueryCtx = Pick<GenericQueryCtx<GenericDataModel>, "runQuery">;
 type MutationCtx = Pick<GenericMutationCtx<GenericDataModel>, "runQuery" | "runMutation">;
@@ -24,7 +31,20 @@ export type JobStatus = Infer<typeof jobStatus>;
 /** The app's mutation run once a job completes: it gets the job id and the context given at enqueue. */
 export type OnComplete = FunctionReference<"mutation", "internal", { jobId: string; context?: any }>;
 
-export type EnqueueArgs = {
+/** What the app's onStatusChange mutation gets at each change of a job's status (its own transaction). */
+export type StatusChange = {
+  jobId: string;
+  context?: any;
+  oldStatus: JobStatus;
+  newStatus: JobStatus;
+  /** The job's error after the change (a failure's, or a cancel's reason). */
+  error?: string;
+  attempt: number;
+};
+export type OnStatusChange = FunctionReference<"mutation", "internal", StatusChange>;
+export type Callbacks = { onComplete?: OnComplete; onStatusChange?: OnStatusChange };
+
+export type EnqueueArgs = Callbacks & {
   repositoryUrl: string;
   prompt: string;
   branch?: string;
@@ -35,34 +55,44 @@ export type EnqueueArgs = {
   repositoryId?: string;
   /** Refuse (conflict) when `userId` already has this many unfinished jobs. */
   maxUnfinished?: number;
-  /** Passed to the onComplete mutation. */
+  /** The app's own data about the job, returned with it (at most maxMetadataBytes as JSON). */
+  metadata?: any;
+  /** Passed to the onComplete and onStatusChange mutations. */
   context?: any;
 };
 
 export class FondationQueue {
+  /** `options`: the callbacks of every job this client queues, unless its enqueue names others. */
   constructor(
     public readonly component: ComponentApi,
-    private readonly options: { onComplete?: OnComplete } = {},
+    private readonly options: Callbacks = {},
   ) {}
 
-  async enqueue(ctx: MutationCtx, { context, ...args }: EnqueueArgs): Promise<string> {
-    const onComplete =
-      this.options.onComplete === undefined
-        ? undefined
-        : { handle: await createFunctionHandle(this.options.onComplete), context };
-    return await ctx.runMutation(this.component.jobs.enqueue, { ...args, onComplete });
+  async enqueue(ctx: MutationCtx, { context, onComplete, onStatusChange, ...args }: EnqueueArgs): Promise<string> {
+    const handle = async (reference: FunctionReference<"mutation", "internal", any> | undefined) =>
+      reference === undefined ? undefined : { handle: await createFunctionHandle(reference), context };
+    return await ctx.runMutation(this.component.jobs.enqueue, {
+      ...args,
+      onComplete: await handle(onComplete ?? this.options.onComplete),
+      onStatusChange: await handle(onStatusChange ?? this.options.onStatusChange),
+    });
   }
 
   async get(ctx: QueryCtx, jobId: string, scope: Scope = {}) {
     return await ctx.runQuery(this.component.jobs.get, { jobId, ...scope });
   }
 
-  async list(ctx: QueryCtx, args: { status?: JobStatus; limit?: number } & Scope = {}) {
+  /** A page of jobs, newest first, of an owner, a status and a repository (each optional). */
+  async list(
+    ctx: QueryCtx,
+    args: { status?: JobStatus; repositoryId?: string; paginationOpts: PaginationOptions } & Scope,
+  ) {
     return await ctx.runQuery(this.component.jobs.list, args);
   }
 
-  async cancel(ctx: MutationCtx, jobId: string, scope: Scope = {}) {
-    return await ctx.runMutation(this.component.jobs.cancel, { jobId, ...scope });
+  /** Cancels the job; `reason` becomes the canceled job's error. */
+  async cancel(ctx: MutationCtx, jobId: string, args: Scope & { reason?: string } = {}) {
+    return await ctx.runMutation(this.component.jobs.cancel, { jobId, ...args });
   }
 
   async retry(ctx: MutationCtx, jobId: string, scope: Scope = {}) {
@@ -73,9 +103,14 @@ export class FondationQueue {
     return await ctx.runQuery(this.component.jobs.stats, scope);
   }
 
-  /** The documents of a completed job (none otherwise). */
-  async docs(ctx: QueryCtx, jobId: string, scope: Scope = {}) {
-    return await ctx.runQuery(this.component.docs.byJob, { jobId, ...scope });
+  /** A page of the documents of a completed job, in chapter order (none otherwise). */
+  async docs(ctx: QueryCtx, jobId: string, args: Scope & { paginationOpts: PaginationOptions }) {
+    return await ctx.runQuery(this.component.docs.byJob, { jobId, ...args });
+  }
+
+  /** The job's live logs: the last lines of its CLI's output, oldest first ({level, text}). */
+  async logs(ctx: QueryCtx, jobId: string, scope: Scope = {}) {
+    return await ctx.runQuery(this.component.logs.byJob, { jobId, ...scope });
   }
 
   /**

@@ -2,6 +2,7 @@
 // own functions (a component's functions are never reachable by clients). A call that names a
 // `userId` acts for that user: it sees and acts on that user's jobs only, under the user rules;
 // without one it is the operator's, over every job.
+import { paginationOptsValidator } from "convex/server";
 import { v } from "convex/values";
 import type { Doc, Id } from "./_generated/dataModel";
 import { mutation, query, type MutationCtx, type QueryCtx } from "./_generated/server";
@@ -9,20 +10,23 @@ import {
   ALL_STATUSES,
   DEFAULT_MAX_ATTEMPTS,
   MAX_DEDUP_KEY_LENGTH,
-  MAX_LIST_LIMIT,
   MAX_MAX_ATTEMPTS,
   MAX_PROMPT_LENGTH,
+  MAX_REASON_LENGTH,
   STATS_COUNT_CAP,
   UNFINISHED_STATUSES,
   isActive,
+  page,
   publicJob,
   refuse,
   requireBranch,
   requireInteger,
   requireLength,
+  requireMetadata,
   requireRepositoryUrl,
 } from "./lib";
-import { jobRequest, jobStatus, onCompleteArg } from "./validators";
+import { patchJob } from "./status";
+import { callbackArg, jobRequest, jobStatus } from "./validators";
 
 /** The job, if it exists and (when acting for a user) is theirs; another user's job does not exist for them. */
 export async function visibleJob(ctx: QueryCtx, jobId: string, userId: string | undefined): Promise<Doc<"jobs"> | null> {
@@ -70,7 +74,9 @@ export const enqueue = mutation({
     repositoryId: v.optional(v.string()),
     // At most this many unfinished jobs for `userId` (the host app's per-user limit).
     maxUnfinished: v.optional(v.number()),
-    onComplete: v.optional(onCompleteArg),
+    metadata: v.optional(v.any()),
+    onComplete: v.optional(callbackArg),
+    onStatusChange: v.optional(callbackArg),
   },
   handler: async (ctx, { maxUnfinished, ...args }) => {
     requireRepositoryUrl(args.repositoryUrl);
@@ -78,6 +84,7 @@ export const enqueue = mutation({
     requireLength("prompt", args.prompt, MAX_PROMPT_LENGTH);
     const maxAttempts = args.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     requireInteger("maxAttempts", maxAttempts, 1, MAX_MAX_ATTEMPTS);
+    if (args.metadata !== undefined) requireMetadata(args.metadata);
     if (args.dedupKey !== undefined) {
       requireLength("dedupKey", args.dedupKey, MAX_DEDUP_KEY_LENGTH);
       // Scoped to the owner: another user's key neither matches nor reveals their job.
@@ -110,20 +117,19 @@ export const get = query({
 });
 
 export const list = query({
-  args: { status: v.optional(jobStatus), limit: v.optional(v.number()), userId: v.optional(v.string()) },
-  handler: async (ctx, { status, limit, userId }) => {
-    const take = limit ?? 50;
-    requireInteger("limit", take, 1, MAX_LIST_LIMIT);
-    const jobs = ctx.db.query("jobs");
-    const newest =
-      userId === undefined
-        ? status === undefined
-          ? jobs.withIndex("by_createdAt")
-          : jobs.withIndex("by_status_createdAt", (q) => q.eq("status", status))
-        : status === undefined
-          ? jobs.withIndex("by_userId_createdAt", (q) => q.eq("userId", userId))
-          : jobs.withIndex("by_userId_status_createdAt", (q) => q.eq("userId", userId).eq("status", status));
-    return (await newest.order("desc").take(take)).map(publicJob);
+  args: {
+    status: v.optional(jobStatus),
+    repositoryId: v.optional(v.string()),
+    userId: v.optional(v.string()),
+    paginationOpts: paginationOptsValidator,
+  },
+  handler: async (ctx, { paginationOpts, ...filters }) => {
+    // The filters given, in the order of the schema's by_<filters>_createdAt indexes: one index per
+    // combination, so every list is an index range, newest first.
+    const given = (["userId", "repositoryId", "status"] as const).filter((name) => filters[name] !== undefined);
+    const index = ["by", ...given, "createdAt"].join("_") as "by_createdAt";
+    const range = (q: any) => given.reduce((q, name) => q.eq(name, filters[name]), q);
+    return await page(ctx.db.query("jobs").withIndex(index, range).order("desc"), paginationOpts, publicJob);
   },
 });
 
@@ -147,17 +153,19 @@ export const stats = query({
 });
 
 export const cancel = mutation({
-  args: { jobId: v.string(), userId: v.optional(v.string()) },
-  handler: async (ctx, { jobId, userId }) => {
+  args: { jobId: v.string(), userId: v.optional(v.string()), reason: v.optional(v.string()) },
+  handler: async (ctx, { jobId, userId, reason }) => {
+    if (reason !== undefined) requireLength("reason", reason, MAX_REASON_LENGTH);
     const job = await requireJob(ctx, jobId, userId);
     const now = Date.now();
+    const cancelReason = reason ?? job.cancelReason; // a second cancel without one keeps the first's
     if (job.status === "pending") {
-      await ctx.db.patch(job._id, { status: "canceled", progress: "Canceled", updatedAt: now, finishedAt: now });
+      await patchJob(ctx, job, { status: "canceled", cancelReason, progress: "Canceled", updatedAt: now, finishedAt: now });
       return { status: "canceled" as const };
     }
     if (isActive(job.status)) {
       // The worker holding the lease sees this on its next heartbeat and stops the job.
-      await ctx.db.patch(job._id, { cancelRequested: true, updatedAt: now });
+      await ctx.db.patch(job._id, { cancelRequested: true, cancelReason, updatedAt: now });
       return { status: "cancel_requested" as const };
     }
     if (job.status === "canceled") return { status: "canceled" as const };
@@ -178,7 +186,7 @@ export const retry = mutation({
       refuse("conflict", `only jobs that failed for a reason a retry may cure can be retried; job ${jobId} is ${job.status}`);
     }
     const now = Date.now();
-    await ctx.db.patch(job._id, {
+    await patchJob(ctx, job, {
       status: "pending",
       progress: "Queued (retry)",
       attempts: 0,
@@ -188,6 +196,7 @@ export const retry = mutation({
       errorKind: undefined,
       failureRetryable: undefined,
       cancelRequested: undefined,
+      cancelReason: undefined,
       finishedAt: undefined,
       updatedAt: now,
     });

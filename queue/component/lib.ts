@@ -1,4 +1,5 @@
 // Rules shared by the queue's functions: who may call, what is valid, and the numbers.
+import type { PaginationOptions, PaginationResult } from "convex/server";
 import { ConvexError } from "convex/values";
 // The vocabulary and limits the agent checks too, defined once for both languages, inside the
 // component so that queue/ imports nothing outside itself (the agent's Python package ships a copy).
@@ -15,6 +16,8 @@ export type ActiveStatus = (typeof ACTIVE_STATUSES)[number];
 // A document's kind: the platform's docs table takes these only.
 export const DOC_KINDS = ["chapter", "tutorial", "toc", "yaml"] as const;
 export type DocKind = (typeof DOC_KINDS)[number];
+// A log line's level (worker:heartbeat's logs).
+export const LOG_LEVELS = ["debug", "info", "warning", "error", "critical"] as const;
 const ERROR_CODES = ["unauthorized", "invalid_argument", "not_found", "conflict"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -27,6 +30,7 @@ requireSame("active statuses", ACTIVE_STATUSES, rules.statuses.active);
 requireSame("statuses", ALL_STATUSES, [...rules.statuses.waiting, ...rules.statuses.active, ...rules.statuses.finished]);
 requireSame("error codes", ERROR_CODES, rules.errorCodes);
 requireSame("doc kinds", DOC_KINDS, rules.docKinds);
+requireSame("log levels", LOG_LEVELS, rules.logLevels);
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const MAX_MAX_ATTEMPTS = 10;
@@ -50,7 +54,15 @@ export const MAX_BYTES_PER_CALL = rules.limits.maxBytesPerCall;
 // Also the largest chapterIndex.
 export const MAX_DOCS_PER_JOB = rules.limits.maxDocsPerJob;
 export const MAX_DEDUP_KEY_LENGTH = 200;
-export const MAX_LIST_LIMIT = 200;
+// paginationOpts.numItems of jobs:list and docs:byJob.
+export const MAX_PAGE_SIZE = rules.limits.maxPageSize;
+// A cancel's reason (shown as the canceled job's error) and the host app's metadata of a job.
+export const MAX_REASON_LENGTH = rules.limits.maxReasonLength;
+export const MAX_METADATA_BYTES = rules.limits.maxMetadataBytes;
+// The tail of a job's CLI output that the component keeps (worker:heartbeat's logs).
+export const MAX_LOG_LINES = rules.limits.maxLogLines;
+export const MAX_LOG_BYTES = rules.limits.maxLogBytes;
+export const MAX_LOG_LINE_LENGTH = rules.limits.maxLogLineLength;
 // jobs:stats counts through the status index; past this many it says "at least".
 export const STATS_COUNT_CAP = 1_000;
 export const MAX_TITLE_LENGTH = rules.limits.maxTitleLength;
@@ -129,7 +141,11 @@ function acceptsAnyRepository(): boolean {
   return env.FONDATION_ACCEPT_ANY_REPOSITORY_URL === "1";
 }
 
-/** Repositories are https URLs without credentials. */
+// A git repository's path on its host (/owner/name, deeper groups, or /name.git), no query, no fragment,
+// and none of the characters a shell or git's options would read (`;`, spaces, quotes, `$`, …).
+const REPOSITORY_PATH_PATTERN = /^(\/[A-Za-z0-9_.~-]+)+\/?$/;
+
+/** Repositories are https git URLs without credentials: https://host/owner/name[.git]. */
 export function requireRepositoryUrl(repositoryUrl: string): void {
   requireLength("repositoryUrl", repositoryUrl, MAX_URL_LENGTH);
   if (acceptsAnyRepository()) return;
@@ -145,6 +161,46 @@ export function requireRepositoryUrl(repositoryUrl: string): void {
   if (url.username || url.password) {
     refuse("invalid_argument", "repositoryUrl must not contain credentials");
   }
+  if (!REPOSITORY_PATH_PATTERN.test(url.pathname) || url.search || url.hash || /[\s;"'`$\\]/.test(repositoryUrl)) {
+    refuse("invalid_argument", `repositoryUrl ${JSON.stringify(repositoryUrl)} is not a git repository URL (https://host/owner/name)`);
+  }
+}
+
+/** The host app's metadata of a job: any value, at most MAX_METADATA_BYTES as JSON. */
+export function requireMetadata(metadata: unknown): void {
+  const bytes = new TextEncoder().encode(JSON.stringify(metadata)).length;
+  if (bytes > MAX_METADATA_BYTES) {
+    refuse("invalid_argument", `metadata is too large (${bytes} bytes as JSON, at most ${MAX_METADATA_BYTES})`);
+  }
+}
+
+export function requirePageSize(paginationOpts: PaginationOptions): void {
+  requireInteger("paginationOpts.numItems", paginationOpts.numItems, 1, MAX_PAGE_SIZE);
+}
+
+/**
+ * One page of `query` (a Convex paginated query), its items mapped: bad paginationOpts are the
+ * caller's error (invalid_argument), never a scan or an internal error.
+ */
+export async function page<T, R>(
+  query: { paginate(opts: PaginationOptions): Promise<PaginationResult<T>> },
+  paginationOpts: PaginationOptions,
+  map: (item: T) => R,
+): Promise<PaginationResult<R>> {
+  requirePageSize(paginationOpts);
+  let result: PaginationResult<T>;
+  try {
+    result = await query.paginate(paginationOpts);
+  } catch (error) {
+    if (paginationOpts.cursor === null) throw error;
+    refuse("invalid_argument", `paginationOpts.cursor ${JSON.stringify(paginationOpts.cursor)} is not a cursor of this list`);
+  }
+  return { ...result, page: result.page.map(map) };
+}
+
+/** What a list that has nothing for the caller answers (another user's job, a job with no docs yet). */
+export function emptyPage(): PaginationResult<never> {
+  return { page: [], isDone: true, continueCursor: "" };
 }
 
 export function newLeaseToken(claims: number): string {
@@ -160,8 +216,14 @@ export function backoffMs(attempt: number): number {
   return Math.floor(Math.random() * ceiling);
 }
 
-/** What callers outside the worker see of a job: never the current fencing token, nor the app's callback. */
+/** What callers outside the worker see of a job: never the current fencing token, nor the app's callbacks. */
 export function publicJob(job: Doc<"jobs">) {
-  const { leaseToken: _leaseToken, docsLeaseToken: _docsLeaseToken, onComplete: _onComplete, ...rest } = job;
+  const {
+    leaseToken: _leaseToken,
+    docsLeaseToken: _docsLeaseToken,
+    onComplete: _onComplete,
+    onStatusChange: _onStatusChange,
+    ...rest
+  } = job;
   return rest;
 }

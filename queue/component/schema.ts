@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { docKind, jobStatus, onCompleteArg } from "./validators";
+import { callbackArg, docKind, jobStatus, logLine } from "./validators";
 
 export default defineSchema({
   jobs: defineTable({
@@ -42,8 +42,14 @@ export default defineSchema({
     hostReleases: v.optional(v.number()),
     // The lease token of the attempt whose docs are the job's docs (set by worker:complete).
     docsLeaseToken: v.optional(v.string()),
-    // The host app's mutation to run once the job completes (a function handle), and its context.
-    onComplete: v.optional(onCompleteArg),
+    // The host app's mutations (function handles, and their context): run once the job completes,
+    // and at every change of its status.
+    onComplete: v.optional(callbackArg),
+    onStatusChange: v.optional(callbackArg),
+    // The host app's own data about the job (its ids, its counters), set at enqueue, never read here.
+    metadata: v.optional(v.any()),
+    // The reason given with a cancel: the canceled job's error.
+    cancelReason: v.optional(v.string()),
   })
     .index("by_status_availableAt", ["status", "availableAt"])
     .index("by_status_leaseExpiresAt", ["status", "leaseExpiresAt"])
@@ -51,6 +57,12 @@ export default defineSchema({
     .index("by_createdAt", ["createdAt"])
     .index("by_userId_createdAt", ["userId", "createdAt"])
     .index("by_userId_status_createdAt", ["userId", "status", "createdAt"])
+    // jobs:list's filters (owner, repository, status: each optional) each have an index, named
+    // by_<the filters given, in this order>_createdAt, so that no list scans.
+    .index("by_repositoryId_createdAt", ["repositoryId", "createdAt"])
+    .index("by_repositoryId_status_createdAt", ["repositoryId", "status", "createdAt"])
+    .index("by_userId_repositoryId_createdAt", ["userId", "repositoryId", "createdAt"])
+    .index("by_userId_repositoryId_status_createdAt", ["userId", "repositoryId", "status", "createdAt"])
     .index("by_userId_dedupKey_status", ["userId", "dedupKey", "status"]),
   docs: defineTable({
     jobId: v.id("jobs"),
@@ -65,4 +77,11 @@ export default defineSchema({
   })
     .index("by_job_lease_chapter", ["jobId", "leaseToken", "chapterIndex"])
     .index("by_job_lease_slug", ["jobId", "leaseToken", "slug"]),
+  // The tail of a job's CLI output (its live logs): one document per job, trimmed by every
+  // worker:heartbeat that adds to it to the last maxLogLines lines and maxLogBytes bytes.
+  logs: defineTable({
+    jobId: v.id("jobs"),
+    lines: v.array(logLine),
+    bytes: v.number(),
+  }).index("by_job", ["jobId"]),
 });

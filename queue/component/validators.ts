@@ -1,7 +1,7 @@
 // Argument shapes shared by the component's functions and the client class that wraps them, so
 // the app's worker:* take exactly what the component's worker functions take.
 import { v } from "convex/values";
-import { ACTIVE_STATUSES, ALL_STATUSES, DOC_KINDS } from "./lib";
+import { ACTIVE_STATUSES, ALL_STATUSES, DOC_KINDS, LOG_LEVELS } from "./lib";
 
 export const jobStatus = v.union(...ALL_STATUSES.map((status) => v.literal(status)));
 const activeStatus = v.union(...ACTIVE_STATUSES.map((status) => v.literal(status)));
@@ -15,6 +15,9 @@ const docInput = v.object({
   content: v.string(),
 });
 
+/** One line of the CLI's output, as the agent cleaned it for the journal. */
+export const logLine = v.object({ level: v.union(...LOG_LEVELS.map((level) => v.literal(level))), text: v.string() });
+
 const leased = { workerToken: v.string(), jobId: v.string(), leaseToken: v.string() };
 
 /** The worker functions' arguments, by function name. */
@@ -27,6 +30,8 @@ export const workerArgs = {
     progress: v.optional(v.string()),
     currentStep: v.optional(v.number()),
     totalSteps: v.optional(v.number()),
+    // The CLI's lines since the last heartbeat, oldest first: appended to the job's tail.
+    logs: v.optional(v.array(logLine)),
   },
   saveDocs: { ...leased, docs: v.array(docInput) },
   complete: { ...leased, summary: v.optional(v.any()) },
@@ -48,5 +53,5 @@ export const jobRequest = {
   maxAttempts: v.optional(v.number()),
 };
 
-/** What a host app gives at enqueue time to hear about the job's completion. */
-export const onCompleteArg = v.object({ handle: v.string(), context: v.optional(v.any()) });
+/** A host app's mutation (a function handle) the queue runs about a job, and the context it gets. */
+export const callbackArg = v.object({ handle: v.string(), context: v.optional(v.any()) });

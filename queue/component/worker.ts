@@ -1,7 +1,6 @@
 // Worker-facing queue functions. Every call carries the deployment's worker token, and every call
 // after a claim carries the claim's lease token (a fencing token): a worker whose lease expired or
 // was taken over is answered {ok:false, reason:"lease_lost"} and writes nothing.
-import type { FunctionHandle } from "convex/server";
 import { v } from "convex/values";
 import { internal } from "./_generated/api";
 import type { Doc, Id } from "./_generated/dataModel";
@@ -30,6 +29,8 @@ import {
   SLUG_PATTERN,
   requireErrorKind,
 } from "./lib";
+import { appendLogs, requireLogs } from "./logs";
+import { patchJob } from "./status";
 import { workerArgs } from "./validators";
 
 const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
@@ -111,11 +112,11 @@ async function retireStalled(ctx: MutationCtx, job: Doc<"jobs">, now: number): P
   await ctx.db.patch(job._id, { leaseExpiries });
   await discardAttemptDocs(ctx, job._id, job.leaseToken!);
   if (job.cancelRequested) {
-    await ctx.db.patch(job._id, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
+    await patchJob(ctx, job, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
     return true;
   }
   if (job.attempts >= job.maxAttempts) {
-    await ctx.db.patch(job._id, {
+    await patchJob(ctx, job, {
       ...endOfLease,
       status: "failed",
       errorKind: LEASE_EXPIRED,
@@ -146,7 +147,7 @@ export const claim = mutation({
       const claims = (job.claims ?? 0) + 1;
       const leaseToken = newLeaseToken(claims);
       const attempt = job.attempts + 1;
-      await ctx.db.patch(job._id, {
+      await patchJob(ctx, job, {
         status: "running",
         attempts: attempt,
         claims,
@@ -170,9 +171,10 @@ export const claim = mutation({
 
 export const heartbeat = mutation({
   args: workerArgs.heartbeat,
-  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, ...report }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, logs, ...report }) => {
     requireWorker(workerToken);
     requireLeaseMs(leaseMs);
+    if (logs !== undefined) requireLogs(logs);
     if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
     if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, MAX_STEP);
     if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, MAX_STEP);
@@ -180,7 +182,8 @@ export const heartbeat = mutation({
     if (job === null) return LEASE_LOST;
     const now = Date.now();
     const changes = Object.fromEntries(Object.entries(report).filter(([, value]) => value !== undefined));
-    await ctx.db.patch(job._id, { ...changes, leaseExpiresAt: now + leaseMs, updatedAt: now });
+    await patchJob(ctx, job, { ...changes, leaseExpiresAt: now + leaseMs, updatedAt: now });
+    if (logs !== undefined && logs.length > 0) await appendLogs(ctx, job._id, logs);
     return { ok: true, cancelRequested: job.cancelRequested === true };
   },
 });
@@ -248,32 +251,19 @@ export const complete = mutation({
     const now = Date.now();
     // Other attempts' docs were discarded when those attempts ended; from now on the job's docs
     // are exactly this attempt's.
-    await ctx.db.patch(job._id, {
+    await patchJob(ctx, job, {
       ...endOfLease,
       status: "completed",
       docsLeaseToken: leaseToken,
       result: summary,
       progress: "Completed",
+      // A completed job has done every step (6 of 6), whatever the last heartbeat said.
+      currentStep: job.totalSteps,
       cancelRequested: undefined,
       updatedAt: now,
       finishedAt: now,
     });
-    if (job.onComplete !== undefined) {
-      // Its own transaction, after this one commits: the app's copy of the docs may be large.
-      await ctx.scheduler.runAfter(0, internal.worker.runOnComplete, { jobId: job._id });
-    }
     return { ok: true };
-  },
-});
-
-/** Runs the host app's onComplete mutation (a function handle given at enqueue) for a completed job. */
-export const runOnComplete = internalMutation({
-  args: { jobId: v.id("jobs") },
-  handler: async (ctx, { jobId }) => {
-    const job = await ctx.db.get(jobId);
-    if (job?.status !== "completed" || job.onComplete === undefined) return;
-    const { handle, context } = job.onComplete;
-    await ctx.runMutation(handle as FunctionHandle<"mutation">, { jobId, context });
   },
 });
 
@@ -290,7 +280,7 @@ export const fail = mutation({
     const willRetry = retryable && !job.cancelRequested && job.attempts < job.maxAttempts;
     if (willRetry) {
       const availableAt = now + backoffMs(job.attempts);
-      await ctx.db.patch(job._id, {
+      await patchJob(ctx, job, {
         ...endOfLease,
         status: "pending",
         availableAt,
@@ -302,7 +292,7 @@ export const fail = mutation({
       });
       return { ok: true, willRetry, availableAt };
     }
-    await ctx.db.patch(job._id, {
+    await patchJob(ctx, job, {
       ...endOfLease,
       status: job.cancelRequested ? "canceled" : "failed",
       error: message,
@@ -326,12 +316,12 @@ export const release = mutation({
     const now = Date.now();
     await discardAttemptDocs(ctx, job._id, leaseToken);
     if (job.cancelRequested) {
-      await ctx.db.patch(job._id, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
+      await patchJob(ctx, job, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
       return { ok: true };
     }
     const hostReleases = (job.hostReleases ?? 0) + (hostFailureKind === undefined ? 0 : 1);
     if (hostFailureKind !== undefined && hostReleases >= MAX_HOST_RELEASES) {
-      await ctx.db.patch(job._id, {
+      await patchJob(ctx, job, {
         ...endOfLease,
         status: "failed",
         hostReleases,
@@ -343,7 +333,7 @@ export const release = mutation({
       });
       return { ok: true, failed: true };
     }
-    await ctx.db.patch(job._id, {
+    await patchJob(ctx, job, {
       ...endOfLease,
       status: "pending",
       attempts: job.attempts - 1, // a released attempt does not count
@@ -367,7 +357,7 @@ export const canceled = mutation({
     if (!job.cancelRequested) refuse("conflict", `job ${jobId} has no cancel request to acknowledge`);
     const now = Date.now();
     await discardAttemptDocs(ctx, job._id, leaseToken);
-    await ctx.db.patch(job._id, {
+    await patchJob(ctx, job, {
       ...endOfLease,
       status: "canceled",
       progress: "Canceled",

@@ -33,6 +33,7 @@ from fondation_agent.queue.convex_api import (
     NotFound,
     Unauthorized,
     WorkerApi,
+    operator_docs,
 )
 from localconvex.launcher import LocalConvex, identity_token
 from tests.helpers import free_port
@@ -221,7 +222,7 @@ def test_a_backend_without_a_worker_token_refuses_every_worker() -> None:
         ("operator:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "x" * 20_001},
          "prompt is too long (20001 characters"),
         ("operator:cancel", {"jobId": "not-an-id"}, '"not-an-id" is not a job id'),
-        ("operator:list", {"limit": 0}, "limit must be a whole number from 1 to 200, not 0"),
+        ("operator:list", {"limit": 0}, "paginationOpts.numItems must be a whole number from 1 to 200, not 0"),
     ],
 )
 def test_invalid_arguments_raise_invalid_argument_with_the_functions_message(
@@ -278,10 +279,11 @@ def test_over_http_users_need_an_identity_and_see_only_their_jobs(backend: Local
         with pytest.raises(Unauthorized, match="sign in first"):
             anonymous.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
         with pytest.raises(Unauthorized, match="sign in first"):
-            anonymous.query("jobs:list", {})
+            anonymous.query("jobs:list", {"paginationOpts": {"numItems": 10, "cursor": None}})
         job_id = alice.mutation("jobs:enqueue", {"repositoryUrl": REPOSITORY, "prompt": "p"})
-        assert [job["_id"] for job in alice.query("jobs:list", {})] == [job_id]
-        assert bob.query("jobs:list", {}) == [] and bob.query("jobs:get", {"jobId": job_id}) is None
+        first_page = {"paginationOpts": {"numItems": 10, "cursor": None}}
+        assert [job["_id"] for job in alice.query("jobs:list", first_page)["page"]] == [job_id]
+        assert bob.query("jobs:list", first_page)["page"] == [] and bob.query("jobs:get", {"jobId": job_id}) is None
         with pytest.raises(NotFound):
             bob.mutation("jobs:cancel", {"jobId": job_id})
         # Internal functions exist only for the admin key.
@@ -356,7 +358,7 @@ def test_a_stale_lease_token_is_refused_for_every_leased_call(convex: ConvexHttp
     job = convex.query("operator:get", {"jobId": stale.job_id})
     assert job["status"] == "completed" and job["result"] == {"by": "worker-b"}
     assert job["leaseExpiries"] == 1
-    docs = convex.query("operator:docs", {"jobId": stale.job_id})
+    docs = operator_docs(convex, stale.job_id)
     assert [d["slug"] for d in docs] == ["from-b"], "nothing of the stale attempt is the job's"
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from fondation_agent.queue.convex_api import Claim, ConvexHttp, LeaseLost, WorkerApi
+from fondation_agent.queue.convex_api import Claim, ConvexHttp, LeaseLost, WorkerApi, operator_docs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8
@@ -219,7 +219,7 @@ def test_eight_processes_drain_300_jobs_each_claim_once(backend, convex: ConvexH
                                  "attempt": last["attempt"]}
         assert job.get("leaseExpiries", 0) == sum(r["outcome"] == "lease_lost" for r in history)
         assert "leaseOwner" not in job and "leaseExpiresAt" not in job
-        docs = convex.query("operator:docs", {"jobId": job_id})
+        docs = operator_docs(convex, job_id)
         assert [d["slug"] for d in docs] == list(DOC_SLUGS), docs
         assert {d["content"] for d in docs} == {f"lease {last['leaseToken']} by {last['workerId']}"}, docs
 

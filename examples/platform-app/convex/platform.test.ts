@@ -1,14 +1,14 @@
-// The platform-shaped app over the registered queue component: a signed-in user queues a course for
-// their repository, an agent runs it, and onComplete copies its documents into the app's docs.
+// The platform-shaped app over the registered queue component: the UI's calls, as its pages make
+// them, answered from the queue (an agent's part played through worker:*).
 import { convexTest } from "convex-test";
 import { afterEach, beforeEach, expect, test, vi } from "vitest";
 import { registerQueue } from "../../../queue/test";
-import type { DocKind } from "../../../queue/component/lib";
 import { api } from "./_generated/api";
 import schema from "./schema";
 
 const modules = import.meta.glob("./**/*.ts");
 const TOKEN = "platform-worker-token";
+const firstPage = (numItems: number) => ({ numItems, cursor: null });
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -19,70 +19,86 @@ afterEach(() => vi.useRealTimers());
 async function setup() {
   const t = convexTest(schema, modules);
   registerQueue(t);
-  const { alice, bob, repositoryId } = await t.run(async (ctx) => {
-    const alice = await ctx.db.insert("users", { githubId: "1001", username: "alice", createdAt: Date.now() });
-    const bob = await ctx.db.insert("users", { githubId: "1002", username: "bob", createdAt: Date.now() });
-    const repositoryId = await ctx.db.insert("repositories", {
-      userId: alice, githubRepoId: "77", name: "widgets", fullName: "alice/widgets", defaultBranch: "main",
-    });
-    return { alice, bob, repositoryId };
-  });
-  return {
-    t,
-    repositoryId,
-    ids: { alice, bob },
-    alice: t.withIdentity({ subject: "1001" }),
-    bob: t.withIdentity({ subject: "1002" }),
+  const alice = await t.mutation(api.users.createOrUpdateUser, { githubId: "1001", username: "alice" });
+  const bob = await t.mutation(api.users.createOrUpdateUser, { githubId: "1002", username: "bob" });
+  const repositoryId = await t.run((ctx) =>
+    ctx.db.insert("repositories", { userId: alice, githubRepoId: "77", name: "widgets", fullName: "alice/widgets", defaultBranch: "main" }),
+  );
+  const settle = () => t.finishAllScheduledFunctions(vi.runAllTimers);
+  const claim = async () => {
+    const claimed = (await t.mutation(api.worker.claim, { workerToken: TOKEN, workerId: "w1", leaseMs: 30_000 }))!;
+    return { workerToken: TOKEN, jobId: claimed.job._id, leaseToken: claimed.leaseToken };
   };
+  return { t, alice, bob, repositoryId, settle, claim };
 }
 
-/** One agent attempt that saves `docs` and completes the job. */
-async function runJob(t: Awaited<ReturnType<typeof setup>>["t"], docs: { slug: string; kind: DocKind; chapterIndex: number }[]) {
-  const claimed = (await t.mutation(api.worker.claim, { workerToken: TOKEN, workerId: "w1", leaseMs: 30_000 }))!;
-  const lease = { workerToken: TOKEN, jobId: claimed.job._id, leaseToken: claimed.leaseToken };
-  await t.mutation(api.worker.saveDocs, {
-    ...lease,
-    docs: docs.map((d) => ({ ...d, title: d.slug.toUpperCase(), content: `# ${d.slug}` })),
+test("repo card → job page → course page: one course through the UI's calls", async () => {
+  const { t, alice, repositoryId, settle, claim } = await setup();
+  const { jobId } = await t.mutation(api.jobs.startAnalysis, { repositoryId, userId: alice, repoUrl: "https://evil.example/x" });
+  expect((await t.mutation(api.jobs.create, { userId: alice, repositoryId, prompt: "again" })).jobId).toBe(jobId); // one unfinished per repository
+  expect(await t.query(api.jobs.getJobByRepository, { repositoryId })).toMatchObject({ _id: jobId, status: "pending" });
+
+  const lease = await claim();
+  expect(await t.query(api.jobs.getJob, { jobId })).toMatchObject({
+    repositoryUrl: "https://github.com/alice/widgets", branch: "main", userId: alice, metadata: { fullName: "alice/widgets" },
   });
+  await t.mutation(api.worker.heartbeat, {
+    ...lease, leaseMs: 30_000, status: "analyzing", currentStep: 2, totalSteps: 6,
+    logs: [{ level: "info", text: "[2/6] Analyze: relationships" }],
+  });
+  expect(await t.query(api.jobs.getLogs, { jobId })).toEqual([{ seq: 0, level: "info", msg: "[2/6] Analyze: relationships" }]);
+  const docs = ["toc", "one", "two", "three"].map((slug, chapterIndex) => ({
+    slug, chapterIndex, title: slug.toUpperCase(), kind: (chapterIndex === 0 ? "toc" : "chapter") as "toc" | "chapter", content: `# ${slug}`,
+  }));
+  await t.mutation(api.worker.saveDocs, { ...lease, docs });
   await t.mutation(api.worker.complete, lease);
-  await t.finishAllScheduledFunctions(vi.runAllTimers);
-  return claimed;
-}
+  await settle();
 
-test("a user's course: queued for their repository, run by an agent, copied into the platform's docs", async () => {
-  const { t, alice, repositoryId, ids } = await setup();
-  const jobId = await alice.mutation(api.courses.generate, { repositoryId });
-  expect(await alice.mutation(api.courses.generate, { repositoryId })).toBe(jobId); // one unfinished per repository
-
-  const claimed = await runJob(t, [
-    { slug: "toc", kind: "toc", chapterIndex: 0 },
-    { slug: "one", kind: "chapter", chapterIndex: 1 },
-    { slug: "setup", kind: "tutorial", chapterIndex: 2 },
+  expect(await t.query(api.jobs.getById, { id: jobId })).toMatchObject({ status: "completed", currentStep: 6, totalSteps: 6 });
+  expect(await t.query(api.jobs.getLatestCompletedByRepository, { repositoryId })).toMatchObject({ _id: jobId });
+  const first = await t.query(api.docs.listByJobId, { jobId, paginationOpts: firstPage(3) });
+  const rest = await t.query(api.docs.listByJobId, { jobId, paginationOpts: { numItems: 3, cursor: first.continueCursor } });
+  expect([...first.page, ...rest.page].map((d) => d.slug)).toEqual(["toc", "one", "two", "three"]);
+  expect(rest.isDone).toBe(true);
+  expect(await t.query(api.docs.getBySlug, { jobId, slug: "two" })).toMatchObject({ title: "TWO", repositoryId });
+  expect(await t.query(api.github.getRepositoryWithMetadata, { repositoryId })).toHaveProperty("lastAnalyzedAt");
+  expect((await t.query(api.users.getActivity, { userId: alice })).map((a) => [a.oldStatus, a.newStatus, a.attempt]).reverse()).toEqual([
+    ["pending", "running", 1],
+    ["running", "analyzing", 1],
+    ["analyzing", "completed", 1],
   ]);
-  expect(claimed.job).toMatchObject({ repositoryUrl: "https://github.com/alice/widgets", branch: "main", userId: ids.alice, repositoryId });
-  expect(await alice.query(api.courses.job, { jobId })).toMatchObject({ status: "completed" });
-  const course = await alice.query(api.courses.course, { repositoryId });
-  expect(course.map((d) => [d.slug, d.kind, d.jobId, d.repositoryId])).toEqual([
-    ["toc", "toc", jobId, repositoryId],
-    ["one", "chapter", jobId, repositoryId],
-    ["setup", "tutorial", jobId, repositoryId],
-  ]);
-  expect(course.every((d) => typeof d.createdAt === "number")).toBe(true);
-
-  // A new course of the repository replaces the old one.
-  const second = await alice.mutation(api.courses.generate, { repositoryId });
-  await runJob(t, [{ slug: "only", kind: "tutorial", chapterIndex: 1 }]);
-  expect((await alice.query(api.courses.course, { repositoryId })).map((d) => [d.slug, d.jobId])).toEqual([["only", second]]);
+  expect(await t.query(api.users.getDashboardStats, { userId: alice })).toMatchObject({ totalRepositories: 1, completedJobs: 1, activeJobs: 0 });
+  expect((await t.query(api.jobs.listUserJobs, { userId: alice, paginationOpts: firstPage(10) })).page.map((j) => j._id)).toEqual([jobId]);
 });
 
-test("only the repository's owner may queue it or see its job and course; strangers are refused", async () => {
+test("a cancel carries the user's reason to the job and the activity feed; only the owner may cancel", async () => {
+  const { t, alice, bob, repositoryId, settle, claim } = await setup();
+  const { jobId } = await t.mutation(api.repositories.triggerAnalyze, { repositoryId });
+  const lease = await claim();
+  await expect(t.mutation(api.jobs.cancelJob, { jobId, userId: bob, reason: "mine now" })).rejects.toThrow(/does not exist/);
+  expect(await t.mutation(api.jobs.cancelJob, { jobId, userId: alice, reason: "wrong branch" })).toEqual({ jobId, status: "cancel_requested" });
+  await t.mutation(api.worker.canceled, lease);
+  await settle();
+  expect(await t.query(api.jobs.getJob, { jobId })).toMatchObject({ status: "canceled", error: "wrong branch" });
+  expect((await t.query(api.users.getActivity, { userId: alice }))[0]).toMatchObject({ oldStatus: "running", newStatus: "canceled", error: "wrong branch", attempt: 1 });
+});
+
+test("a failure reaches onStatusChange with its error and attempt, each attempt's", async () => {
+  const { t, alice, repositoryId, settle, claim } = await setup();
+  await t.mutation(api.jobs.create, { userId: alice, repositoryId, prompt: "p" });
+  const lease = await claim();
+  await t.mutation(api.worker.fail, { ...lease, error: "the CLI crashed", errorKind: "crashed", retryable: true });
+  await settle();
+  expect((await t.query(api.users.getActivity, { userId: alice }))[0]).toMatchObject({
+    oldStatus: "running", newStatus: "pending", error: "the CLI crashed", attempt: 1,
+  });
+});
+
+test("ids that name no repository are refused as invalid_argument, another user's repository as not found", async () => {
   const { t, alice, bob, repositoryId } = await setup();
-  await expect(t.mutation(api.courses.generate, { repositoryId })).rejects.toThrow(/sign in first/);
-  await expect(t.withIdentity({ subject: "9999" }).mutation(api.courses.generate, { repositoryId })).rejects.toThrow(/no platform account/);
-  await expect(bob.mutation(api.courses.generate, { repositoryId })).rejects.toThrow(/no such repository of yours/);
-  const jobId = await alice.mutation(api.courses.generate, { repositoryId });
-  expect(await bob.query(api.courses.job, { jobId })).toBeNull();
-  await expect(bob.mutation(api.courses.cancel, { jobId })).rejects.toThrow(/does not exist/);
-  await runJob(t, [{ slug: "one", kind: "chapter", chapterIndex: 1 }]);
-  expect(await bob.query(api.courses.course, { repositoryId })).toEqual([]);
+  for (const bad of ["not-an-id", alice]) {
+    await expect(t.query(api.jobs.getJobByRepository, { repositoryId: bad })).rejects.toMatchObject({ data: { code: "invalid_argument" } });
+  }
+  await expect(t.mutation(api.jobs.create, { userId: bob, repositoryId, prompt: "p" })).rejects.toThrow(/no such repository of yours/);
+  expect(await t.run((ctx) => ctx.db.query("activity").collect())).toEqual([]);
 });

@@ -1,26 +1,56 @@
-// The queue component as the platform installed it, and its completion callback: the finished
-// course's documents are copied into the platform's own docs table.
+// The queue component as the platform installed it, and its two callbacks: at every status change
+// an entry in the user's activity feed (and, on completion, the repository's lastAnalyzedAt); once a
+// job completes, its documents are copied into the platform's docs table, a page per transaction.
 import { v } from "convex/values";
-import { FondationQueue } from "../../../queue/client";
+import { FondationQueue, jobStatus } from "../../../queue/client";
 import { components, internal } from "./_generated/api";
 import type { Id } from "./_generated/dataModel";
 import { internalMutation } from "./_generated/server";
 
-// Annotated: the onComplete reference makes the type refer to itself.
-export const queue: FondationQueue = new FondationQueue(components.fondationQueue, { onComplete: internal.queue.copyDocs });
+// Annotated: the callbacks' references make the type refer to itself.
+export const queue: FondationQueue = new FondationQueue(components.fondationQueue, {
+  onComplete: internal.queue.copyDocs,
+  onStatusChange: internal.queue.statusChanged,
+});
 
-/** Runs once a job completed (scheduled by the component): the repository's course becomes this job's docs. */
+const repositoryContext = v.object({ repositoryId: v.id("repositories") });
+
+export const statusChanged = internalMutation({
+  args: {
+    jobId: v.string(),
+    context: repositoryContext,
+    oldStatus: jobStatus,
+    newStatus: jobStatus,
+    error: v.optional(v.string()),
+    attempt: v.number(),
+  },
+  handler: async (ctx, { jobId, context: { repositoryId }, ...change }): Promise<void> => {
+    const repository = await ctx.db.get(repositoryId);
+    if (repository === null) return; // deleted since
+    await ctx.db.insert("activity", { userId: repository.userId, jobId, ...change, at: Date.now() });
+    if (change.newStatus === "completed") await ctx.db.patch(repositoryId, { lastAnalyzedAt: Date.now() });
+  },
+});
+
 export const copyDocs = internalMutation({
-  args: { jobId: v.string(), context: v.object({ repositoryId: v.id("repositories") }) },
-  handler: async (ctx, { jobId, context: { repositoryId } }) => {
+  args: { jobId: v.string(), context: repositoryContext },
+  handler: async (ctx, { jobId, context: { repositoryId } }): Promise<void> => {
     for (const old of await ctx.db.query("docs").withIndex("by_repository", (q) => q.eq("repositoryId", repositoryId)).collect()) {
       await ctx.db.delete(old._id);
     }
+    await ctx.scheduler.runAfter(0, internal.queue.copyDocsPage, { jobId, repositoryId, cursor: null });
+  },
+});
+
+/** One page of the job's documents per transaction (a course can be larger than one may write). */
+export const copyDocsPage = internalMutation({
+  args: { jobId: v.string(), repositoryId: v.id("repositories"), cursor: v.union(v.string(), v.null()) },
+  handler: async (ctx, { jobId, repositoryId, cursor }): Promise<void> => {
     const createdAt = Date.now();
-    for (const doc of await queue.docs(ctx, jobId)) {
-      // The component's kinds are the platform's union (worker:saveDocs takes no other).
-      const { title, slug, chapterIndex, content, kind } = doc;
+    const result = await queue.docs(ctx, jobId, { paginationOpts: { numItems: 50, cursor } });
+    for (const { title, slug, chapterIndex, content, kind } of result.page) {
       await ctx.db.insert("docs", { jobId, repositoryId: repositoryId as Id<"repositories">, title, slug, chapterIndex, content, kind, createdAt });
     }
+    if (!result.isDone) await ctx.scheduler.runAfter(0, internal.queue.copyDocsPage, { jobId, repositoryId, cursor: result.continueCursor });
   },
 });
