@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = queue_command("cancel", "cancel a job (a running one stops at its next heartbeat)")
     cancel.add_argument("job_id", metavar="ID")
+    cancel.add_argument("--reason", default=None, help="why, kept on the job and shown as its error")
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -206,7 +207,8 @@ def _job(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    result = _client(args).mutation("operator:cancel", {"jobId": args.job_id})
+    reason = {} if args.reason is None else {"reason": args.reason}
+    result = _client(args).mutation("operator:cancel", {"jobId": args.job_id, **reason})
     print(f"{args.job_id}: {result['status'].replace('_', ' ')}")
     return 0
 

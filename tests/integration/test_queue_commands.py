@@ -154,6 +154,17 @@ def test_cancel_a_pending_job(cli) -> None:
     assert again.returncode == 0 and again.stdout.strip() == f"{job_id}: canceled", "canceling twice is harmless"
 
 
+def test_a_cancel_carries_the_operators_reason_as_the_jobs_error(cli) -> None:
+    job_id = enqueue(cli)
+    assert cli("cancel", job_id, "--reason", "wrong branch, queued again").returncode == 0
+    job = json.loads(cli("job", job_id, "--json").stdout)["job"]
+    assert (job["status"], job["error"]) == ("canceled", "wrong branch, queued again")
+    untouched = enqueue(cli)
+    too_long = cli("cancel", untouched, "--reason", "x" * 100_000)
+    assert too_long.returncode == 1 and "reason is too long" in too_long.stderr, too_long.stderr
+    assert json.loads(cli("job", untouched, "--json").stdout)["job"]["status"] == "pending"
+
+
 def test_cancel_a_running_job_requests_it(cli, backend: LocalConvex) -> None:
     job_id = enqueue(cli)
     with _closing(backend.url) as client:
