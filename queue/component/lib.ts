@@ -160,8 +160,8 @@ export function backoffMs(attempt: number): number {
   return Math.floor(Math.random() * ceiling);
 }
 
-/** What callers outside the worker see of a job: never the current fencing token, nor the app's callback. */
+/** What callers outside the worker see of a job: never the current fencing token (staged holds it too), nor the app's callback. */
 export function publicJob(job: Doc<"jobs">) {
-  const { leaseToken: _leaseToken, docsLeaseToken: _docsLeaseToken, onComplete: _onComplete, ...rest } = job;
+  const { leaseToken: _leaseToken, docsLeaseToken: _docsLeaseToken, onComplete: _onComplete, staged: _staged, ...rest } = job;
   return rest;
 }
