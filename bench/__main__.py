@@ -1,7 +1,7 @@
 """`python -m bench` (or `make bench`): every scenario, then a summary table. See bench/README.md.
 
-    python -m bench                          # the full run (~18 min)
-    python -m bench --quick                  # smoke run with small counts (~3 min)
+    python -m bench                          # the full run (~27 min)
+    python -m bench --quick                  # smoke run with small counts (~6 min)
     python -m bench --scenario pickup --scenario upload --json out.json
 """
 
