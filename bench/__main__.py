@@ -1,7 +1,7 @@
 """`python -m bench` (or `make bench`): every scenario, then a summary table. See bench/README.md.
 
-    python -m bench                          # the full run (~18 min)
-    python -m bench --quick                  # smoke run with small counts (~3 min)
+    python -m bench                          # the full run (~27 min)
+    python -m bench --quick                  # smoke run with small counts (~6 min)
     python -m bench --scenario pickup --scenario upload --json out.json
 """
 
@@ -15,18 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import idle, pickup, restart, scope, throughput, upload
+from bench import cost, idle, pickup, restart, scope, throughput, upload
 from bench.harness import load, machine, make_git_repo, say, workdir
 
-SCENARIOS = ("pickup", "restart", "throughput", "idle", "upload", "scope")
+SCENARIOS = ("pickup", "restart", "throughput", "idle", "upload", "scope", "cost")
 FULL = {
     "pickup_jobs": 300, "pickup_gap": 2.0, "pickup_concurrency": 16, "restart_jobs": 60,
     "throughput_jobs": 500, "throughput_agents": 4, "throughput_concurrency": 4, "serial_jobs": 100,
     "idle_seconds": 300.0, "upload_docs": 200, "upload_size": 50 * 1024, "upload_repeats": 5,
-    "scope_samples": 100,
+    "scope_samples": 100, "cost_docs": 100, "cost_size": 50 * 1024, "cost_jobs": 2, "cost_window": 60.0,
 }
 QUICK = {**FULL, "pickup_jobs": 20, "restart_jobs": 10, "throughput_jobs": 50, "serial_jobs": 20, "idle_seconds": 30.0,
-         "upload_repeats": 1, "scope_samples": 10}
+         "upload_repeats": 1, "scope_samples": 10, "cost_docs": 20, "cost_jobs": 1, "cost_window": 15.0}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -74,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                                      repeats=args.upload_repeats),
         "scope": lambda: scope.run(samples=args.scope_samples, user=args.scope_user, ssh=args.scope_ssh,
                                    vm=args.scope_vm, directory=directory),
+        "cost": lambda: cost.run(directory, repo, docs=args.cost_docs, size=args.cost_size, jobs=args.cost_jobs,
+                                 window=args.cost_window),
     }
     modules = {"pickup": pickup, "restart": restart, "throughput": throughput, "idle": idle, "upload": upload,
-               "scope": scope}
+               "scope": scope, "cost": cost}
     failed = False
     for name in SCENARIOS:
         if name not in chosen:

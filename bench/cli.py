@@ -4,11 +4,13 @@
 Usage: cli.py REPO OUTPUT MODE — the mode comes from the job's prompt:
   instant            one small Markdown document (01_bench.md), then exit 0
   docs:N:SIZE        N Markdown documents of SIZE bytes each (front matter included), then exit 0
+  sleep:S            a job that stays running: sleeps S seconds, then as instant
 
 Stdlib only and imported by nothing, so the agent's `python -I -S bench/cli.py …` starts fast.
 """
 
 import sys
+import time
 from pathlib import Path
 
 
@@ -23,6 +25,9 @@ def document(index: int, size: int) -> str:
 
 def main() -> int:
     output, mode = Path(sys.argv[2]), sys.argv[3]  # the repository (argv[1]) is not read
+    if mode.startswith("sleep:"):
+        time.sleep(float(mode.split(":")[1]))
+        mode = "instant"
     if mode == "instant":
         (output / "01_bench.md").write_text("# Bench\nA job that ends at once.\n")
         return 0

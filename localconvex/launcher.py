@@ -27,6 +27,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +163,22 @@ class LocalConvex:
         if self.proc is not None:
             self.returncode = self.proc.returncode
         return self.returncode
+
+    def usage(self) -> dict:
+        """What each function's executions cost since the start or the last reset (GET /_localconvex/usage)."""
+        return self._usage_request("GET", "/_localconvex/usage")
+
+    def reset_usage(self) -> dict:
+        """Zeroes the accounting (the admin key's privilege)."""
+        return self._usage_request("POST", "/_localconvex/usage/reset", {"Authorization": f"Convex {self.admin_key}"})
+
+    def _usage_request(self, method: str, path: str, headers: dict[str, str] | None = None) -> dict:
+        if self.url is None:
+            raise RuntimeError("localconvex is not running")
+        # Our own server's http:// loopback URL.
+        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.load(response)
 
     def stderr_text(self) -> str:
         path = self.log_dir / "stderr.log"

@@ -9,7 +9,9 @@
  * unverified test identity), function lookup and (optionally) snapshots of the
  * database to a file.
  *
- *   tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]
+ *   tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR] [--time-limit-ms MS]
+ *
+ * Every execution is held to Convex's limits and accounted (usage.ts).
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -21,9 +23,10 @@ import { convexTest } from "convex-test";
 import { defineSchema, defineTable, makeFunctionReference, type SchemaDefinition, type UserIdentity } from "convex/server";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
 import { Clock, type Kind, type Outcome, SyncServer } from "./sync.js";
-import { toWireJson } from "./wire.js";
+import { DEFAULT_TIME_LIMIT_MS, instrumentModule, resetUsage, setTimeLimit, usageReport } from "./usage.js";
+import { toEnvelopeJson, toWireJson } from "./wire.js";
 
-const USAGE = "usage: tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR]";
+const USAGE = "usage: tsx localconvex/server.ts [--address HOST:PORT] [--state FILE] [--functions DIR] [--time-limit-ms MS]";
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 /** Extra table that only localconvex adds to the schema; see restore(). */
@@ -47,14 +50,20 @@ class Fatal extends Error {}
 // ---------------------------------------------------------------------------- CLI
 
 function parseCli(argv: string[]) {
-  const opts = { host: "127.0.0.1", port: 3210, stateFile: null as string | null, functionsDir: path.join(REPO_ROOT, "convex") };
+  const opts = {
+    host: "127.0.0.1",
+    port: 3210,
+    stateFile: null as string | null,
+    functionsDir: path.join(REPO_ROOT, "convex"),
+    timeLimitMs: DEFAULT_TIME_LIMIT_MS,
+  };
   for (let i = 0; i < argv.length; i++) {
     let [flag, value] = argv[i].split(/=(.*)/s, 2) as [string, string | undefined];
     if (flag === "--help" || flag === "-h") {
       console.log(USAGE);
       process.exit(0);
     }
-    if (!["--address", "--state", "--functions"].includes(flag)) throw new Fatal(`unknown argument ${JSON.stringify(argv[i])}`);
+    if (!["--address", "--state", "--functions", "--time-limit-ms"].includes(flag)) throw new Fatal(`unknown argument ${JSON.stringify(argv[i])}`);
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new Fatal(`${flag} needs a value`);
       value = argv[++i];
@@ -67,6 +76,9 @@ function parseCli(argv: string[]) {
     } else if (flag === "--state") {
       if (!value) throw new Fatal("--state needs a file name");
       opts.stateFile = path.resolve(value);
+    } else if (flag === "--time-limit-ms") {
+      if (!/^[1-9]\d*$/.test(value)) throw new Fatal(`--time-limit-ms must be a positive integer, got ${JSON.stringify(value)}`);
+      opts.timeLimitMs = Number(value);
     } else {
       opts.functionsDir = path.resolve(value);
     }
@@ -80,9 +92,10 @@ function parseCli(argv: string[]) {
  * The modules map convexTest wants (normally built by vite's import.meta.glob):
  * "./jobs.ts" -> () => import(".../jobs.ts"). convex-test takes the part of the
  * "_generated" key before "_generated" ("./") as the root, so udf path "jobs"
- * maps to "./jobs". Also returns the same loaders keyed by module path ("jobs").
+ * maps to "./jobs". Also returns the same loaders keyed by module path ("jobs"). Each module's
+ * functions are instrumented (usage.ts) under their name, prefixed with `prefix` (a component's).
  */
-function loadModules(dir: string) {
+function loadModules(dir: string, prefix = "") {
   const glob: Record<string, () => Promise<any>> = {};
   const byModule = new Map<string, () => Promise<any>>();
   const walk = (sub: string) => {
@@ -92,9 +105,10 @@ function loadModules(dir: string) {
       if (entry.isDirectory()) walk(rel);
       else if (/\.(ts|js)$/.test(rel) && !/\.(test|spec)\.[jt]s$|\.d\.ts$/.test(rel)) {
         const url = pathToFileURL(path.join(dir, rel)).href;
-        const load = () => import(url);
+        const modulePath = rel.replace(/\.[jt]s$/, "");
+        const load = async () => instrumentModule(await import(url), modulePath, prefix);
         glob[`./${rel}`] = load;
-        byModule.set(rel.replace(/\.[jt]s$/, ""), load);
+        byModule.set(modulePath, load);
       }
     }
   };
@@ -421,7 +435,8 @@ function jwtClaims(token: string): Record<string, unknown> | null {
 
 // ---------------------------------------------------------------------------- HTTP
 
-type Reply = { status: number; body: unknown };
+/** integers: a plain JSON document (not Convex values, whose numbers are written as floats). */
+type Reply = { status: number; body: unknown; integers?: boolean };
 const badRequest = (code: string, message: string): Reply => ({ status: 400, body: { code, message } });
 
 function udfError(e: unknown): Outcome {
@@ -464,13 +479,14 @@ async function main() {
     process.exit(2);
   }
 
+  setTimeLimit(opts.timeLimitMs);
   const dir = opts.functionsDir;
   const { glob, byModule } = loadModules(dir);
   const app = await loadSchema(dir, byModule);
   const t = convexTest(app.schema, glob);
   const stores: Store[] = [{ path: "", tables: app.tables }];
   for (const component of await loadComponents(dir)) {
-    const modules = loadModules(component.dir);
+    const modules = loadModules(component.dir, `${component.name}/`);
     const { schema, tables } = await loadSchema(component.dir, modules.byModule);
     t.registerComponent(component.name, schema, modules.glob);
     stores.push({ path: component.name, tables });
@@ -578,6 +594,15 @@ async function main() {
     }
   }
 
+  /** Only the admin may reset what an operator or the bench reads. */
+  function resetAsAdmin(req: http.IncomingMessage): Reply {
+    const caller = identify(req.headers.authorization, adminKey);
+    if ("status" in caller) return caller;
+    if (!caller.admin) return { status: 401, body: { code: "BadAdminKey", message: "resetting usage needs the admin key" } };
+    resetUsage();
+    return { status: 200, body: usageReport(), integers: true };
+  }
+
   let stopping = false;
   let inFlight = 0;
   const routes: Record<string, Kind> = { "/api/query": "query", "/api/mutation": "mutation", "/api/action": "action" };
@@ -589,6 +614,8 @@ async function main() {
       const pathname = new URL(req.url ?? "/", "http://localhost").pathname;
       const kind = routes[pathname];
       if (req.method === "GET" && pathname === "/health") reply = { status: 200, body: { ok: true } };
+      else if (req.method === "GET" && pathname === "/_localconvex/usage") reply = { status: 200, body: usageReport(), integers: true };
+      else if (req.method === "POST" && pathname === "/_localconvex/usage/reset") reply = resetAsAdmin(req);
       else if (!kind) reply = { status: 404, body: { code: "NotFound", message: `no route for ${req.method} ${pathname}` } };
       else if (req.method !== "POST") reply = { status: 405, body: { code: "MethodNotAllowed", message: `use POST for ${pathname}` } };
       else if (stopping) reply = { status: 503, body: { code: "ShuttingDown", message: "localconvex is shutting down" } };
@@ -597,7 +624,7 @@ async function main() {
       console.error("localconvex: internal error:", e);
       reply = { status: 500, body: { code: "InternalServerError", message: String(e) } };
     }
-    const text = toWireJson(reply.body);
+    const text = reply.integers ? toEnvelopeJson(reply.body) : toWireJson(reply.body);
     res.writeHead(reply.status, {
       "Content-Type": "application/json",
       "Content-Length": Buffer.byteLength(text),

@@ -1,13 +1,13 @@
 // @vitest-environment node
 // The official JS client (`convex/browser`) against a real localconvex over a real WebSocket
 // (/api/<version>/sync, 127.0.0.1 only).
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
-import path from "node:path";
 import { ConvexClient } from "convex/browser";
 import { makeFunctionReference } from "convex/server";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import WebSocket from "ws";
+import { startLocalConvex } from "./spawn.js";
 
 const ADMIN_KEY = crypto.randomBytes(16).toString("hex");
 let server: ChildProcess;
@@ -15,19 +15,7 @@ let url: string;
 const clients: ConvexClient[] = [];
 
 beforeAll(async () => {
-  server = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "server.ts"), "--address", "127.0.0.1:0"], {
-    env: { ...process.env, CONVEX_ADMIN_KEY: ADMIN_KEY, FONDATION_WORKER_TOKEN: "test-worker-token" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  url = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    server.stdout!.on("data", (chunk) => {
-      out += chunk;
-      const m = /localconvex ready on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    server.on("exit", (code) => reject(new Error(`localconvex exited with ${code}`)));
-  });
+  ({ url, process: server } = await startLocalConvex([], { CONVEX_ADMIN_KEY: ADMIN_KEY, FONDATION_WORKER_TOKEN: "test-worker-token" }));
 }, 60_000);
 
 afterAll(async () => {

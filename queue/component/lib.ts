@@ -216,11 +216,12 @@ export function backoffMs(attempt: number): number {
   return Math.floor(Math.random() * ceiling);
 }
 
-/** What callers outside the worker see of a job: never the current fencing token, nor the app's callbacks. */
+/** What callers outside the worker see of a job: never the current fencing token (staged holds it too), nor the app's callbacks. */
 export function publicJob(job: Doc<"jobs">) {
   const {
     leaseToken: _leaseToken,
     docsLeaseToken: _docsLeaseToken,
+    staged: _staged,
     onComplete: _onComplete,
     onStatusChange: _onStatusChange,
     ...rest

@@ -42,6 +42,10 @@ export default defineSchema({
     hostReleases: v.optional(v.number()),
     // The lease token of the attempt whose docs are the job's docs (set by worker:complete).
     docsLeaseToken: v.optional(v.string()),
+    // The documents the attempt holding `leaseToken` has staged so far, counted as worker:saveDocs
+    // writes them, so that no call reads staged content to count it (Convex's 16 MiB read limit).
+    // Another lease token: that attempt's count, not this one's (this one has staged nothing).
+    staged: v.optional(v.object({ leaseToken: v.string(), docs: v.number(), bytes: v.number() })),
     // The host app's mutations (function handles, and their context): run once the job completes,
     // and at every change of its status.
     onComplete: v.optional(callbackArg),

@@ -196,6 +196,7 @@ export const saveDocs = mutation({
       refuse("invalid_argument", `at most ${MAX_DOCS_PER_CALL} docs per call, got ${docs.length}`);
     }
     const encoder = new TextEncoder();
+    const size = (content: string) => encoder.encode(content).length;
     let callBytes = 0;
     for (const { title, slug, kind, chapterIndex, content } of docs) {
       requireLength("title", title, MAX_TITLE_LENGTH);
@@ -203,7 +204,7 @@ export const saveDocs = mutation({
         refuse("invalid_argument", `slug ${JSON.stringify(slug)} must be 1-200 of a-z 0-9 . _ - (lower case)`);
       }
       requireInteger("chapterIndex", chapterIndex, 0, MAX_DOCS_PER_JOB);
-      const bytes = encoder.encode(content).length;
+      const bytes = size(content);
       if (bytes > MAX_DOC_CONTENT_BYTES) {
         refuse("invalid_argument", `doc ${slug} is ${bytes} bytes; a document holds at most ${MAX_DOC_CONTENT_BYTES}`);
       }
@@ -214,26 +215,24 @@ export const saveDocs = mutation({
     }
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
-    let added = 0;
+    const staged = job.staged?.leaseToken === leaseToken ? { ...job.staged } : { leaseToken, docs: 0, bytes: 0 };
     for (const d of docs) {
       // Keyed by slug within the attempt, so a call repeated after a lost response adds nothing.
       const existing = await ctx.db
         .query("docs")
         .withIndex("by_job_lease_slug", (q) => q.eq("jobId", job._id).eq("leaseToken", leaseToken).eq("slug", d.slug))
         .unique();
-      if (existing !== null) await ctx.db.replace(existing._id, { ...d, jobId: job._id, leaseToken });
-      else {
+      if (existing !== null) {
+        await ctx.db.replace(existing._id, { ...d, jobId: job._id, leaseToken });
+        staged.bytes += size(d.content) - size(existing.content);
+      } else {
         await ctx.db.insert("docs", { ...d, jobId: job._id, leaseToken });
-        added++;
+        staged.docs++;
+        staged.bytes += size(d.content);
       }
     }
-    if (added > 0) {
-      const count = (await ctx.db
-        .query("docs")
-        .withIndex("by_job_lease_chapter", (q) => q.eq("jobId", job._id).eq("leaseToken", leaseToken))
-        .take(MAX_DOCS_PER_JOB + 1)).length;
-      if (count > MAX_DOCS_PER_JOB) refuse("invalid_argument", `a job holds at most ${MAX_DOCS_PER_JOB} docs`);
-    }
+    if (staged.docs > MAX_DOCS_PER_JOB) refuse("invalid_argument", `a job holds at most ${MAX_DOCS_PER_JOB} docs`);
+    await ctx.db.patch(job._id, { staged });
     return { ok: true, saved: docs.length };
   },
 });

@@ -466,6 +466,46 @@ def test_sync_subscription_follows_every_commit(backend: LocalConvex) -> None:
     assert client.query("items:list", {}) and client.action("items:echo", {"value": [1, "a"]}) == [1, "a"]
 
 
+def test_usage_counts_every_execution_http_socket_subscription_reruns_and_scheduled(backend: LocalConvex) -> None:
+    assert backend.reset_usage() == {"functions": {}, "limitErrors": 0}
+    client = ConvexClient(backend.url)
+    items = client.subscribe("items:list", {})
+    assert updates_until(items, lambda value: True) == []
+    ConvexHttpClient(backend.url).mutation("items:add", {"name": "over HTTP"})
+    updates_until(items, lambda value: names(value) == ["over HTTP"])
+    client.mutation("items:later", {"name": "scheduled", "ms": 0})
+    updates_until(items, lambda value: "scheduled" in names(value))
+    client.action("items:echo", {"value": 1})
+
+    functions = backend.usage()["functions"]
+    assert functions["items:add"]["calls"] == 1
+    assert functions["items:add"]["documentsWritten"] == 1
+    assert functions["items:add"]["bytesWritten"] > 0
+    assert functions["items:later"]["calls"] == 1
+    # The scheduled function is an execution of its own, and so is the action.
+    assert functions["items:addLater"]["calls"] == 1
+    assert functions["items:addLater"]["documentsWritten"] == 1
+    assert functions["items:echo"]["calls"] == 1
+    # The subscription's first run and its re-runs after each commit: at least 3, reading 0, 1, then 2 items.
+    listed = functions["items:list"]
+    assert listed["calls"] >= 3
+    assert listed["documentsRead"] >= 3
+    assert listed["maxDocumentsRead"] == 2
+    assert listed["bytesRead"] > 0
+
+    # A plain HTTP query is one execution, reading one document.
+    [item] = [item for item in client.query("items:list", {}) if item["name"] == "over HTTP"]
+    post(backend, "query", {"path": "items:get", "args": {"id": item["_id"]}})
+    got = backend.usage()["functions"]["items:get"]
+    assert (got["calls"], got["documentsRead"], got["maxDocumentsRead"], got["documentsWritten"]) == (1, 1, 1, 0)
+    assert 0 < got["bytesRead"] == got["maxBytesRead"]
+
+    # Only the admin resets it.
+    assert requests.post(f"{backend.url}/_localconvex/usage/reset", timeout=10).status_code == 401
+    assert backend.usage()["functions"] != {}
+    assert backend.reset_usage() == {"functions": {}, "limitErrors": 0}
+
+
 def test_sync_identities_errors_and_the_admin_key_as_over_http(backend: LocalConvex) -> None:
     anonymous = ConvexClient(backend.url)
     assert anonymous.query("items:whoami", {}) is None
