@@ -347,7 +347,7 @@ class Job:
         self._check_stop()
         summary = {"documents": len(documents), "bytes": total_bytes(documents), "commit": commit,
                    "worker": self.config.worker_id, "attempt": self.claim.attempt}
-        self._finally(lambda: self.api.complete(self.claim, summary))
+        self._finally(self.api.complete, summary)
         return JobOutcome.COMPLETED
 
     def _clone(self, source, workspace: Workspace) -> str:
@@ -484,18 +484,20 @@ class Job:
                 self.log.warning("Convex unreachable; retrying", error=str(error))
                 time.sleep(1.0)
 
-    def _finally(self, call: Callable[[], T]) -> T:
+    def _finally(self, end: Callable[..., T], *args: Any) -> T:
         """The attempt's last call (complete, fail, release, canceled): heartbeats stop first, so
-        none can reach Convex after the job has ended and be answered lease_lost."""
+        none can reach Convex after the job has ended and be answered lease_lost; it carries the
+        CLI's lines no heartbeat did, so the live logs end with the CLI's last words."""
         self.keeper.finish()
-        return self._reliably(call)
+        logs = self.log_tail.take()
+        return self._reliably(lambda: end(self.claim, *args, logs=logs))
 
     def _end_stopped(self) -> JobOutcome:
         reason = self.stop_reason or StopReason.LEASE_LOST
         if reason == StopReason.CANCELED:
-            self._finally(lambda: self.api.canceled(self.claim))
+            self._finally(self.api.canceled)
         elif reason == StopReason.RELEASED:
-            self._finally(lambda: self.api.release(self.claim, f"agent {self.config.worker_id} is stopping"))
+            self._finally(self.api.release, f"agent {self.config.worker_id} is stopping")
         return JobOutcome(reason.value)  # each stop reason is also the outcome of its name
 
     def _end_failed(self, failure: JobFailure) -> JobOutcome:
@@ -507,11 +509,11 @@ class Job:
             self.host_failure = failure
             reason = f"host problem on {self.config.worker_id} ({failure.kind}): {failure}"
             reason = bounded(reason, MAX_PROGRESS_LENGTH)
-            result = self._finally(lambda: self.api.release(self.claim, reason, failure.kind))
+            result = self._finally(self.api.release, reason, failure.kind)
             if result.get("failed"):
                 self.log.error("job failed: released for host problems too many times", error_kind=failure.kind)
             return JobOutcome.HOST_FAILURE
         self.log.warning("job failed", error=str(failure), error_kind=failure.kind, retryable=failure.retryable)
         error = bounded(str(failure), MAX_ERROR_LENGTH)
-        result = self._finally(lambda: self.api.fail(self.claim, error, failure.kind, failure.retryable))
+        result = self._finally(self.api.fail, error, failure.kind, failure.retryable)
         return JobOutcome.RETRYING if result.get("willRetry") else JobOutcome.FAILED

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ from convex.values import convex_to_json, json_to_convex
 
 from fondation_agent import __version__
 from fondation_agent.queue.rules import ErrorCode
+
+LogLines = Sequence[Mapping[str, str]]  # [{"level": …, "text": …}]: the CLI's lines for the job's live logs
 
 # (path, seconds, outcome) with outcome "ok", "error" (the function refused) or "unavailable".
 CallObserver = Callable[[str, float, str], None]
@@ -244,22 +246,27 @@ class WorkerApi:
     def save_docs(self, claim: Claim, docs: list[dict[str, Any]]) -> None:
         self._leased("worker:saveDocs", claim, docs=docs)
 
-    def complete(self, claim: Claim, summary: dict[str, Any] | None = None) -> None:
-        self._leased("worker:complete", claim, **({"summary": summary} if summary is not None else {}))
+    # The attempt's last calls; `logs`: the CLI's lines no heartbeat carried (its last words).
+    def complete(self, claim: Claim, summary: dict[str, Any] | None = None, *, logs: LogLines = ()) -> None:
+        self._leased("worker:complete", claim, logs, **({"summary": summary} if summary is not None else {}))
 
-    def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool) -> dict[str, Any]:
-        return self._leased("worker:fail", claim, error=error, errorKind=error_kind, retryable=retryable)
+    def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool, *,
+             logs: LogLines = ()) -> dict[str, Any]:
+        return self._leased("worker:fail", claim, logs, error=error, errorKind=error_kind, retryable=retryable)
 
-    def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None) -> dict[str, Any]:
+    def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None, *,
+                logs: LogLines = ()) -> dict[str, Any]:
         """Hands the job back uncounted. With host_failure_kind, a release for this host's problem,
         which Convex counts: past MAX_HOST_RELEASES of them the job fails instead (`failed` is true)."""
         kind = {"hostFailureKind": host_failure_kind} if host_failure_kind else {}
-        return self._leased("worker:release", claim, reason=reason, **kind)
+        return self._leased("worker:release", claim, logs, reason=reason, **kind)
 
-    def canceled(self, claim: Claim) -> None:
-        self._leased("worker:canceled", claim)
+    def canceled(self, claim: Claim, *, logs: LogLines = ()) -> None:
+        self._leased("worker:canceled", claim, logs)
 
-    def _leased(self, path: str, claim: Claim, **args: Any) -> dict[str, Any]:
+    def _leased(self, path: str, claim: Claim, logs: LogLines = (), **args: Any) -> dict[str, Any]:
+        if logs:
+            args["logs"] = list(logs)
         result = self.http.mutation(
             path, {"workerToken": self._worker_token, "jobId": claim.job_id, "leaseToken": claim.lease_token, **args}
         )

@@ -65,3 +65,17 @@ test("an oversized batch or line is refused before anything is written, and the 
   expect(await tail()).toEqual([]);
   expect((await t.query(api.jobs.get, { jobId: lease.jobId }))!.leaseExpiresAt).toBe(before);
 });
+
+test("the attempt's last call carries the lines no heartbeat did, and a refused batch ends nothing", async () => {
+  const { t, lease, beat, tail } = await running();
+  const { leaseMs: _leaseMs, ...leased } = lease;
+  await beat(lines(0, 2));
+  const tooLong = [{ level: "error" as const, text: "x".repeat(maxLogLineLength + 1) }];
+  await expect(
+    t.mutation(api.worker.fail, { ...leased, error: "boom", errorKind: "cli_failed", retryable: false, logs: tooLong }),
+  ).rejects.toThrow(/invalid_argument/);
+  expect((await t.query(api.jobs.get, { jobId: lease.jobId }))!.status).not.toBe("failed");
+  const lastWords = [{ level: "error" as const, text: "error: the model's answer was unusable" }];
+  await t.mutation(api.worker.fail, { ...leased, error: "boom", errorKind: "cli_failed", retryable: false, logs: lastWords });
+  expect(await tail()).toEqual([...lines(0, 2), ...lastWords]);
+});

@@ -10,8 +10,9 @@ type LogLine = Infer<typeof logLine>;
 const encoder = new TextEncoder();
 const size = (line: LogLine) => encoder.encode(line.text).length;
 
-/** What one heartbeat may carry: checked before anything is written. */
-export function requireLogs(lines: LogLine[]): void {
+/** What one worker call may carry: checked before anything is written. */
+export function requireLogs(lines: LogLine[] | undefined): void {
+  if (lines === undefined) return;
   if (lines.length > MAX_LOG_LINES) refuse("invalid_argument", `at most ${MAX_LOG_LINES} log lines per call, got ${lines.length}`);
   for (const line of lines) requireLength("a log line", line.text, MAX_LOG_LINE_LENGTH);
   const bytes = lines.reduce((total, line) => total + size(line), 0);
@@ -19,7 +20,8 @@ export function requireLogs(lines: LogLine[]): void {
 }
 
 /** Appends to the job's tail and drops its oldest lines past the bounds. */
-export async function appendLogs(ctx: MutationCtx, jobId: Id<"jobs">, added: LogLine[]): Promise<void> {
+export async function appendLogs(ctx: MutationCtx, jobId: Id<"jobs">, added: LogLine[] | undefined): Promise<void> {
+  if (added === undefined || added.length === 0) return;
   const tail = await ctx.db.query("logs").withIndex("by_job", (q) => q.eq("jobId", jobId)).unique();
   const lines = [...(tail?.lines ?? []), ...added];
   let bytes = (tail?.bytes ?? 0) + added.reduce((total, line) => total + size(line), 0);

@@ -19,26 +19,27 @@ const docInput = v.object({
 export const logLine = v.object({ level: v.union(...LOG_LEVELS.map((level) => v.literal(level))), text: v.string() });
 
 const leased = { workerToken: v.string(), jobId: v.string(), leaseToken: v.string() };
+// The CLI's lines since the last call, oldest first: appended to the job's tail. The attempt's last
+// call carries them too, so the live logs end with the CLI's last words (its error, say).
+const withLogs = { ...leased, logs: v.optional(v.array(logLine)) };
 
 /** The worker functions' arguments, by function name. */
 export const workerArgs = {
   claim: { workerToken: v.string(), workerId: v.string(), leaseMs: v.number() },
   heartbeat: {
-    ...leased,
+    ...withLogs,
     leaseMs: v.number(),
     status: v.optional(activeStatus),
     progress: v.optional(v.string()),
     currentStep: v.optional(v.number()),
     totalSteps: v.optional(v.number()),
-    // The CLI's lines since the last heartbeat, oldest first: appended to the job's tail.
-    logs: v.optional(v.array(logLine)),
   },
   saveDocs: { ...leased, docs: v.array(docInput) },
-  complete: { ...leased, summary: v.optional(v.any()) },
-  fail: { ...leased, error: v.string(), errorKind: v.string(), retryable: v.boolean() },
+  complete: { ...withLogs, summary: v.optional(v.any()) },
+  fail: { ...withLogs, error: v.string(), errorKind: v.string(), retryable: v.boolean() },
   // hostFailureKind: the release is for this host's problem (an error kind), counted towards MAX_HOST_RELEASES.
-  release: { ...leased, reason: v.string(), hostFailureKind: v.optional(v.string()) },
-  canceled: leased,
+  release: { ...withLogs, reason: v.string(), hostFailureKind: v.optional(v.string()) },
+  canceled: withLogs,
   // `now` is the caller's clock (ms): a query must not read the time.
   queueDepth: { workerToken: v.string(), now: v.number() },
   nextDue: { workerToken: v.string() },

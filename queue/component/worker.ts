@@ -174,7 +174,7 @@ export const heartbeat = mutation({
   handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, logs, ...report }) => {
     requireWorker(workerToken);
     requireLeaseMs(leaseMs);
-    if (logs !== undefined) requireLogs(logs);
+    requireLogs(logs);
     if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
     if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, MAX_STEP);
     if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, MAX_STEP);
@@ -183,7 +183,7 @@ export const heartbeat = mutation({
     const now = Date.now();
     const changes = Object.fromEntries(Object.entries(report).filter(([, value]) => value !== undefined));
     await patchJob(ctx, job, { ...changes, leaseExpiresAt: now + leaseMs, updatedAt: now });
-    if (logs !== undefined && logs.length > 0) await appendLogs(ctx, job._id, logs);
+    await appendLogs(ctx, job._id, logs);
     return { ok: true, cancelRequested: job.cancelRequested === true };
   },
 });
@@ -239,14 +239,16 @@ export const saveDocs = mutation({
 
 export const complete = mutation({
   args: workerArgs.complete,
-  handler: async (ctx, { workerToken, jobId, leaseToken, summary }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, summary, logs }) => {
     requireWorker(workerToken);
+    requireLogs(logs);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) {
       // A repeated call whose first answer was lost (a read timeout): it did complete the job.
       const done = await ctx.db.get(ctx.db.normalizeId("jobs", jobId)!);
       return done?.status === "completed" && done.docsLeaseToken === leaseToken ? { ok: true } : LEASE_LOST;
     }
+    await appendLogs(ctx, job._id, logs);
     const now = Date.now();
     // Other attempts' docs were discarded when those attempts ended; from now on the job's docs
     // are exactly this attempt's.
@@ -268,11 +270,13 @@ export const complete = mutation({
 
 export const fail = mutation({
   args: workerArgs.fail,
-  handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable, logs }) => {
     requireWorker(workerToken);
     requireErrorKind("errorKind", errorKind);
+    requireLogs(logs);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
+    await appendLogs(ctx, job._id, logs);
     const now = Date.now();
     const message = error.length > MAX_ERROR_LENGTH ? `${error.slice(0, MAX_ERROR_LENGTH - 1)}…` : error;
     await discardAttemptDocs(ctx, job._id, leaseToken);
@@ -306,12 +310,14 @@ export const fail = mutation({
 
 export const release = mutation({
   args: workerArgs.release,
-  handler: async (ctx, { workerToken, jobId, leaseToken, reason, hostFailureKind }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, reason, hostFailureKind, logs }) => {
     requireWorker(workerToken);
     requireLength("reason", reason, MAX_PROGRESS_LENGTH);
     if (hostFailureKind !== undefined) requireErrorKind("hostFailureKind", hostFailureKind);
+    requireLogs(logs);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
+    await appendLogs(ctx, job._id, logs);
     const now = Date.now();
     await discardAttemptDocs(ctx, job._id, leaseToken);
     if (job.cancelRequested) {
@@ -349,11 +355,13 @@ export const release = mutation({
 
 export const canceled = mutation({
   args: workerArgs.canceled,
-  handler: async (ctx, { workerToken, jobId, leaseToken }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, logs }) => {
     requireWorker(workerToken);
+    requireLogs(logs);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     if (!job.cancelRequested) refuse("conflict", `job ${jobId} has no cancel request to acknowledge`);
+    await appendLogs(ctx, job._id, logs);
     const now = Date.now();
     await discardAttemptDocs(ctx, job._id, leaseToken);
     await patchJob(ctx, job, {

@@ -74,23 +74,25 @@ class FakeApi:
             if not 0 <= doc["chapterIndex"] <= q.MAX_DOCS_PER_JOB:
                 self._refuse(f"chapterIndex {doc['chapterIndex']} out of range")
 
-    def complete(self, claim: Claim, summary: dict[str, Any] | None = None) -> None:
-        self.calls.append(("complete", {"summary": summary}))
+    def complete(self, claim: Claim, summary: dict[str, Any] | None = None, *, logs: Any = ()) -> None:
+        self.calls.append(("complete", {"summary": summary, "logs": list(logs)}))
 
-    def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool) -> dict[str, Any]:
-        self.calls.append(("fail", {"error": error, "errorKind": error_kind, "retryable": retryable}))
+    def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool, *, logs: Any = ()) -> dict[str, Any]:
+        self.calls.append(("fail", {"error": error, "errorKind": error_kind, "retryable": retryable,
+                                    "logs": list(logs)}))
         self._check_length("error", error, q.MAX_ERROR_LENGTH)
         if not re.match(q.ERROR_KIND_PATTERN, error_kind):
             self._refuse(f"errorKind {error_kind!r}")
         return {"ok": True, "willRetry": self.will_retry and retryable}
 
-    def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None) -> dict[str, Any]:
-        self.calls.append(("release", {"reason": reason, "host_failure_kind": host_failure_kind}))
+    def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None, *,
+                logs: Any = ()) -> dict[str, Any]:
+        self.calls.append(("release", {"reason": reason, "host_failure_kind": host_failure_kind, "logs": list(logs)}))
         self._check_length("reason", reason, q.MAX_PROGRESS_LENGTH)
         return {"ok": True}
 
-    def canceled(self, claim: Claim) -> None:
-        self.calls.append(("canceled", {}))
+    def canceled(self, claim: Claim, *, logs: Any = ()) -> None:
+        self.calls.append(("canceled", {"logs": list(logs)}))
 
     def _check_length(self, name: str, value: str, limit: int) -> None:
         if q.js_length(value) > limit:
@@ -184,6 +186,16 @@ def test_a_job_clones_runs_the_cli_saves_its_documents_and_completes(tmp_path: P
     assert statuses == sorted(statuses, key=[Status.CLONING, Status.ANALYZING, Status.GATHERING].index)
     assert runner.started[0]["unit"] == "fondation-job-job1-1"
     assert not (tmp_path / "workspaces" / "job1-1").exists(), "the workspace is removed at the end"
+
+
+def test_the_live_logs_end_with_the_clis_last_words(tmp_path: Path, source: Path):
+    lines = [f"working on part {n}" for n in range(5)] + ["error: the model's answer was unusable"]
+    api, runner = FakeApi(), FakeRunner(lines=lines, result=RunResult.EXIT_CODE, exit_code=1)
+    assert run_job(tmp_path, source, api, runner) == JobOutcome.FAILED
+    # Whatever the heartbeats carried, the attempt's last call carries the rest: nothing is lost.
+    sent = [line["text"] for _, args in api.calls for line in args.get("logs", [])]
+    assert sent == lines
+    assert api.names()[-1] == "fail"
 
 
 def test_a_job_that_filled_its_own_disk_fails_as_disk_limit_and_is_not_retried(
