@@ -23,6 +23,10 @@ nothing else, so every byte stays on loopback or inside qemu. `isolated=True` bo
 at 10.0.2.100:<port> (guestfwd, relayed to the host's 127.0.0.1:<port> by vm/relay.py), so even a
 mistake in a test cannot send a packet anywhere else.
 
+Extra disks: `read_only_disks` attaches raw images read-only after the root disk (/dev/vdb on);
+`directory_disk()` makes one of a host directory (ext4, labelled, cached by content hash), so a large
+tree (the Claude Agent SDK's node_modules) reaches the guest without an SSH copy.
+
 Humans: `vm/boot.sh` (this file's `boot` command) boots one and prints the ssh command.
 Only the standard library is used, so Ansible/Molecule playbooks can run this file as it is.
 """
@@ -174,6 +178,41 @@ def ensure_host_tools() -> None:
                     *missing], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def directory_disk(source: Path, label: str, cache: Path | None = None) -> Path:
+    """A raw ext4 image of a directory (for `read_only_disks`), labelled `label`, cached by content hash.
+
+    mkfs.ext4 -d fills it without root or a loop mount; images of older contents are removed.
+    """
+    digest = hashlib.sha256()
+    total = 0
+    for path in sorted(source.rglob("*")):
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + oct(path.lstat().st_mode).encode() + b"\0")
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            total += path.stat().st_size
+            with open(path, "rb") as data:
+                while chunk := data.read(1 << 20):
+                    digest.update(chunk)
+            digest.update(b"\0")
+    disks = (cache or cache_dir()) / "disks"
+    image = disks / f"{label}-{digest.hexdigest()[:16]}.ext4"
+    with _locked(disks / ".build.lock"):
+        if image.is_file():
+            return image
+        _log(f"building {image} from {source} ({total / 2**20:.0f} MiB)")
+        staging = image.with_suffix(".staging")
+        size_mib = int(total * 1.25 / 2**20) + 64  # room for inodes and directories
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-O", "^has_journal", "-E", "root_owner=0:0",
+                        "-d", str(source), str(staging), f"{size_mib}M"], check=True, stdout=subprocess.DEVNULL)
+        staging.chmod(0o444)
+        staging.rename(image)
+        for old in disks.glob(f"{label}-*.ext4"):
+            if old != image:
+                old.unlink(missing_ok=True)
+        return image
+
+
 def _qemu_version() -> str:
     out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "unknown"
@@ -258,6 +297,7 @@ class VirtualMachine:
         detached: bool = False,
         isolated: bool = False,
         guest_forwards: Sequence[int] = (),
+        read_only_disks: Sequence[Path] = (),
     ) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fondation-vm-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -273,6 +313,7 @@ class VirtualMachine:
         self.detached = detached
         self.isolated = isolated
         self.guest_forwards = tuple(guest_forwards)
+        self.read_only_disks = tuple(Path(disk) for disk in read_only_disks)
         self.overlay = self.workdir / "overlay.qcow2"
         self.serial_log = self.workdir / "serial.log"
         self.qemu_log = self.workdir / "qemu.log"
@@ -330,10 +371,19 @@ class VirtualMachine:
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
             "-append", f"{KERNEL_APPEND} {self.append}".strip(),
             "-drive", f"file={self.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
+            *self._read_only_drives(),
             "-netdev", self._netdev(),
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
         ]
+
+    def _read_only_drives(self) -> list[str]:
+        # Read-only virtio drives after the root one (if=virtio keeps the order: the root stays /dev/vda;
+        # a -device of its own could take an earlier PCI slot); the guest mounts them by their labels.
+        argv = []
+        for disk in self.read_only_disks:
+            argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
+        return argv
 
     def _netdev(self) -> str:
         options = ["user", "id=net0", f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"]

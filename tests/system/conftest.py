@@ -1,7 +1,9 @@
 """Fixtures of the VM tier (`make system-test`): one Debian 12 guest with a real systemd per session.
 
 - `vm`: the guest (vm/qemu.py), booted once from an overlay of the cached image, isolated (qemu's user
-  net with restrict=on: its only way out is localconvex's port); powered off at the end.
+  net with restrict=on: its only way out is localconvex's port); powered off at the end. When a
+  selected test is marked `course_cli_disk`, examples/course-cli (with the Claude Agent SDK's ~475 MB
+  of node_modules, never copied over SSH) is attached as a read-only disk labelled `course-cli`.
 - `localconvex`: a localconvex on the host's 127.0.0.1, which the guest reaches as 10.0.2.100 (guestfwd).
 - `deb`: dist/fondation-agent_<version>_amd64.deb from `make deb`, which rebuilds it only when its
   sources changed ($FONDATION_AGENT_DEB names another).
@@ -31,11 +33,15 @@ from fondation_agent.queue.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 from tests.operator_queue import Queue
 from tests.system.guest import GUEST_LIB, GUEST_REPO, REPO_URL, TOKEN_FILE, UNIT, GuestAgent
-from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine
+from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine, directory_disk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TOKEN = f"vm-worker-token-{secrets.token_hex(16)}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "course_cli_disk: the guest gets examples/course-cli as a read-only disk")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,8 +57,13 @@ def _log(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def vm(tmp_path_factory: pytest.TempPathFactory, localconvex: LocalConvex) -> Iterator[VirtualMachine]:
-    machine = VirtualMachine(workdir=tmp_path_factory.mktemp("vm"), isolated=True, guest_forwards=[localconvex.port])
+def vm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+       localconvex: LocalConvex) -> Iterator[VirtualMachine]:
+    disks = []
+    if any(item.get_closest_marker("course_cli_disk") for item in request.session.items):
+        disks.append(directory_disk(REPO_ROOT / "examples" / "course-cli", "course-cli"))
+    machine = VirtualMachine(workdir=tmp_path_factory.mktemp("vm"), isolated=True, guest_forwards=[localconvex.port],
+                             read_only_disks=disks)
     machine.start()
     state = machine.wait_until_running()
     if state != "running":
