@@ -72,7 +72,7 @@ class Metrics:
                                       "systemd's automatic restarts of this agent's unit (NRestarts) at start-up.",
                                       registry=r)
         # The queue as a whole (worker:queueDepth), the same on every agent; read every QUEUE_DEPTH_INTERVAL.
-        self.queue_pending = Gauge(f"{PREFIX}_queue_pending", "Pending jobs that are due (waiting for a slot).",
+        self.queue_pending = Gauge(f"{PREFIX}_queue_pending", "Pending jobs: due, or backing off before a retry.",
                                    registry=r)
         self.queue_oldest_pending_age = Gauge(f"{PREFIX}_queue_oldest_pending_age_seconds",
                                               "How long the longest-waiting due job has waited.", registry=r)

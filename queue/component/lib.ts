@@ -13,6 +13,7 @@ export const ACTIVE_STATUSES = ["running", "cloning", "analyzing", "gathering"] 
 export const UNFINISHED_STATUSES = ["pending", ...ACTIVE_STATUSES] as const;
 export const ALL_STATUSES = [...UNFINISHED_STATUSES, "completed", "failed", "canceled"] as const;
 export type ActiveStatus = (typeof ACTIVE_STATUSES)[number];
+export type Status = (typeof ALL_STATUSES)[number];
 // A document's kind: the platform's docs table takes these only.
 export const DOC_KINDS = ["chapter", "tutorial", "toc", "yaml"] as const;
 export type DocKind = (typeof DOC_KINDS)[number];
@@ -63,8 +64,9 @@ export const MAX_METADATA_BYTES = rules.limits.maxMetadataBytes;
 export const MAX_LOG_LINES = rules.limits.maxLogLines;
 export const MAX_LOG_BYTES = rules.limits.maxLogBytes;
 export const MAX_LOG_LINE_LENGTH = rules.limits.maxLogLineLength;
-// jobs:stats counts through the status index; past this many it says "at least".
-export const STATS_COUNT_CAP = 1_000;
+// The shards jobs are spread over (jobs.shard): claims start at a random one, so that concurrent
+// claims read and write different parts of the queue.
+export const SHARDS = 4;
 export const MAX_TITLE_LENGTH = rules.limits.maxTitleLength;
 // currentStep and totalSteps of a heartbeat.
 export const MAX_STEP = rules.limits.maxStep;

@@ -54,7 +54,11 @@ export default defineSchema({
     metadata: v.optional(v.any()),
     // The reason given with a cancel: the canceled job's error.
     cancelReason: v.optional(v.string()),
+    // The shard (0 to SHARDS - 1) it was queued in, and counted in (status.ts). Jobs queued before
+    // shards existed have none until migrations:backfill gives them one.
+    shard: v.optional(v.number()),
   })
+    .index("by_shard_status_availableAt", ["shard", "status", "availableAt"])
     .index("by_status_availableAt", ["status", "availableAt"])
     .index("by_status_leaseExpiresAt", ["status", "leaseExpiresAt"])
     .index("by_status_createdAt", ["status", "createdAt"])
@@ -88,4 +92,11 @@ export default defineSchema({
     lines: v.array(logLine),
     bytes: v.number(),
   }).index("by_job", ["jobId"]),
+  // How many jobs are in each status, per scope: "shard:<n>" (every job, by shard) and
+  // "user:<userId>" (an owner's jobs). Kept by status.ts as jobs are inserted and change status.
+  counters: defineTable({
+    scope: v.string(),
+    status: jobStatus,
+    count: v.number(),
+  }).index("by_scope_status", ["scope", "status"]),
 });

@@ -40,8 +40,8 @@ export const workerArgs = {
   // hostFailureKind: the release is for this host's problem (an error kind), counted towards MAX_HOST_RELEASES.
   release: { ...withLogs, reason: v.string(), hostFailureKind: v.optional(v.string()) },
   canceled: withLogs,
-  // `now` is the caller's clock (ms): a query must not read the time.
-  queueDepth: { workerToken: v.string(), now: v.number() },
+  // `now`: sent by agents of earlier versions (their clock, ms), and unused: the answer is the same for every agent.
+  queueDepth: { workerToken: v.string(), now: v.optional(v.number()) },
   nextDue: { workerToken: v.string() },
 };
 

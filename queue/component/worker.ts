@@ -26,19 +26,18 @@ import {
   requireInteger,
   requireLength,
   requireWorker,
+  SHARDS,
   SLUG_PATTERN,
   requireErrorKind,
 } from "./lib";
 import { appendLogs, requireLogs } from "./logs";
-import { patchJob } from "./status";
+import { patchJob, readCounters, shardScope } from "./status";
 import { workerArgs } from "./validators";
 
 const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
 // Stalled jobs past their attempts are failed during a claim; bound that work per call.
 const MAX_CANDIDATES_PER_CLAIM = 20;
 const PURGE_PAGE = 32;
-// worker:queueDepth reads at most this many jobs per status; past it, the answer says "capped".
-const DEPTH_COUNT_CAP = 100;
 
 /** The lease is ours only if the token is the current one and has not run out. */
 async function leasedJob(ctx: MutationCtx, jobId: string, leaseToken: string) {
@@ -376,36 +375,33 @@ export const canceled = mutation({
 });
 
 /**
- * How deep the queue is, for the agents' metrics: pending jobs that are due at `now` (the caller's
- * clock: a query must not read the time), when the longest-waiting one became due, and active jobs.
- * Reads at most DEPTH_COUNT_CAP + 1 jobs per status through the status indexes; `capped` says a
- * count is "at least".
+ * How deep the queue is, for the agents' metrics: pending jobs (due, or backing off before a
+ * retry), when the longest-waiting one became (or becomes) available, and active jobs. Reads the
+ * counters (status.ts) and the head of each shard's pending jobs: a few small documents whatever
+ * the queue holds, and the same answer for every agent (no clock), so a subscription to it re-runs
+ * only when those change.
  */
 export const queueDepth = query({
   args: workerArgs.queueDepth,
-  handler: async (ctx, { workerToken, now }) => {
+  handler: async (ctx, { workerToken }) => {
     requireWorker(workerToken);
-    const due = await ctx.db
-      .query("jobs")
-      .withIndex("by_status_availableAt", (q) => q.eq("status", "pending").lte("availableAt", now))
-      .take(DEPTH_COUNT_CAP + 1);
-    let capped = due.length > DEPTH_COUNT_CAP;
+    let pending = 0;
     let active = 0;
-    for (const status of ACTIVE_STATUSES) {
-      const page = await ctx.db
+    let oldestPendingAvailableAt: number | null = null;
+    for (let shard = 0; shard < SHARDS; shard++) {
+      const counts = await readCounters(ctx, shardScope(shard));
+      pending += counts.pending ?? 0;
+      for (const status of ACTIVE_STATUSES) active += counts[status] ?? 0;
+      const head = await ctx.db
         .query("jobs")
-        .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status))
-        .take(DEPTH_COUNT_CAP + 1);
-      active += Math.min(page.length, DEPTH_COUNT_CAP);
-      capped ||= page.length > DEPTH_COUNT_CAP;
+        .withIndex("by_shard_status_availableAt", (q) => q.eq("shard", shard).eq("status", "pending"))
+        .first();
+      if (head !== null && (oldestPendingAvailableAt === null || head.availableAt < oldestPendingAvailableAt)) {
+        oldestPendingAvailableAt = head.availableAt;
+      }
     }
-    return {
-      pending: Math.min(due.length, DEPTH_COUNT_CAP),
-      // by_status_availableAt is ordered by availableAt: the first due job has waited longest.
-      oldestPendingAvailableAt: due.length > 0 ? due[0].availableAt : null,
-      active,
-      capped,
-    };
+    // `capped` is always false (the counts are exact): kept for agents that still read it.
+    return { pending, oldestPendingAvailableAt, active, capped: false };
   },
 });
 
