@@ -59,8 +59,6 @@ export default defineSchema({
     shard: v.optional(v.number()),
   })
     .index("by_shard_status_availableAt", ["shard", "status", "availableAt"])
-    .index("by_status_availableAt", ["status", "availableAt"])
-    .index("by_status_leaseExpiresAt", ["status", "leaseExpiresAt"])
     .index("by_status_createdAt", ["status", "createdAt"])
     .index("by_createdAt", ["createdAt"])
     .index("by_userId_createdAt", ["userId", "createdAt"])
