@@ -227,10 +227,10 @@ class Gateway:
                 async for chunk in upstream.content.iter_any():
                     reader.feed(chunk)
                     await response.write(chunk)
-                await response.write_eof()
             finally:  # a job that hangs up mid-answer still used what the upstream counted so far
                 usage = reader.usage() if upstream.status < 400 else Usage(requests=1)
                 self.attempts.record(attempt, usage)
+        await response.write_eof()  # counted before the job sees the end of the answer
         return response
 
     # ---- control --------------------------------------------------------------------------------
