@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 
 from fondation_agent.queue.rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
 from fondation_agent.sandbox.launcher import JOB_CREDENTIALS, MIN_DISK_BYTES
-from fondation_agent.sandbox.netpolicy import PolicyError, parse_networks
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 # A worker instance's name (the unit's %i) becomes a file name: nothing that could leave the directory.
@@ -38,8 +37,14 @@ CREDENTIAL_NAME = "worker-token"
 DEFAULT_TOKEN_PATH = Path("/etc/fondation-agent") / CREDENTIAL_NAME
 
 
-# Keys of earlier versions that mean nothing any more: accepted (a kept conffile still has them), ignored.
-OBSOLETE_KEYS = ("job_user",)  # the single job user, replaced by the pool fondation-job-<n>
+# Keys of earlier versions that mean nothing any more: accepted (a kept conffile still has them), ignored
+# with a warning (Config.notices) saying why.
+_NO_NETWORK = "ignored: jobs reach only the Claude gateway (docs/operations.md, \"What a job can and cannot do\")"
+OBSOLETE_KEYS = {
+    "job_user": "ignored: jobs run as the pool of users fondation-job-<n>",
+    "job_network_allow": _NO_NETWORK,
+    "job_network_deny": _NO_NETWORK,
+}
 
 
 class ConfigError(Exception):
@@ -86,9 +91,6 @@ class Config:
     sandbox: str = "process"
     # `process` under systemd only with this: a forgotten `sandbox` key must not run jobs as the agent's user.
     allow_unisolated: bool = False
-    # Where jobs may connect (nftables by job uid, netpolicy.py): added to, and carved out of, the defaults.
-    job_network_allow: tuple[str, ...] = ()
-    job_network_deny: tuple[str, ...] = ()
     memory_max: str = "4G"
     cpu_quota: str = "200%"
     tasks_max: int = 512
@@ -112,6 +114,8 @@ class Config:
     host_pause_max: float = 1800.0
     # Convex client
     convex_timeout: float = 15.0
+    # Not a key: the warnings of load_config (obsolete keys), for check-config's output and the agent's log.
+    notices: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
     @property
     def lease_ms(self) -> int:
@@ -145,7 +149,7 @@ def read_worker_token(configured: str) -> str:
     return token
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 
 
 def _env_names(name: str) -> tuple[str, ...]:
@@ -249,11 +253,6 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
         '"process" isolates nothing; under systemd use sandbox = "systemd-service", '
         "or set allow_unisolated = true to run jobs unisolated deliberately",
     )
-    for key in ("job_network_allow", "job_network_deny"):
-        try:
-            parse_networks(getattr(config, key), key)
-        except PolicyError as error:
-            problems.append(str(error))
     upstream = urlparse(config.claude_upstream)
     require(upstream.scheme in ("http", "https") and bool(upstream.netloc) and not upstream.username,
             "claude_upstream", f"must be an http(s) URL without credentials, got {config.claude_upstream!r}")
@@ -305,6 +304,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     """
     environ = os.environ if environ is None else environ
     problems: list[str] = []
+    notices: list[str] = []
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -315,6 +315,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
         for key, raw in document.items():
             if key in OBSOLETE_KEYS:
+                notices.append(f"{key}: {OBSOLETE_KEYS[key]}")
                 continue
             if key not in _FIELDS:
                 problems.append(f"{key}: unknown key")
@@ -336,7 +337,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         values["sandbox"] = SANDBOX_ALIASES.get(values["sandbox"], values["sandbox"])
     if problems:
         raise ConfigError(problems)
-    config = Config(**values)
+    config = Config(**values, notices=tuple(notices))
     problems = _validate(config, under_systemd=started_by_systemd(environ))
     if problems:
         raise ConfigError(problems)

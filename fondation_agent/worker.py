@@ -224,6 +224,8 @@ class Worker:
         restarts = systemd_restarts()
         if restarts is not None:
             self.metrics.service_restarts.set(restarts)
+        for notice in config.notices:
+            self.log.warning(f"config: {notice}")
         if config.sandbox == "process":
             self.log.warning("sandbox = process isolates nothing: jobs run as this user, can read its files and "
                              "secrets, reach every address, and have no memory, CPU or task limits")
