@@ -87,6 +87,8 @@ class Config:
     git_token_owners: tuple[str, ...] = ()
     # The CLI and its sandbox
     cli_command: str = DEFAULT_CLI_COMMAND
+    # The preflight's (job/preflight.py); empty: cli_command's program and script with --version.
+    cli_version_command: str = ""
     cli_env: Mapping[str, str] = field(default_factory=dict)
     sandbox: str = "process"
     # `process` under systemd only with this: a forgotten `sandbox` key must not run jobs as the agent's user.
@@ -246,6 +248,11 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
         require("{repo}" in config.cli_command, "cli_command", "must contain {repo}")
     except ValueError as error:
         problems.append(f"cli_command: cannot be split into arguments: {error}")
+    try:
+        require(not config.cli_version_command or bool(shlex.split(config.cli_version_command)),
+                "cli_version_command", "must be empty (derived from cli_command) or a command")
+    except ValueError as error:
+        problems.append(f"cli_version_command: cannot be split into arguments: {error}")
     require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)} (or systemd-scope)")
     require(
         not (under_systemd and config.sandbox == "process" and not config.allow_unisolated),

@@ -7,6 +7,9 @@ own thread (job.py), with its own lease keeper.
 Signals: SIGTERM (or SIGINT) drains — stop claiming, let running jobs finish within
 drain_timeout, then release the rest; a second one releases everything at once; SIGHUP reloads
 the config (concurrency, intervals, limits) for the jobs that start afterwards.
+
+Before its first claim, and again after each reload, the agent runs its preflight (job/preflight.py):
+a host that cannot run a job claims nothing and pauses (kind `preflight`) until it passes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from fondation_agent.host.logs import configure_logging, get_logger
 from fondation_agent.host.metrics import BIND_RETRY, Metrics, MetricsEndpoint
 from fondation_agent.host.notify import Notifier, systemd_restarts
 from fondation_agent.host.pause import HostPause
+from fondation_agent.job import preflight
 from fondation_agent.job.attempt import Job, JobOutcome, StopReason
 from fondation_agent.job.failures import PAUSE_AT_ONCE
 from fondation_agent.queue.claim_schedule import ClaimSchedule
@@ -81,6 +85,9 @@ class Worker:
         self.counts = {"completed": 0, "failed": 0, "other": 0}
         self.host_pause = HostPause(*_pause_settings(config))
         self.was_paused = False
+        self.preflight_passed = False  # until it passes (again after each reload), nothing is claimed
+        self.preflight_runs = 0
+        self.cli_version: str | None = None
         # Loop state (main thread only, but flags are set by signal handlers).
         self.draining = False
         self.release_now = False
@@ -132,6 +139,7 @@ class Worker:
             "reason": reason,
             "worker_id": self.config.worker_id,
             "version": __version__,
+            "cli_version": self.cli_version,
             "loop_age_seconds": round(loop_age, 3),
             "convex_reachable": self.convex_reachable,
             "convex_last_ok_seconds_ago": None if convex_age is None else round(convex_age, 3),
@@ -183,8 +191,9 @@ class Worker:
             self._wake()
 
     def _can_claim(self) -> bool:
-        """A slot is free, and neither a drain nor a pause for host problems forbids claiming."""
-        return not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
+        """A slot is free, the preflight passed, and neither a drain nor a pause for host problems forbids claiming."""
+        return (self.preflight_passed and not self.draining and len(self.jobs) < self.config.concurrency
+                and not self.host_pause.paused_for())
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe means the loop is awake already
@@ -256,6 +265,7 @@ class Worker:
             self._reload()
         if self.draining:
             return False
+        self._preflight()
         self._claim_into_free_slots()
         self._read_queue_depth()
         self._report()
@@ -282,6 +292,24 @@ class Worker:
             if claim is None:
                 return
             self._start_job(claim, attempt.started_at)
+
+    def _preflight(self) -> None:
+        """Runs the preflight when it has not passed since the start or the last reload, unless a
+        pause is running (a failed one paused claiming: it runs again when the pause ends)."""
+        if self.preflight_passed or self.host_pause.paused_for():
+            return
+        self.preflight_runs += 1
+        try:
+            version = preflight.run_preflight(self.config, self.runner, self.preflight_runs)
+        except preflight.PreflightFailed as failure:
+            self.cli_version = None
+            self.metrics.host_failures.labels(preflight.PAUSE_KIND).inc()
+            seconds = self.host_pause.host_failure(preflight.PAUSE_KIND, str(failure), at_once=True)
+            self.log.error("preflight failed: claiming paused", seconds=seconds, reason=str(failure))
+            return
+        self.preflight_passed = True
+        self.cli_version = version
+        self.log.info("preflight passed: claiming", cli_version=version)
 
     def _read_queue_depth(self) -> None:
         if time.monotonic() < self.next_depth_read:
@@ -388,6 +416,7 @@ class Worker:
             self.host_pause.configure(*_pause_settings(fresh))
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)
+        self.preflight_passed = False  # the config, the CLI or the credential may have changed
         if self.host_pause.resume():  # the operator may have fixed the host: try again now
             self.log.info("reload: claiming resumes after a pause for host problems")
         self.notifier.ready(self._status_line())

@@ -139,6 +139,7 @@ EVERY_KEY = {
     "git_token_file": ("/run/git-token", "/run/git-token"),
     "git_token_owners": ("acme, gitlab.example.com/team", ("acme", "gitlab.example.com/team")),
     "cli_command": ("/usr/bin/cli {repo} --prompt={prompt}", "/usr/bin/cli {repo} --prompt={prompt}"),
+    "cli_version_command": ("/usr/bin/cli version", "/usr/bin/cli version"),
     "sandbox": ("systemd-scope", "systemd-service"),
     "allow_unisolated": ("true", True),
     "memory_max": ("8G", "8G"),

@@ -4,12 +4,15 @@ layout as the platform's kinds, its failures told apart, a broken host that stop
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.git_repos import make_git_repo
 from tests.helpers import eventually
+from tests.integration.agent import FAKE_CLI
 from tests.integration.test_agent_systemd_protocol import NotifySocket
 
 pytestmark = pytest.mark.timeout(300)  # several agents and jobs each; generous on a loaded machine
@@ -198,11 +201,6 @@ def test_the_repository_cannot_configure_claude_code(tmp_path, queue, agents):
 
 def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
     # The check above would pass vacuously if the fake CLI never looked: run it on the raw repository.
-    import subprocess
-    import sys
-
-    from tests.integration.agent import FAKE_CLI
-
     hooked = make_git_repo(tmp_path / "hooked", {"app.py": "X = 1\n", ".mcp.json": "{}"})
     (tmp_path / "out").mkdir()
     done = subprocess.run([sys.executable, str(FAKE_CLI), str(hooked), str(tmp_path / "out"), "claude-config"],
@@ -210,8 +208,27 @@ def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
     assert done.returncode == 4
 
 
-def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
-    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}", host_failure_threshold=1)
+def test_a_host_whose_cli_fails_its_preflight_claims_nothing_until_fixed_and_reloaded(tmp_path, repo, queue, agents):
+    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}")
+    job_id = queue.enqueue(repository=repo, prompt="succeed")
+    eventually(lambda: agent.metric("fondation_agent_host_failures_total", 'kind="preflight"') == 1, timeout=60)
+    status, body = agent.health()
+    assert status == 503 and f"the CLI cannot be started ({tmp_path}/no-such-cli --version)" in body["reason"]
+    assert body["cli_version"] is None
+    assert any(e.get("event") == "preflight failed: claiming paused" for e in agent.log_events())
+    job = queue.get(job_id)
+    assert (job["status"], job["attempts"], job.get("hostReleases", 0)) == ("pending", 0, 0), job
+
+    agent.write_config(cli_command=f"{sys.executable} {FAKE_CLI} {{repo}} {{output}} {{prompt}}")
+    agent.signal(signal.SIGHUP)
+    assert queue.wait_finished(job_id, timeout=120)["status"] == "completed"
+    assert agent.health()[1]["cli_version"] == "fake-cli 1.0.0"
+
+
+def test_a_cli_missing_at_job_time_is_the_hosts_problem(tmp_path, repo, queue, agents):
+    # The version command passes (the CLI went missing after the preflight).
+    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}", host_failure_threshold=1,
+                   cli_version_command=f"{sys.executable} {FAKE_CLI} --version")
     job_id = queue.enqueue(repository=repo, prompt="succeed")
     eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
     assert agent.metric("fondation_agent_host_failures_total", 'kind="host_error"') == 1

@@ -32,7 +32,7 @@ import pytest
 from fondation_agent.queue.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 from tests.operator_queue import Queue
-from tests.system.guest import GUEST_LIB, GUEST_REPO, REPO_URL, TOKEN_FILE, UNIT, GuestAgent
+from tests.system.guest import GUEST_LIB, GUEST_REPO, REPO_URL, TOKEN_FILE, UNIT, GuestAgent, put_job_env
 from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine, directory_disk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +172,7 @@ def agent(vm: VirtualMachine, deb: Path, localconvex: LocalConvex) -> GuestAgent
     _install_test_files(vm)
     guest = GuestAgent(vm, agent_settings(localconvex))
     vm.put(TOKEN_FILE, TOKEN + "\n", mode="0640", owner="root:fondation")  # docs/operations.md
+    put_job_env(vm)
     guest.write_config()
     # A trial drop-in for the unit (e.g. hardening changes), without rebuilding the package.
     if os.environ.get("FONDATION_SYSTEM_TEST_DROPIN"):

@@ -14,11 +14,20 @@ from vm.qemu import VirtualMachine
 UNIT = "fondation-agent.service"
 CONFIG = "/etc/fondation-agent/agent.toml"
 TOKEN_FILE = "/etc/fondation-agent/worker-token"
+JOB_ENV = "/etc/fondation-agent/job.env"
+# The jobs' Claude credential between the tests that set their own: the agent's preflight wants the file
+# (no job of those tests reaches a model).
+STANDING_JOB_ENV = "ANTHROPIC_API_KEY=sk-ant-vm-not-a-real-key\n"
 GUEST_LIB = "/usr/local/lib/fondation-test"
 GUEST_REPO = "/srv/repos/demo"
 # The job-user pool as a comma-separated list, for pgrep -u (evaluated by the guest's shell).
 POOL_USERS = "$(getent passwd | cut -d: -f1 | grep -E '^fondation-job-[0-9]+$' | paste -sd, -)"
 REPO_URL = f"file://{GUEST_REPO}"
+
+
+def put_job_env(vm: VirtualMachine, content: str = STANDING_JOB_ENV) -> None:
+    """The jobs' Claude credential, where the job launcher reads it (root's only, docs/operations.md)."""
+    vm.put(JOB_ENV, content, mode="0600", owner="root:root")
 
 
 JOB_UNITS = "systemctl list-units --all --plain --no-legend 'fondation-job-*.service'"

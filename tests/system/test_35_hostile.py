@@ -21,6 +21,7 @@ from tests.system.guest import (
     POOL_USERS,
     GuestAgent,
     job_units,
+    put_job_env,
     wait_no_job_processes,
     wait_no_job_units,
 )
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.system
 LISTENER_LOG = "/run/fondation-test-listener.log"
 LISTENS = ("169.254.169.254:80/tcp", "169.254.169.254:53/udp", "169.254.169.254:123/udp", "10.77.0.1:80/tcp",
            "10.77.0.2:80/tcp")
-JOB_ENV = "/etc/fondation-agent/job.env"
 WORKSPACES = "/var/lib/fondation-agent/workspaces"
 CLAUDE_KEY = f"sk-ant-test-{secrets.token_hex(8)}"
 PROMPT_MARK = f"prompt-{secrets.token_hex(8)}"
@@ -62,12 +62,13 @@ def hostile_host(agent: GuestAgent) -> Iterator[GuestAgent]:
            f"python3 {GUEST_LIB}/guest_listener.py {LISTENER_LOG} {' '.join(LISTENS)}")
     vm.wait_for(f"cat {LISTENER_LOG} 2>/dev/null", lambda out: "listening" in out, timeout=60)
     vm.ssh("cp /etc/resolv.conf /root/resolv.conf.saved && echo 'nameserver 169.254.169.254' > /etc/resolv.conf")
-    vm.put(JOB_ENV, f"ANTHROPIC_API_KEY={CLAUDE_KEY}\n", mode="0600", owner="root:root")
+    put_job_env(vm, f"ANTHROPIC_API_KEY={CLAUDE_KEY}\n")
     agent.reload(concurrency=2, job_network_allow=["10.77.0.2"])
     vm.ssh("systemctl reload fondation-jobs-network")
     yield agent
     agent.reload(concurrency=1, job_network_allow=[])
-    vm.ssh(f"cp /root/resolv.conf.saved /etc/resolv.conf; systemctl reload fondation-jobs-network; rm -f {JOB_ENV}; "
+    put_job_env(vm)
+    vm.ssh("cp /root/resolv.conf.saved /etc/resolv.conf; systemctl reload fondation-jobs-network; "
            "systemctl stop fondation-test-listener; ip link del fj-test", check=False)
 
 

@@ -20,7 +20,7 @@ from fondation_agent.queue.rules import FINISHED_STATUSES as FINISHED
 from tests.integration.test_agent_claude_code import CLAUDE_REPO_FILES, COURSE_DOCS, INJECTED
 from tests.operator_queue import Queue, summary
 from tests.system.conftest import REPO_ROOT
-from tests.system.guest import GUEST_LIB, GuestAgent, wait_no_job_processes, wait_no_job_units
+from tests.system.guest import GUEST_LIB, JOB_ENV, GuestAgent, put_job_env, wait_no_job_processes, wait_no_job_units
 
 pytestmark = [pytest.mark.system, pytest.mark.course_cli_disk, pytest.mark.timeout(1200)]
 COURSE_CLI = "/opt/course-cli"
@@ -28,7 +28,6 @@ MODEL_ADDRESS = "10.77.1.1"  # on a dummy interface: never test_35's 10.77.0.x
 MODEL_PORT = 8080
 MODEL_LOG = "/run/fondation-test-fake-anthropic.log"
 PEAK_FILE = "/run/fondation-test-job-memory-peak"
-JOB_ENV = "/etc/fondation-agent/job.env"
 CLAUDE_REPO = "/srv/repos/claude"
 JOB_MEMORY_SAMPLER = """#!/bin/sh
 # job_memory.sh CGROUP_DIR OUT: writes "memory.peak highest-anon oom_kills" (bytes, bytes, count) to OUT
@@ -53,7 +52,7 @@ def claude_host(agent: GuestAgent) -> Iterator[GuestAgent]:
     vm.ssh(f"install -d -m 0755 {COURSE_CLI} && mount -o ro -L course-cli {COURSE_CLI}")
     vm.ssh(f"ip link add fj-claude type dummy; ip link set fj-claude up; ip addr add {MODEL_ADDRESS}/32 dev fj-claude")
     # The credential where the job launcher reads it (EnvironmentFile= of the job's unit): a fake key.
-    vm.put(JOB_ENV, f"ANTHROPIC_API_KEY=sk-ant-test-{secrets.token_hex(8)}\n", mode="0600", owner="root:root")
+    put_job_env(vm, f"ANTHROPIC_API_KEY=sk-ant-test-{secrets.token_hex(8)}\n")
     vm.ssh(f"rm -f {MODEL_LOG}; systemd-run --quiet --unit=fondation-test-fake-anthropic python3 "
            f"{GUEST_LIB}/guest_fake_anthropic.py {MODEL_ADDRESS} {MODEL_PORT} {MODEL_LOG} {JOB_ENV}")
     vm.wait_for(f"cat {MODEL_LOG} 2>/dev/null", lambda out: "listening" in out, timeout=60)
@@ -72,7 +71,8 @@ def claude_host(agent: GuestAgent) -> Iterator[GuestAgent]:
     agent.settings = saved
     agent.write_config()
     agent.restart()
-    vm.ssh(f"systemctl reload fondation-jobs-network; rm -f {JOB_ENV}; systemctl stop fondation-test-fake-anthropic; "
+    put_job_env(vm)
+    vm.ssh(f"systemctl reload fondation-jobs-network; systemctl stop fondation-test-fake-anthropic; "
            f"ip link del fj-claude; umount {COURSE_CLI}; rm -rf {CLAUDE_REPO}", check=False)
 
 
