@@ -48,3 +48,14 @@ export const logs = internalQuery({
   args: { jobId: v.string() },
   handler: async (ctx, { jobId }) => await queue.logs(ctx, jobId),
 });
+
+// Upgrading: the one-off the operator runs once the new functions are deployed (docs/operations.md, "Upgrading").
+export const backfill = internalMutation({
+  args: {},
+  handler: async (ctx) => await queue.backfill(ctx),
+});
+
+export const backfillPending = internalQuery({
+  args: {},
+  handler: async (ctx) => await queue.backfillPending(ctx),
+});

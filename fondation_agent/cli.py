@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id", metavar="ID")
     cancel.add_argument("--reason", default=None, help="why, kept on the job and shown as its error")
 
+    backfill = queue_command(
+        "backfill", "after upgrading the queue's functions: give jobs queued before shards and counters a shard, "
+                    "and count them; waits until every batch ran",
+    )
+    backfill.add_argument("--timeout", type=float, default=600, help="seconds to wait for the batches (default 600)")
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -215,6 +221,22 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    client = _client(args)
+    first = client.mutation("operator:backfill", {})
+    print(f"backfilled {int(first['backfilled'])} job(s) in the first batch"
+          + ("; the rest in scheduled batches" if first["more"] else ""))
+    deadline = time.monotonic() + args.timeout
+    while client.query("operator:backfillPending", {}):
+        if time.monotonic() > deadline:
+            print(f"fondation-agent: jobs still without a shard after {args.timeout:g} s; run backfill again",
+                  file=sys.stderr)
+            return 1
+        time.sleep(1)
+    print("every job has a shard and is counted")
+    return 0
+
+
 def _version(_: argparse.Namespace) -> int:
     print(f"fondation-agent {__version__}")
     return 0
@@ -225,6 +247,7 @@ COMMANDS = {
     "check-config": _check_config,
     "enqueue": _enqueue,
     "jobs": _jobs,
+    "backfill": _backfill,
     "job": _job,
     "cancel": _cancel,
     "version": _version,

@@ -42,10 +42,8 @@ class Due:
 
 
 def due_at_ms(value: dict) -> float | None:
-    # A stalled job is claimable once its lease has run out: strictly after leaseExpiresAt.
-    pending, lease = value.get("pendingAvailableAt"), value.get("leaseExpiresAt")
-    times = [t for t in (pending, None if lease is None else lease + 1) if t is not None]
-    return min(times) if times else None
+    # A stalled job comes back as a pending one (its lease's reaper queues it again).
+    return value.get("pendingAvailableAt")
 
 
 class WakeSubscription:

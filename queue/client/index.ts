@@ -114,6 +114,20 @@ export class FondationQueue {
   }
 
   /**
+   * Upgrading a deployment: gives the jobs queued before shards and counters existed a shard and
+   * counts them, a batch now and the rest in scheduled functions. `more`: batches are still to come
+   * (`backfillPending` says when they are done). Running it again is harmless.
+   */
+  async backfill(ctx: MutationCtx) {
+    return await ctx.runMutation(this.component.migrations.backfill, {});
+  }
+
+  /** Whether jobs queued before shards and counters existed are still to be backfilled. */
+  async backfillPending(ctx: QueryCtx) {
+    return await ctx.runQuery(this.component.migrations.backfillPending, {});
+  }
+
+  /**
    * The worker functions for the app to export from its `worker` module, so agents keep calling
    * `worker:claim`, `worker:heartbeat`, …: public mutations that the component answers after
    * checking the worker token itself.

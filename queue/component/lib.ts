@@ -200,6 +200,28 @@ export async function page<T, R>(
   return { ...result, page: result.page.map(map) };
 }
 
+/**
+ * The first documents of `query` until they add up to `maxBytes` (as `size` counts them; always at
+ * least one), and whether more remain: a batch bounded by what it reads, not by a count of
+ * documents whose sizes vary from bytes to a megabyte. The document that would overflow is read
+ * (that is how its size is known) but left for the next batch.
+ */
+export async function takeBytes<T>(
+  query: AsyncIterable<T>,
+  maxBytes: number,
+  size: (doc: T) => number,
+): Promise<{ page: T[]; more: boolean }> {
+  const taken: T[] = [];
+  let bytes = 0;
+  for await (const doc of query) {
+    const docBytes = size(doc);
+    if (taken.length > 0 && bytes + docBytes > maxBytes) return { page: taken, more: true };
+    taken.push(doc);
+    bytes += docBytes;
+  }
+  return { page: taken, more: false };
+}
+
 /** What a list that has nothing for the caller answers (another user's job, a job with no docs yet). */
 export function emptyPage(): PaginationResult<never> {
   return { page: [], isDone: true, continueCursor: "" };

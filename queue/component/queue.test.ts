@@ -31,10 +31,15 @@ function setup() {
     t.mutation(api.worker.claim, { workerToken: TOKEN, workerId, leaseMs });
   const job = (jobId: string) => t.query(api.jobs.get, { jobId });
   const settle = () => t.finishAllScheduledFunctions(vi.runAllTimers);
+  /** Time passes beyond the lease: its reaper (scheduled by the claim) runs. */
+  const expireLease = async () => {
+    vi.advanceTimersByTime(LEASE + 1);
+    await t.finishInProgressScheduledFunctions();
+  };
   /** The first page of jobs:list, and of a job's docs: what a UI shows first. */
   const list = async (args: Record<string, unknown> = {}) => (await t.query(api.jobs.list, { paginationOpts: FIRST_PAGE, ...args })).page;
   const docs = async (jobId: string, userId?: string) => (await t.query(api.docs.byJob, { jobId, userId, paginationOpts: FIRST_PAGE })).page;
-  return { t, enqueue, claim, job, settle, list, docs };
+  return { t, enqueue, claim, job, settle, expireLease, list, docs };
 }
 
 const someDoc = (slug: string, chapterIndex = 1) => ({
@@ -131,19 +136,31 @@ describe("worker token", () => {
 });
 
 describe("claim", () => {
-  test("takes the oldest eligible job, once", async () => {
+  test("takes each due job once, whatever its shard", async () => {
     const { enqueue, claim, job } = setup();
-    const first = await enqueue();
-    vi.advanceTimersByTime(10);
-    const second = await enqueue();
-    const a = await claim("a");
-    const b = await claim("b");
-    expect(a?.job._id).toBe(first);
-    expect(b?.job._id).toBe(second);
-    expect(a?.attempt).toBe(1);
-    expect(a?.leaseToken).not.toBe(b?.leaseToken);
-    expect(await claim("c")).toBeNull();
-    expect(await job(first)).toMatchObject({ status: "running", leaseOwner: "a", attempts: 1 });
+    const queued = [];
+    for (let i = 0; i < 8; i++) queued.push(await enqueue());
+    const claims = [];
+    for (let i = 0; i < 8; i++) claims.push((await claim(`w${i}`))!);
+    expect(claims.map((c) => c.job._id).sort()).toEqual([...queued].sort());
+    expect(new Set(claims.map((c) => c.leaseToken)).size).toBe(8);
+    expect(claims[0].attempt).toBe(1);
+    expect(await claim("late")).toBeNull();
+    expect(await job(claims[0].job._id)).toMatchObject({ status: "running", leaseOwner: "w0", attempts: 1 });
+  });
+
+  test("within a shard, the oldest due job first", async () => {
+    const { enqueue, claim } = setup();
+    vi.spyOn(Math, "random").mockReturnValue(0); // every job in shard 0, every claim starting there
+    try {
+      const first = await enqueue();
+      vi.advanceTimersByTime(10);
+      const second = await enqueue();
+      expect((await claim("a"))?.job._id).toBe(first);
+      expect((await claim("b"))?.job._id).toBe(second);
+    } finally {
+      vi.mocked(Math.random).mockRestore();
+    }
   });
 
   test("validates its arguments", async () => {
@@ -169,11 +186,12 @@ describe("claim", () => {
   });
 
   test("a stalled job (lease expired) is claimed again with a new token, and the attempt counts", async () => {
-    const { enqueue, claim, job } = setup();
+    const { enqueue, claim, job, expireLease } = setup();
     const jobId = await enqueue();
     const first = (await claim("a"))!;
     expect(await claim("b")).toBeNull(); // lease still valid
-    vi.advanceTimersByTime(LEASE + 1);
+    await expireLease();
+    expect(await job(jobId)).toMatchObject({ status: "pending", leaseExpiries: 1, progress: "Queued again: the lease of a expired" });
     const second = (await claim("b"))!;
     expect(second.job._id).toBe(jobId);
     expect(second.attempt).toBe(2);
@@ -182,12 +200,12 @@ describe("claim", () => {
   });
 
   test("a job whose lease expired maxAttempts times is failed, saying so", async () => {
-    const { enqueue, claim, job } = setup();
+    const { enqueue, claim, job, expireLease } = setup();
     const jobId = await enqueue({ maxAttempts: 2 });
     await claim("a");
-    vi.advanceTimersByTime(LEASE + 1);
+    await expireLease();
     await claim("b");
-    vi.advanceTimersByTime(LEASE + 1);
+    await expireLease();
     expect(await claim("c")).toBeNull();
     const failed = await job(jobId);
     expect(failed).toMatchObject({ status: "failed", errorKind: "lease_expired" });
@@ -195,11 +213,11 @@ describe("claim", () => {
   });
 
   test("a stalled job with a cancel request is canceled rather than claimed", async () => {
-    const { enqueue, claim, job, t } = setup();
+    const { enqueue, claim, job, t, expireLease } = setup();
     const jobId = await enqueue();
     await claim("a");
     await t.mutation(api.jobs.cancel, { jobId });
-    vi.advanceTimersByTime(LEASE + 1);
+    await expireLease();
     expect(await claim("b")).toBeNull();
     expect(await job(jobId)).toMatchObject({ status: "canceled" });
   });
@@ -217,6 +235,7 @@ describe("heartbeat", () => {
     });
     expect(beat).toEqual({ ok: true, cancelRequested: false });
     vi.advanceTimersByTime(LEASE - 1_000); // past the first lease, within the renewed one
+    await t.finishInProgressScheduledFunctions(); // the first lease's reaper finds it extended
     expect(await claim("other")).toBeNull();
     expect(await job(jobId)).toMatchObject({ status: "analyzing", currentStep: 2, totalSteps: 6, progress: "Step 2/6: Analyzing relationships" });
   });
@@ -253,7 +272,7 @@ describe("a stale worker (its lease expired and another worker claimed the job)"
     const jobId = await s.enqueue();
     const stale = (await s.claim("stale"))!;
     await s.t.mutation(api.worker.saveDocs, { workerToken: TOKEN, jobId, leaseToken: stale.leaseToken, docs: [someDoc("from-stale")] });
-    vi.advanceTimersByTime(LEASE + 1);
+    await s.expireLease();
     const fresh = (await s.claim("fresh"))!;
     await s.t.mutation(api.worker.heartbeat, { workerToken: TOKEN, jobId, leaseToken: fresh.leaseToken, leaseMs: LEASE, status: "analyzing", progress: "fresh" });
     const before = await s.job(jobId);
@@ -530,9 +549,9 @@ describe("queries", () => {
       ids.push(await enqueue());
       vi.advanceTimersByTime(1);
     }
-    await claim();
+    const claimed = (await claim())!.job._id;
     const pending = await list({ status: "pending" });
-    expect(pending.map((j) => j._id)).toEqual([ids[2], ids[1]]);
+    expect(pending.map((j) => j._id)).toEqual([...ids].reverse().filter((id) => id !== claimed));
     expect((await list({})).map((j) => j._id)).toEqual([...ids].reverse());
     expect((await list({ paginationOpts: { numItems: 1, cursor: null } })).length).toBe(1);
     const stats = await t.query(api.jobs.stats, {});

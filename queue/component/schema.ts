@@ -62,8 +62,6 @@ export default defineSchema({
     attemptUsage: v.optional(v.object({ ...usage.fields, claim: v.number() })),
   })
     .index("by_shard_status_availableAt", ["shard", "status", "availableAt"])
-    .index("by_status_availableAt", ["status", "availableAt"])
-    .index("by_status_leaseExpiresAt", ["status", "leaseExpiresAt"])
     .index("by_status_createdAt", ["status", "createdAt"])
     .index("by_createdAt", ["createdAt"])
     .index("by_userId_createdAt", ["userId", "createdAt"])

@@ -4,7 +4,7 @@
 import { v } from "convex/values";
 import { internal } from "./_generated/api";
 import type { Doc, Id } from "./_generated/dataModel";
-import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
+import { internalMutation, mutation, query, type MutationCtx, type QueryCtx } from "./_generated/server";
 import {
   ACTIVE_STATUSES,
   LEASE_EXPIRED,
@@ -26,6 +26,7 @@ import {
   requireInteger,
   requireLength,
   requireWorker,
+  takeBytes,
   SHARDS,
   SLUG_PATTERN,
   requireErrorKind,
@@ -36,9 +37,8 @@ import { recordUsage, requireUsage } from "./usage";
 import { workerArgs } from "./validators";
 
 const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
-// Stalled jobs past their attempts are failed during a claim; bound that work per call.
-const MAX_CANDIDATES_PER_CLAIM = 20;
-const PURGE_PAGE = 32;
+// Staged docs deleted per run, by their content's size: a run reads at most this (and one doc more).
+const PURGE_BYTES = 4 << 20;
 
 /** The lease is ours only if the token is the current one and has not run out. */
 async function leasedJob(ctx: MutationCtx, jobId: string, leaseToken: string) {
@@ -64,7 +64,7 @@ const endOfLease = {
   leaseExpiresAt: undefined,
 };
 
-/** Drops an ended attempt's staged docs, a page at a time (Convex bounds a mutation's reads). */
+/** Drops an ended attempt's staged docs, a batch of at most PURGE_BYTES per run (Convex bounds a mutation's reads). */
 async function discardAttemptDocs(ctx: MutationCtx, jobId: Id<"jobs">, leaseToken: string) {
   await ctx.scheduler.runAfter(0, internal.worker.purgeAttemptDocs, { jobId, leaseToken });
 }
@@ -76,62 +76,34 @@ export const purgeAttemptDocs = internalMutation({
     if (job !== null && (job.docsLeaseToken === leaseToken || job.leaseToken === leaseToken)) {
       return; // these docs are the job's result or still being written
     }
-    const page = await ctx.db
-      .query("docs")
-      .withIndex("by_job_lease_chapter", (q) => q.eq("jobId", jobId).eq("leaseToken", leaseToken))
-      .take(PURGE_PAGE);
+    const { page, more } = await takeBytes(
+      ctx.db.query("docs").withIndex("by_job_lease_chapter", (q) => q.eq("jobId", jobId).eq("leaseToken", leaseToken)),
+      PURGE_BYTES,
+      (doc) => doc.content.length,
+    );
     for (const staleDoc of page) await ctx.db.delete(staleDoc._id);
-    if (page.length === PURGE_PAGE) await discardAttemptDocs(ctx, jobId, leaseToken);
+    if (more) await discardAttemptDocs(ctx, jobId, leaseToken);
   },
 });
 
-/** The oldest eligible job: pending and due, or active with an expired lease (a stalled job). */
-async function oldestEligible(ctx: MutationCtx, now: number): Promise<Doc<"jobs"> | null> {
-  let best: Doc<"jobs"> | null = null;
-  let bestSince = Infinity;
-  const due = await ctx.db
+/** The oldest due job of one shard (by_shard_status_availableAt is ordered by availableAt). */
+async function dueInShard(ctx: MutationCtx, shard: number, now: number): Promise<Doc<"jobs"> | null> {
+  return await ctx.db
     .query("jobs")
-    .withIndex("by_status_availableAt", (q) => q.eq("status", "pending").lte("availableAt", now))
+    .withIndex("by_shard_status_availableAt", (q) => q.eq("shard", shard).eq("status", "pending").lte("availableAt", now))
     .first();
-  if (due !== null) [best, bestSince] = [due, due.availableAt];
-  for (const status of ACTIVE_STATUSES) {
-    const stalled = await ctx.db
-      .query("jobs")
-      .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status).lt("leaseExpiresAt", now))
-      .first();
-    if (stalled !== null && stalled.leaseExpiresAt! < bestSince) {
-      [best, bestSince] = [stalled, stalled.leaseExpiresAt!];
-    }
-  }
-  return best;
 }
 
-/** A stalled job that cannot be claimed again: canceled if asked, else failed. Returns true if so. */
-async function retireStalled(ctx: MutationCtx, job: Doc<"jobs">, now: number): Promise<boolean> {
-  const leaseExpiries = (job.leaseExpiries ?? 0) + 1;
-  await ctx.db.patch(job._id, { leaseExpiries });
-  await discardAttemptDocs(ctx, job._id, job.leaseToken!);
-  if (job.cancelRequested) {
-    await patchJob(ctx, job, { ...endOfLease, status: "canceled", updatedAt: now, finishedAt: now });
-    return true;
-  }
-  if (job.attempts >= job.maxAttempts) {
-    await patchJob(ctx, job, {
-      ...endOfLease,
-      status: "failed",
-      errorKind: LEASE_EXPIRED,
-      failureRetryable: true,
-      error:
-        `the worker's lease expired ${leaseExpiries} time(s) (last worker: ${job.leaseOwner}); ` +
-        `gave up after ${job.attempts} of ${job.maxAttempts} attempts`,
-      updatedAt: now,
-      finishedAt: now,
-    });
-    return true;
-  }
-  return false;
+/** Has the lease's reaper run when the lease ends (just after: a lease is held up to leaseExpiresAt included). */
+export async function scheduleReaper(ctx: MutationCtx, jobId: Id<"jobs">, leaseToken: string, leaseExpiresAt: number) {
+  await ctx.scheduler.runAt(leaseExpiresAt + 1, internal.worker.reapLease, { jobId, leaseToken });
 }
 
+/**
+ * A claim starts at a random shard and walks the others, taking the oldest due job of the first
+ * shard that has one: claims made at once mostly read and write different shards (and counters),
+ * so they do not conflict; within a shard, oldest first.
+ */
 export const claim = mutation({
   args: workerArgs.claim,
   handler: async (ctx, { workerToken, workerId, leaseMs }) => {
@@ -140,20 +112,21 @@ export const claim = mutation({
     requireLength("workerId", workerId, 200);
     requireLeaseMs(leaseMs);
     const now = Date.now();
-    for (let i = 0; i < MAX_CANDIDATES_PER_CLAIM; i++) {
-      const job = await oldestEligible(ctx, now);
-      if (job === null) return null;
-      if (job.status !== "pending" && (await retireStalled(ctx, job, now))) continue;
+    const start = Math.floor(Math.random() * SHARDS);
+    for (let k = 0; k < SHARDS; k++) {
+      const job = await dueInShard(ctx, (start + k) % SHARDS, now);
+      if (job === null) continue;
       const claims = (job.claims ?? 0) + 1;
       const leaseToken = newLeaseToken(claims);
       const attempt = job.attempts + 1;
+      const leaseExpiresAt = now + leaseMs;
       await patchJob(ctx, job, {
         status: "running",
         attempts: attempt,
         claims,
         leaseOwner: workerId,
         leaseToken,
-        leaseExpiresAt: now + leaseMs,
+        leaseExpiresAt,
         progress: `Claimed by ${workerId}`,
         currentStep: undefined,
         totalSteps: undefined,
@@ -162,10 +135,54 @@ export const claim = mutation({
         failureRetryable: undefined,
         updatedAt: now,
       });
+      await scheduleReaper(ctx, job._id, leaseToken, leaseExpiresAt);
       const claimed = (await ctx.db.get(job._id))!;
       return { job: { ...claimed, leaseToken: undefined }, leaseToken, attempt };
     }
     return null;
+  },
+});
+
+/**
+ * The lease's reaper, scheduled by the claim at the lease's end. An attempt that ended, or a
+ * lease taken over, makes it a no-op; a lease that heartbeats extended has it run again at the
+ * new end (so heartbeats schedule nothing). A lease that did run out ends the attempt: the job is
+ * queued again (the attempt counted), or, past its attempts, failed (canceled if asked).
+ */
+export const reapLease = internalMutation({
+  args: { jobId: v.id("jobs"), leaseToken: v.string() },
+  handler: async (ctx, { jobId, leaseToken }) => {
+    const job = await ctx.db.get(jobId);
+    if (job === null || job.leaseToken !== leaseToken || !isActive(job.status)) return;
+    const now = Date.now();
+    if (job.leaseExpiresAt! >= now) {
+      await scheduleReaper(ctx, jobId, leaseToken, job.leaseExpiresAt!);
+      return;
+    }
+    const leaseExpiries = (job.leaseExpiries ?? 0) + 1;
+    await discardAttemptDocs(ctx, jobId, leaseToken);
+    const ended = { ...endOfLease, leaseExpiries, updatedAt: now };
+    if (job.cancelRequested) {
+      await patchJob(ctx, job, { ...ended, status: "canceled", finishedAt: now });
+    } else if (job.attempts >= job.maxAttempts) {
+      await patchJob(ctx, job, {
+        ...ended,
+        status: "failed",
+        errorKind: LEASE_EXPIRED,
+        failureRetryable: true,
+        error:
+          `the worker's lease expired ${leaseExpiries} time(s) (last worker: ${job.leaseOwner}); ` +
+          `gave up after ${job.attempts} of ${job.maxAttempts} attempts`,
+        finishedAt: now,
+      });
+    } else {
+      await patchJob(ctx, job, {
+        ...ended,
+        status: "pending",
+        availableAt: now,
+        progress: `Queued again: the lease of ${job.leaseOwner} expired`,
+      });
+    }
   },
 });
 
@@ -385,6 +402,19 @@ export const canceled = mutation({
   },
 });
 
+/** The smallest availableAt of the pending jobs (the head of each shard's), or null: none is pending. */
+async function earliestPending(ctx: QueryCtx): Promise<number | null> {
+  let earliest: number | null = null;
+  for (let shard = 0; shard < SHARDS; shard++) {
+    const head = await ctx.db
+      .query("jobs")
+      .withIndex("by_shard_status_availableAt", (q) => q.eq("shard", shard).eq("status", "pending"))
+      .first();
+    if (head !== null && (earliest === null || head.availableAt < earliest)) earliest = head.availableAt;
+  }
+  return earliest;
+}
+
 /**
  * How deep the queue is, for the agents' metrics: pending jobs (due, or backing off before a
  * retry), when the longest-waiting one became (or becomes) available, and active jobs. Reads the
@@ -398,48 +428,27 @@ export const queueDepth = query({
     requireWorker(workerToken);
     let pending = 0;
     let active = 0;
-    let oldestPendingAvailableAt: number | null = null;
     for (let shard = 0; shard < SHARDS; shard++) {
       const counts = await readCounters(ctx, shardScope(shard));
       pending += counts.pending ?? 0;
       for (const status of ACTIVE_STATUSES) active += counts[status] ?? 0;
-      const head = await ctx.db
-        .query("jobs")
-        .withIndex("by_shard_status_availableAt", (q) => q.eq("shard", shard).eq("status", "pending"))
-        .first();
-      if (head !== null && (oldestPendingAvailableAt === null || head.availableAt < oldestPendingAvailableAt)) {
-        oldestPendingAvailableAt = head.availableAt;
-      }
     }
     // `capped` is always false (the counts are exact): kept for agents that still read it.
-    return { pending, oldestPendingAvailableAt, active, capped: false };
+    return { pending, oldestPendingAvailableAt: await earliestPending(ctx), active, capped: false };
   },
 });
 
 /**
  * What an idle agent waits for, made to be subscribed to: when the earliest pending job is (or
- * becomes) due, and when the earliest active lease runs out (a claim then takes the stalled job
- * over). No clock here (a query must not read it): the agent compares with its own and claims at
- * that moment. null: no such job. The answer changes only when one of the two does, so idle
- * agents hear nothing about the rest of the queue's traffic.
+ * becomes) due. No clock here (a query must not read it): the agent compares with its own and
+ * claims at that moment. null: no pending job. It reads only the head of each shard's pending
+ * jobs, so heartbeats and the rest of the running jobs' traffic never re-run it: expired leases
+ * come back as pending jobs through their reaper (reapLease).
  */
 export const nextDue = query({
   args: workerArgs.nextDue,
   handler: async (ctx, { workerToken }) => {
     requireWorker(workerToken);
-    const pending = await ctx.db
-      .query("jobs")
-      .withIndex("by_status_availableAt", (q) => q.eq("status", "pending"))
-      .first();
-    let leaseExpiresAt: number | null = null;
-    for (const status of ACTIVE_STATUSES) {
-      const earliest = await ctx.db
-        .query("jobs")
-        .withIndex("by_status_leaseExpiresAt", (q) => q.eq("status", status).gte("leaseExpiresAt", 0))
-        .first();
-      const expiry = earliest?.leaseExpiresAt;
-      if (expiry !== undefined && (leaseExpiresAt === null || expiry < leaseExpiresAt)) leaseExpiresAt = expiry;
-    }
-    return { pendingAvailableAt: pending?.availableAt ?? null, leaseExpiresAt };
+    return { pendingAvailableAt: await earliestPending(ctx) };
   },
 });

@@ -38,6 +38,7 @@ from fondation_agent.queue.convex_api import (
 from localconvex.launcher import LocalConvex, identity_token
 from tests.helpers import free_port
 from tests.integration.conftest import TOKEN
+from tests.operator_queue import Queue
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -362,7 +363,7 @@ def test_a_stale_lease_token_is_refused_for_every_leased_call(convex: ConvexHttp
     assert [d["slug"] for d in docs] == ["from-b"], "nothing of the stale attempt is the job's"
 
 
-def test_an_expired_lease_is_lost_even_before_anyone_claims_the_job(convex: ConvexHttp, api: WorkerApi) -> None:
+def test_an_expired_lease_is_lost_and_its_reaper_queues_the_job_again(convex: ConvexHttp, api: WorkerApi) -> None:
     job_id = enqueue(convex)
     claim = api.claim(1_000)
     assert claim is not None
@@ -371,7 +372,11 @@ def test_an_expired_lease_is_lost_even_before_anyone_claims_the_job(convex: Conv
         api.complete(claim)
     with pytest.raises(LeaseLost):
         api.heartbeat(claim, 30_000)
-    assert convex.query("operator:get", {"jobId": job_id})["status"] == "running", "stalled until claimed again"
+    # worker:reapLease, scheduled by the claim at the lease's end, runs on localconvex's scheduler.
+    job = Queue(convex).wait_for(job_id, lambda job: job["status"] == "pending")
+    assert (job["attempts"], job["leaseExpiries"]) == (1, 1)
+    again = api.claim(30_000)
+    assert again is not None and again.job["_id"] == job_id and again.attempt == 2
 
 
 def test_heartbeats_report_cancel_requests(convex: ConvexHttp, api: WorkerApi) -> None:

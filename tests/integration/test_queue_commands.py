@@ -105,12 +105,12 @@ def test_enqueue_uses_the_default_prompt_and_the_dedup_key(cli) -> None:
 
 def test_jobs_lists_newest_first_as_a_table_and_as_json(cli, backend: LocalConvex) -> None:
     older = enqueue(cli)
-    newer = enqueue(cli, "--max-attempts", "2")
     with _closing(backend.url) as client:
         api = WorkerApi(client, TOKEN, "host-1")
         claim = api.claim(60_000)
-        assert claim is not None and claim.job_id == older, "the oldest job is claimed first"
+        assert claim is not None and claim.job_id == older
         api.heartbeat(claim, 60_000, status="analyzing", currentStep=2, totalSteps=6)
+    newer = enqueue(cli, "--max-attempts", "2")
 
     done = cli("jobs")
     assert done.returncode == 0, done.stderr
@@ -172,6 +172,18 @@ def test_cancel_a_running_job_requests_it(cli, backend: LocalConvex) -> None:
     done = cli("cancel", job_id)
     assert done.returncode == 0 and done.stdout.strip() == f"{job_id}: cancel requested"
     assert "status:     running (cancel requested)" in cli("job", job_id).stdout.splitlines()
+
+
+def test_backfill_after_an_upgrade_counts_the_jobs(cli) -> None:
+    # Jobs of the earlier shape are the component's test (queue/component/migrations.test.ts); here,
+    # the command end to end: operator:backfill, then operator:backfillPending until done.
+    job_id = enqueue(cli)
+    done = cli("backfill")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "backfilled 0 job(s) in the first batch", "every job has a shard and is counted",
+    ]
+    assert json.loads(cli("job", job_id, "--json").stdout)["job"]["status"] == "pending"
 
 
 def test_a_finished_job_cannot_be_canceled(cli, backend: LocalConvex) -> None:

@@ -3,12 +3,9 @@
 from fondation_agent.queue.wake import CONNECTING, MAX_HERD_SPREAD, UP, Due, HerdDelay, due_at_ms
 
 
-def test_the_due_time_is_the_earliest_pending_job_or_just_past_the_earliest_lease():
-    assert due_at_ms({"pendingAvailableAt": None, "leaseExpiresAt": None}) is None
-    assert due_at_ms({"pendingAvailableAt": 1000.0, "leaseExpiresAt": None}) == 1000.0
-    # A stalled job is claimable strictly after its lease's end.
-    assert due_at_ms({"pendingAvailableAt": None, "leaseExpiresAt": 500.0}) == 501.0
-    assert due_at_ms({"pendingAvailableAt": 1000.0, "leaseExpiresAt": 500.0}) == 501.0
+def test_the_due_time_is_the_earliest_pending_job():
+    assert due_at_ms({"pendingAvailableAt": None}) is None
+    assert due_at_ms({"pendingAvailableAt": 1000.0}) == 1000.0
 
 
 def test_only_an_up_subscription_says_a_job_is_due():

@@ -5,6 +5,7 @@ import type * as docs from "../docs.js";
 import type * as jobs from "../jobs.js";
 import type * as lib from "../lib.js";
 import type * as logs from "../logs.js";
+import type * as migrations from "../migrations.js";
 import type * as status from "../status.js";
 import type * as worker from "../worker.js";
 
@@ -13,6 +14,7 @@ declare const fullApi: ApiFromModules<{
   jobs: typeof jobs;
   lib: typeof lib;
   logs: typeof logs;
+  migrations: typeof migrations;
   status: typeof status;
   worker: typeof worker;
 }>;
