@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fondation_agent.queue.rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
+from fondation_agent.sandbox.gateway import CONTROL_SOCKET
 from fondation_agent.sandbox.launcher import JOB_CREDENTIALS, MIN_DISK_BYTES
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
@@ -100,6 +101,10 @@ class Config:
     claude_credentials_file: str = JOB_CREDENTIALS
     claude_upstream: str = "https://api.anthropic.com"
     claude_max_retries: int = 2
+    # A job attempt's Claude budget in tokens (input + output, counted by the gateway); 0: no budget.
+    claude_max_tokens: int = 0
+    # The Claude gateway service's control socket (sandbox = systemd-service; sandbox/gateway/).
+    gateway_control_socket: str = CONTROL_SOCKET
     # Results
     max_doc_bytes: int = 900_000
     max_docs: int = 500
@@ -257,6 +262,8 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
     require(upstream.scheme in ("http", "https") and bool(upstream.netloc) and not upstream.username,
             "claude_upstream", f"must be an http(s) URL without credentials, got {config.claude_upstream!r}")
     require(0 <= config.claude_max_retries <= 10, "claude_max_retries", "must be from 0 to 10")
+    require(config.claude_max_tokens >= 0, "claude_max_tokens", "must be 0 (no budget) or more")
+    require(config.gateway_control_socket.startswith("/"), "gateway_control_socket", "must be an absolute path")
     require(config.sandbox == "process" or config.claude_credentials_file == JOB_CREDENTIALS,
             "claude_credentials_file", f"the job launcher reads only {JOB_CREDENTIALS} (sandbox = systemd-service)")
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")

@@ -31,7 +31,8 @@ from fondation_agent.job.failures import PAUSE_AT_ONCE
 from fondation_agent.queue.claim_schedule import ClaimSchedule
 from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.queue.wake import UP, WakeSubscription
-from fondation_agent.sandbox.claude_access import ClaudeAccess, CredentialsError
+from fondation_agent.sandbox.claude_access import ClaudeAccess
+from fondation_agent.sandbox.gateway.credentials import CredentialsError
 from fondation_agent.sandbox.process_runner import ProcessRunner
 from fondation_agent.sandbox.runner import Runner, SandboxUnusable
 from fondation_agent.sandbox.workspace import remove_leftover_workspaces
@@ -39,7 +40,8 @@ from fondation_agent.sandbox.workspace import remove_leftover_workspaces
 # Settings a reload cannot change: they shape connections and files the running process holds.
 RESTART_ONLY = (
     "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
-    "claude_credentials_file", "claude_upstream", "claude_max_retries",  # read once, at start (claude_access.py)
+    # Read once, at start (claude_access.py): the in-process gateway, or the gateway service's socket.
+    "claude_credentials_file", "claude_upstream", "claude_max_retries", "claude_max_tokens", "gateway_control_socket",
 )
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.
@@ -73,8 +75,8 @@ class Worker:
         self.http = ConvexHttp(config.convex_url, read_timeout=config.convex_timeout, observer=self._observe_call)
         self.api = WorkerApi(self.http, worker_token, config.worker_id)
         self.git_token = git_token
-        # Without one (tests that run no CLI): Claude Code's settings, no credential.
-        self.claude = claude or ClaudeAccess(upstream=config.claude_upstream, max_retries=config.claude_max_retries)
+        # Without one (tests that run no CLI): Claude Code's settings, no gateway.
+        self.claude = claude or ClaudeAccess(max_retries=config.claude_max_retries)
         self.runner = make_runner(config)
         self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
         self.jobs_lock = threading.Lock()
@@ -416,6 +418,7 @@ class Worker:
         self.log.info("agent stopped", completed=self.counts["completed"], failed=self.counts["failed"])
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
+        self.claude.close()
         self.http.close()
 
 
@@ -434,8 +437,7 @@ def _read_git_token(config: Config) -> str | None:
 
 def _claude_access(config: Config) -> ClaudeAccess:
     try:
-        return ClaudeAccess.for_agent(sandbox=config.sandbox, credentials_file=config.claude_credentials_file,
-                                      upstream=config.claude_upstream, max_retries=config.claude_max_retries)
+        return ClaudeAccess.for_agent(config)
     except CredentialsError as error:
         raise ConfigError([str(error)]) from None
 

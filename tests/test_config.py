@@ -158,6 +158,8 @@ EVERY_KEY = {
     "claude_credentials_file": ("/etc/claude.env", "/etc/claude.env"),
     "claude_upstream": ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
     "claude_max_retries": ("0", 0),
+    "claude_max_tokens": ("500000", 500000),
+    "gateway_control_socket": ("/run/gw/control.sock", "/run/gw/control.sock"),
 }
 
 
@@ -237,6 +239,8 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("claude_upstream = 'api.anthropic.com'", "claude_upstream: must be an http(s) URL without credentials"),
         ("claude_upstream = 'https://u:p@gw'", "claude_upstream: must be an http(s) URL without credentials"),
         ("claude_max_retries = 11", "claude_max_retries: must be from 0 to 10"),
+        ("claude_max_tokens = -1", "claude_max_tokens: must be 0 (no budget) or more"),
+        ("gateway_control_socket = 'control.sock'", "gateway_control_socket: must be an absolute path"),
         ("sandbox = 'systemd-service'\nclaude_credentials_file = '/srv/k.env'",
          "claude_credentials_file: the job launcher reads only /etc/fondation-agent/job.env"),
         ("disk_max = 1000", "disk_max: must be more than clone_max_bytes"),

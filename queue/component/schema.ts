@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { callbackArg, docKind, jobStatus, logLine } from "./validators";
+import { callbackArg, docKind, jobStatus, logLine, usage } from "./validators";
 
 export default defineSchema({
   jobs: defineTable({
@@ -54,6 +54,9 @@ export default defineSchema({
     metadata: v.optional(v.any()),
     // The reason given with a cancel: the canceled job's error.
     cancelReason: v.optional(v.string()),
+    // Claude's usage, summed over the job's attempts (usage.ts), and the current claim's own.
+    usage: v.optional(usage),
+    attemptUsage: v.optional(v.object({ ...usage.fields, claim: v.number() })),
   })
     .index("by_status_availableAt", ["status", "availableAt"])
     .index("by_status_leaseExpiresAt", ["status", "leaseExpiresAt"])

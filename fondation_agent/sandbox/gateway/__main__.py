@@ -17,8 +17,8 @@ from aiohttp import web
 
 from fondation_agent.host.logs import configure_logging, get_logger
 from fondation_agent.host.notify import Notifier
-from fondation_agent.sandbox.claude_access import CredentialsError, read_credentials
 from fondation_agent.sandbox.gateway import DEFAULT_SETTINGS_PATH
+from fondation_agent.sandbox.gateway.credentials import CredentialsError, read_credentials
 from fondation_agent.sandbox.gateway.server import Gateway, start_unix_site
 from fondation_agent.sandbox.gateway.settings import GatewaySettings, SettingsError, load_settings
 

@@ -22,12 +22,10 @@ import aiohttp
 from aiohttp import web
 
 from fondation_agent.host.logs import get_logger
-from fondation_agent.sandbox.claude_access import CREDENTIAL_VARIABLES
 from fondation_agent.sandbox.gateway.attempts import DEFAULT_TTL_S, Attempt, Attempts, Usage, Verdict
+from fondation_agent.sandbox.gateway.credentials import OAUTH_BETA, credential_headers
 
 FORWARDED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
-OAUTH_BETA = "oauth-2025-04-20"
-API_KEY, OAUTH_TOKEN = CREDENTIAL_VARIABLES
 # Never forwarded from a job: its own authentication, hop-by-hop headers, and what aiohttp sets itself.
 _DROPPED_REQUEST_HEADERS = frozenset({
     "x-api-key", "authorization", "proxy-authorization", "cookie", "host", "content-length", "connection",
@@ -43,16 +41,6 @@ _USAGE_FIELDS = (("input_tokens", "input_tokens"), ("output_tokens", "output_tok
                  ("cache_read_input_tokens", "cache_read_tokens"),
                  ("cache_creation_input_tokens", "cache_creation_tokens"))
 _READ_CHUNK = 64 * 1024
-
-
-def credential_headers(credential: Mapping[str, str]) -> dict[str, str]:
-    """The upstream's authentication for a credential file's variables: an API key as `x-api-key`,
-    else an OAuth token as a bearer with the beta header OAuth needs."""
-    if credential.get(API_KEY):
-        return {"x-api-key": credential[API_KEY]}
-    if credential.get(OAUTH_TOKEN):
-        return {"authorization": f"Bearer {credential[OAUTH_TOKEN]}"}
-    raise ValueError(f"the credential holds neither {API_KEY} nor {OAUTH_TOKEN}")
 
 
 def error_body(kind: str, message: str) -> dict[str, Any]:
@@ -227,6 +215,9 @@ class Gateway:
                 async for chunk in upstream.content.iter_any():
                     reader.feed(chunk)
                     await response.write(chunk)
+            except ConnectionResetError:  # the job hung up mid-answer (aiohttp's own error derives from it)
+                self.log.info("the job hung up before the end of the answer", **context)
+                return response
             finally:  # a job that hangs up mid-answer still used what the upstream counted so far
                 usage = reader.usage() if upstream.status < 400 else Usage(requests=1)
                 self.attempts.record(attempt, usage)
