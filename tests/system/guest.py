@@ -3,6 +3,7 @@ tests/operator_queue.py's)."""
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import time
 from typing import Any
@@ -14,20 +15,16 @@ from vm.qemu import VirtualMachine
 UNIT = "fondation-agent.service"
 CONFIG = "/etc/fondation-agent/agent.toml"
 TOKEN_FILE = "/etc/fondation-agent/worker-token"
+# The Claude gateway: the one reader of the credential (the session's fake key, root:fondation-gateway 0640).
+GATEWAY_UNIT = "fondation-agent-gateway.service"
+GATEWAY_SETTINGS = "/etc/fondation-agent/gateway.toml"
 JOB_ENV = "/etc/fondation-agent/job.env"
-# The jobs' Claude credential between the tests that set their own: the agent's preflight wants the file
-# (no job of those tests reaches a model).
-STANDING_JOB_ENV = "ANTHROPIC_API_KEY=sk-ant-vm-not-a-real-key\n"
+CLAUDE_KEY = f"sk-ant-test-{secrets.token_hex(12)}"
 GUEST_LIB = "/usr/local/lib/fondation-test"
 GUEST_REPO = "/srv/repos/demo"
 # The job-user pool as a comma-separated list, for pgrep -u (evaluated by the guest's shell).
 POOL_USERS = "$(getent passwd | cut -d: -f1 | grep -E '^fondation-job-[0-9]+$' | paste -sd, -)"
 REPO_URL = f"file://{GUEST_REPO}"
-
-
-def put_job_env(vm: VirtualMachine, content: str = STANDING_JOB_ENV) -> None:
-    """The jobs' Claude credential, where the job launcher reads it (root's only, docs/operations.md)."""
-    vm.put(JOB_ENV, content, mode="0600", owner="root:root")
 
 
 JOB_UNITS = "systemctl list-units --all --plain --no-legend 'fondation-job-*.service'"
@@ -45,6 +42,13 @@ def wait_no_job_units(vm: VirtualMachine, timeout: float = 30) -> None:
 def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
     """No process runs as any job user: nothing of a job outlives its unit."""
     vm.wait_for(f"pgrep -a -u {POOL_USERS} || true", lambda out: out.strip() == "", timeout=timeout)
+
+
+def configure_gateway(vm: VirtualMachine, **settings: str) -> None:
+    """gateway.toml with these settings (none: the package's defaults), then a restart of the gateway."""
+    vm.put(GATEWAY_SETTINGS, tomli_w.dumps(settings), mode="0640", owner="root:fondation-gateway")
+    vm.ssh(f"systemctl restart {GATEWAY_UNIT}", timeout=120)  # Type=notify: back once it listens
+    vm.ssh(f"systemctl is-active {GATEWAY_UNIT}")
 
 
 class GuestAgent:
