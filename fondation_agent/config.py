@@ -28,7 +28,7 @@ from fondation_agent.sandbox.launcher import JOB_CREDENTIALS, MIN_DISK_BYTES
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 # A worker instance's name (the unit's %i) becomes a file name: nothing that could leave the directory.
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
-DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
+DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/current/dist/cli.bundled.mjs analyze {repo} --profile production"
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
 SANDBOXES = ("process", "systemd-service")
 WAKE_MODES = ("subscription", "poll")
