@@ -21,7 +21,7 @@ from pathlib import Path
 from fondation_agent.config import CLI_PLACEHOLDERS, Config
 from fondation_agent.job.cli_contract import cli_environment
 from fondation_agent.job.untrusted import clean_text
-from fondation_agent.sandbox.claude_access import CredentialsError, read_credentials
+from fondation_agent.sandbox.gateway.credentials import CredentialsError, read_credentials
 from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Runner, RunResult
 from fondation_agent.sandbox.workspace import Workspace
 
@@ -60,9 +60,9 @@ def preflight_job_id(worker_id: str) -> str:
 
 
 def check_claude_credential(config: Config) -> None:
-    """The Claude credential is there for whoever reads it: under `process` the agent hands it to jobs
-    (it must read it); under `systemd-service` PID 1 reads it into each job's unit, so the agent can
-    only see that it exists. (Once the Claude gateway holds it, this asks the gateway.)"""
+    """The Claude credential is there for whoever reads it: under `process` the agent's in-process
+    gateway (it must read it); under `systemd-service` the gateway service, whose file the agent can
+    only see exists (the launcher refuses the version job itself while the gateway is down)."""
     path = Path(config.claude_credentials_file)
     if config.sandbox == "process":
         try:
@@ -70,7 +70,7 @@ def check_claude_credential(config: Config) -> None:
         except CredentialsError as error:
             raise PreflightFailed(str(error)) from None
     elif not os.path.isfile(path):
-        raise PreflightFailed(f"claude_credentials_file: {path} does not exist (jobs would get no Claude credential)")
+        raise PreflightFailed(f"claude_credentials_file: {path} does not exist (the Claude gateway would have no credential)")
 
 
 def run_preflight(config: Config, runner: Runner, attempt: int) -> str:
