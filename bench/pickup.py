@@ -11,7 +11,7 @@ schedule whatever the arrivals do. The harness checks that no agent ever had all
 Measured per job: created (Convex `createdAt`) → `job claimed` (agent log), and → `CLI started`.
 Same machine, same clock. And per configuration, the fleet's `worker:claim` calls per job (idle
 polls included: what a job costs Convex). Subscribed agents keep every other setting at its
-default (`wake_jitter` 0.1 s, `safety_poll_interval` 60 s).
+default (`wake_jitter` 0.1 s, `safety_poll_interval` 300 s).
 """
 
 from __future__ import annotations

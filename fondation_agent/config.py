@@ -69,7 +69,7 @@ class Config:
     poll_interval: float = field(default=2.0, metadata=_env("POLL_INTERVAL"))
     # How an idle agent learns of a job (wake.py): a Convex subscription, or polling every poll_interval.
     wake: str = "subscription"
-    safety_poll_interval: float = 60.0
+    safety_poll_interval: float = 300.0
     wake_jitter: float = 0.1
     lease_time: float = field(default=60.0, metadata=_env("LEASE_TIME"))
     heartbeat_interval: float = field(default=20.0, metadata=_env("HEARTBEAT_INTERVAL"))

@@ -105,7 +105,8 @@ class Worker:
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
         self.wake = (
-            WakeSubscription(config.convex_url, worker_token, self._subscription_changed, self.log, self.metrics)
+            WakeSubscription(config.convex_url, worker_token, self._subscription_changed, self.log, self.metrics,
+                             on_depth=self.metrics.set_queue_depth)
             if config.wake == "subscription"
             else None
         )
@@ -314,17 +315,17 @@ class Worker:
         self.log.info("preflight passed: claiming", cli_version=version)
 
     def _read_queue_depth(self) -> None:
-        if time.monotonic() < self.next_depth_read:
+        """Polls the queue's depth while no subscription delivers it (wake = poll, or it is down)."""
+        if time.monotonic() < self.next_depth_read or (self.wake is not None and self.wake.depth_live()):
             return
         self.next_depth_read = time.monotonic() + QUEUE_DEPTH_INTERVAL
-        now = time.time()
         try:
-            depth = self.api.queue_depth(now)
+            depth = self.api.queue_depth()
         except ConvexApiError as error:
             # The gauges keep their last values; an outage has its own metrics and alert.
             self.log.warning("cannot read the queue's depth", error=str(error))
             return
-        self.metrics.set_queue_depth(depth, now)
+        self.metrics.set_queue_depth(depth)
 
     def _start_job(self, claim, claimed_at: float) -> None:
         self.metrics.jobs_claimed.inc()

@@ -46,7 +46,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (config.sandbox, config.metrics_address, config.log_format) == ("process", "127.0.0.1:9810", "json")
     assert config.allowed_hosts == ("github.com",) and config.allow_local_repositories is False
     assert config.allow_unisolated is False
-    assert (config.wake, config.safety_poll_interval, config.wake_jitter) == ("subscription", 60, 0.1)
+    assert (config.wake, config.safety_poll_interval, config.wake_jitter) == ("subscription", 300, 0.1)
     assert config.worker_token_file == ""
     assert config.lease_ms == 60_000
 

@@ -73,15 +73,18 @@ class Metrics:
         self.service_restarts = Gauge(f"{PREFIX}_service_restarts",
                                       "systemd's automatic restarts of this agent's unit (NRestarts) at start-up.",
                                       registry=r)
-        # The queue as a whole (worker:queueDepth), the same on every agent; read every QUEUE_DEPTH_INTERVAL.
+        # The queue as a whole (worker:queueDepth), the same on every agent: delivered by the wake
+        # subscription, or read every QUEUE_DEPTH_INTERVAL while there is none.
         self.queue_pending = Gauge(f"{PREFIX}_queue_pending", "Pending jobs: due, or backing off before a retry.",
                                    registry=r)
         self.queue_oldest_pending_age = Gauge(f"{PREFIX}_queue_oldest_pending_age_seconds",
                                               "How long the longest-waiting due job has waited.", registry=r)
+        # Unix time (s) from which the longest-waiting job is due, None: none waits. The age is
+        # computed at each scrape, so it grows between two deliveries of the depth.
+        self._oldest_pending_since: float | None = None
+        self.queue_oldest_pending_age.set_function(
+            lambda: 0.0 if self._oldest_pending_since is None else max(0.0, time.time() - self._oldest_pending_since))
         self.queue_active = Gauge(f"{PREFIX}_queue_active", "Jobs being worked on, by all agents.", registry=r)
-        self.queue_capped = Gauge(f"{PREFIX}_queue_counts_capped",
-                                  "1 when a queue count stopped at Convex's read bound (it is at least that).",
-                                  registry=r)
         self.host_paused = Gauge(f"{PREFIX}_host_paused",
                                  "1 while claiming is paused after repeated host-side failures.", registry=r)
         self.wake_subscription = Gauge(f"{PREFIX}_wake_subscription",
@@ -104,13 +107,12 @@ class Metrics:
             self.claude_tokens.labels(kind).inc(value)
         self.claude_requests.inc(usage.requests)
 
-    def set_queue_depth(self, depth: dict, now: float) -> None:
-        """worker:queueDepth's answer; `now` is the Unix time the query was asked for."""
+    def set_queue_depth(self, depth: dict) -> None:
+        """worker:queueDepth's answer."""
         self.queue_pending.set(depth["pending"])
         self.queue_active.set(depth["active"])
-        self.queue_capped.set(1 if depth["capped"] else 0)
         since = depth["oldestPendingAvailableAt"]
-        self.queue_oldest_pending_age.set(0 if since is None else max(0.0, now - since / 1000))
+        self._oldest_pending_since = None if since is None else since / 1000
 
     def observe_convex_call(self, function: str, seconds: float, outcome: str) -> None:
         self.convex_calls.labels(function, outcome).inc()

@@ -234,9 +234,9 @@ class WorkerApi:
             return None
         return Claim(job=result["job"], lease_token=result["leaseToken"], attempt=int(result["attempt"]))
 
-    def queue_depth(self, now: float) -> dict[str, Any]:
-        """Due pending jobs, the oldest one's due time (ms) and active jobs, as of Unix time `now`."""
-        return self.http.query("worker:queueDepth", {"workerToken": self._worker_token, "now": int(now * 1000)})
+    def queue_depth(self) -> dict[str, Any]:
+        """Pending jobs, the earliest one's availableAt (ms) and active jobs (the queue's counters)."""
+        return self.http.query("worker:queueDepth", {"workerToken": self._worker_token})
 
     def heartbeat(self, claim: Claim, lease_ms: int, **report: Any) -> bool:
         """Renews the lease; returns whether a cancel was requested."""

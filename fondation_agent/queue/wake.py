@@ -1,5 +1,6 @@
 """Waking on change: a Convex subscription to `worker:nextDue`, so that an idle agent claims the
-moment a job is due instead of at its next poll.
+moment a job is due instead of at its next poll; and one to `worker:queueDepth` (the queue's
+counters), so that the queue-depth metrics cost a call only when the queue changes, not every poll.
 
 The subscription lives in a thread of its own running an asyncio loop: the `convex` package's
 blocking calls (`next(subscription)`, `query()`, `mutation()`) hold the GIL while they wait, which
@@ -47,10 +48,13 @@ def due_at_ms(value: dict) -> float | None:
 
 
 class WakeSubscription:
-    def __init__(self, convex_url: str, worker_token: str, on_change: Callable[[], None], log, metrics):
+    def __init__(self, convex_url: str, worker_token: str, on_change: Callable[[], None], log, metrics,
+                 on_depth: Callable[[dict], None] | None = None):
         self._url = convex_url
         self._token = worker_token  # only ever an argument of the subscription: never logged
         self._on_change = on_change
+        self._on_depth = on_depth
+        self._depth_delivered = False
         self._log = log
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -66,6 +70,11 @@ class WakeSubscription:
         with self._lock:
             return self._due
 
+    def depth_live(self) -> bool:
+        """Whether the queue's depth comes from the subscription (delivered, and the socket is up)."""
+        with self._lock:
+            return self._depth_delivered and self._due.state == UP
+
     def convex_unreachable(self) -> None:
         """The worker's HTTP calls cannot reach Convex: take the socket as down too."""
         if self._set(DOWN):
@@ -78,6 +87,12 @@ class WakeSubscription:
 
     async def _follow(self) -> None:
         client = ConvexClient(self._url)
+        followers = [self._follow_due(client)]
+        if self._on_depth is not None:
+            followers.append(self._follow_depth(client))
+        await asyncio.gather(*followers)
+
+    async def _follow_due(self, client: ConvexClient) -> None:
         while True:
             try:
                 async for value in client.subscribe("worker:nextDue", {"workerToken": self._token}):
@@ -85,6 +100,19 @@ class WakeSubscription:
             except Exception as error:  # whatever it is, the agent polls meanwhile
                 if self._set(DOWN):
                     self._log.warning("wake subscription refused: polling until it works", error=str(error))
+            await asyncio.sleep(RETRY_AFTER_ERROR)
+
+    async def _follow_depth(self, client: ConvexClient) -> None:
+        while True:
+            try:
+                async for value in client.subscribe("worker:queueDepth", {"workerToken": self._token}):
+                    with self._lock:
+                        self._depth_delivered = True
+                    self._on_depth(value)
+            except Exception as error:  # the worker reads the depth itself meanwhile
+                with self._lock:
+                    self._depth_delivered = False
+                self._log.warning("queue depth subscription refused: polling it until it works", error=str(error))
             await asyncio.sleep(RETRY_AFTER_ERROR)
 
     def _delivered(self, value: dict) -> None:
