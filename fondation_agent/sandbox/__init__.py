@@ -3,7 +3,9 @@
 runner (the interface, limits, outcomes), process_runner (a process group: laptops, CI),
 service_runner (a hardened transient systemd service, through the root launcher), launcher (that
 launcher: root, socket-activated), netpolicy (the job users' network rules), workspace (a job's
-directory).
+directory), gateway (the Claude gateway, the only holder of the Claude credential: a service of its
+own, or a thread of the agent), claude_access (a job's way to Claude: the gateway and a token of its
+attempt's).
 
 May import: fondation_agent.host (its logger). launcher and netpolicy, which run as root, import
 nothing of the agent but each other.
