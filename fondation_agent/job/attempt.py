@@ -435,7 +435,10 @@ class Job:
             return
         with self._lock:
             self.claude_report = report
-        self.metrics.observe_claude_usage(report.usage)
+        used = report.usage
+        self.metrics.observe_claude_usage({"input": used.input_tokens, "output": used.output_tokens,
+                                           "cache_read": used.cache_read_tokens,
+                                           "cache_creation": used.cache_creation_tokens}, used.requests)
         self.log.info("Claude usage", requests=report.usage.requests, used_input=report.usage.input_tokens,
                       used_output=report.usage.output_tokens, verdict=report.verdict)
 
