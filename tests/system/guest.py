@@ -3,6 +3,7 @@ tests/operator_queue.py's)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 import time
@@ -42,6 +43,14 @@ def wait_no_job_units(vm: VirtualMachine, timeout: float = 30) -> None:
 def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
     """No process runs as any job user: nothing of a job outlives its unit."""
     vm.wait_for(f"pgrep -a -u {POOL_USERS} || true", lambda out: out.strip() == "", timeout=timeout)
+
+
+def exposure(vm: VirtualMachine, unit: str) -> float:
+    """systemd-analyze security's overall exposure of a unit (lower is better)."""
+    out = vm.ssh(f"systemd-analyze security --no-pager {unit}", check=False).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out
+    return float(match.group(1))
 
 
 def configure_gateway(vm: VirtualMachine, **settings: str) -> None:

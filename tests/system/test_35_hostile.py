@@ -24,6 +24,7 @@ from tests.system.guest import (
     GUEST_LIB,
     POOL_USERS,
     GuestAgent,
+    exposure,
     job_units,
     wait_no_job_processes,
     wait_no_job_units,
@@ -47,13 +48,6 @@ def sections(report: str) -> dict[str, str]:
         label, _, body = block.partition("\n")
         found[label.strip()] = body.strip()
     return found
-
-
-def exposure(agent: GuestAgent, unit: str) -> float:
-    out = agent.vm.ssh(f"systemd-analyze security --no-pager {unit}", check=False).stdout
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-    assert match, out
-    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +80,8 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     victim_unit = f"fondation-job-{victim_id}-1.service"
     # What any local user can read of a job's unit (systemctl show: its properties; its unit file).
     unit_view = vm.ssh(f"systemctl show {victim_unit}; cat /run/systemd/transient/{victim_unit}").stdout
-    scores = {"job": exposure(agent, f"fondation-job-{hostile_id}-1.service"),
-              "agent": exposure(agent, "fondation-agent.service")}
+    scores = {"job": exposure(vm, f"fondation-job-{hostile_id}-1.service"),
+              "agent": exposure(vm, "fondation-agent.service")}
     units = job_units(vm)
     # Inbound: the hostile job listens on INBOUND_PORT of its namespace; from the host, nothing is there.
     inbound = {address: vm.ssh(f"python3 -c \"import socket; socket.create_connection(('{address}', {INBOUND_PORT}), "

@@ -24,10 +24,12 @@ from tests.operator_queue import Queue, summary
 from tests.system.conftest import REPO_ROOT
 from tests.system.guest import (
     CLAUDE_KEY,
+    GATEWAY_UNIT,
     GUEST_LIB,
     JOB_ENV,
     GuestAgent,
     configure_gateway,
+    exposure,
     wait_no_job_processes,
     wait_no_job_units,
 )
@@ -116,6 +118,7 @@ def test_the_real_claude_code_writes_a_course_in_the_production_sandbox(claude_h
     vm.ssh(f"rm -rf {PEAK_FILE} {ENVIRON_FILE} {ENVIRON_FILE}.seen {NETWORK_FILE}; "
            f"systemd-run --quiet --unit=fondation-test-peak {GUEST_LIB}/job_sampler.sh /sys/fs/cgroup{cgroup} "
            f"{PEAK_FILE} {ENVIRON_FILE} {NETWORK_FILE}")
+    scores = {"job": exposure(vm, unit), "gateway": exposure(vm, GATEWAY_UNIT)}
     job = queue.wait_finished(job_id, timeout=900)
     seconds = time.monotonic() - started
     wait_no_job_units(vm)
@@ -124,7 +127,7 @@ def test_the_real_claude_code_writes_a_course_in_the_production_sandbox(claude_h
     print(f"\nreal Claude Code in the systemd-service sandbox, six steps: {seconds:.1f} s from enqueue to done; "
           f"job unit's memory.peak {peak / 2**20:.0f} MiB (MemoryMax={claude_host.settings['memory_max']}, page "
           f"cache included), highest anon {anon / 2**20:.0f} MiB, {oom_kills} OOM kills; "
-          f"{len(requests)} Messages API requests")
+          f"{len(requests)} Messages API requests; systemd-analyze security exposure: {scores}")
     assert oom_kills == 0
     assert job["status"] == "completed", f"{summary(job)}\n{claude_host.diagnostics()}"
     assert (job["currentStep"], job["totalSteps"]) == (6, 6)
