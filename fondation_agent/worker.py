@@ -298,8 +298,10 @@ class Worker:
 
     def _preflight(self) -> None:
         """Runs the preflight when it has not passed since the start or the last reload, unless a
-        pause is running (a failed one paused claiming: it runs again when the pause ends)."""
-        if self.preflight_passed or self.host_pause.paused_for():
+        pause is running (a failed one paused claiming: it runs again when the pause ends) or every
+        slot is busy (a reload while jobs run: the job-user pool has a user for each slot, so the
+        preflight's job waits for one of this worker's own jobs to end, as a claim would)."""
+        if self.preflight_passed or self.host_pause.paused_for() or len(self.jobs) >= self.config.concurrency:
             return
         self.preflight_runs += 1
         try:

@@ -41,8 +41,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert (config.concurrency, config.poll_interval, config.lease_time, config.heartbeat_interval) == (1, 2.0, 60, 20)
     assert config.temp_dir == "/var/lib/fondation-agent/workspaces"
     assert (config.job_timeout, config.drain_timeout, config.kill_grace) == (3600, 300, 10)
-    assert config.cli_command == ("node /opt/fondation/cli/current/dist/cli.bundled.mjs analyze {repo}"
-                                  " --profile production")
+    assert config.cli_command == (
+        "node /opt/fondation/cli/current/dist/cli.bundled.mjs analyze {repo} --profile production")
     assert (config.sandbox, config.metrics_address, config.log_format) == ("process", "127.0.0.1:9810", "json")
     assert config.allowed_hosts == ("github.com",) and config.allow_local_repositories is False
     assert config.allow_unisolated is False

@@ -118,3 +118,13 @@ def test_a_worker_whose_preflight_fails_claims_nothing_says_why_and_claims_after
     assert agent._tick()
     assert claims and agent.cli_version == "fake-cli 1.0.0"
     assert agent.health()[1]["cli_version"] == "fake-cli 1.0.0"
+
+
+def test_a_worker_whose_slots_are_all_busy_runs_its_preflight_once_one_is_free(tmp_path: Path) -> None:
+    agent = Worker(config(tmp_path), None, worker_token="t")
+    agent.jobs["job1"] = (None, None)  # a reload while the one slot is busy
+    agent._preflight()
+    assert agent.preflight_runs == 0 and not agent.preflight_passed
+    agent.jobs.clear()
+    agent._preflight()
+    assert agent.preflight_runs == 1 and agent.preflight_passed
