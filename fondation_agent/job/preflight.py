@@ -70,7 +70,8 @@ def check_claude_credential(config: Config) -> None:
         except CredentialsError as error:
             raise PreflightFailed(str(error)) from None
     elif not os.path.isfile(path):
-        raise PreflightFailed(f"claude_credentials_file: {path} does not exist (the Claude gateway would have no credential)")
+        raise PreflightFailed(f"claude_credentials_file: {path} does not exist"
+                              " (the Claude gateway would have no credential)")
 
 
 def run_preflight(config: Config, runner: Runner, attempt: int) -> str:
