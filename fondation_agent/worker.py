@@ -437,7 +437,10 @@ def _read_git_token(config: Config) -> str | None:
 
 def _claude_access(config: Config) -> ClaudeAccess:
     try:
-        return ClaudeAccess.for_agent(config)
+        return ClaudeAccess.for_agent(
+            sandbox=config.sandbox, credentials_file=config.claude_credentials_file, upstream=config.claude_upstream,
+            control_socket=config.gateway_control_socket, max_retries=config.claude_max_retries,
+            max_tokens=config.claude_max_tokens)
     except CredentialsError as error:
         raise ConfigError([str(error)]) from None
 

@@ -23,7 +23,6 @@ from prometheus_client import (
 )
 
 from fondation_agent import __version__
-from fondation_agent.sandbox.gateway.attempts import Usage
 
 PREFIX = "fondation_agent"
 CLAUDE_TOKEN_KINDS = ("input", "output", "cache_read", "cache_creation")
@@ -97,12 +96,11 @@ class Metrics:
         self.claude_requests = Counter(f"{PREFIX}_claude_requests", "Requests the jobs sent to Claude through the "
                                        "gateway.", registry=r)
 
-    def observe_claude_usage(self, usage: Usage) -> None:
-        """An ended attempt's Claude usage, as the gateway counted it."""
-        for kind, value in zip(CLAUDE_TOKEN_KINDS, (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
-                                                    usage.cache_creation_tokens), strict=True):
-            self.claude_tokens.labels(kind).inc(value)
-        self.claude_requests.inc(usage.requests)
+    def observe_claude_usage(self, tokens: dict[str, int], requests: int) -> None:
+        """An ended attempt's Claude usage, as the gateway counted it: tokens by CLAUDE_TOKEN_KINDS."""
+        for kind in CLAUDE_TOKEN_KINDS:
+            self.claude_tokens.labels(kind).inc(tokens[kind])
+        self.claude_requests.inc(requests)
 
     def set_queue_depth(self, depth: dict, now: float) -> None:
         """worker:queueDepth's answer; `now` is the Unix time the query was asked for."""

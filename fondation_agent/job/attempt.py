@@ -433,8 +433,12 @@ class Job:
             return
         if report is None:
             return
-        self.claude_report = report
-        self.metrics.observe_claude_usage(report.usage)
+        with self._lock:
+            self.claude_report = report
+        used = report.usage
+        self.metrics.observe_claude_usage({"input": used.input_tokens, "output": used.output_tokens,
+                                           "cache_read": used.cache_read_tokens,
+                                           "cache_creation": used.cache_creation_tokens}, used.requests)
         self.log.info("Claude usage", requests=report.usage.requests, used_input=report.usage.input_tokens,
                       used_output=report.usage.output_tokens, verdict=report.verdict)
 
@@ -444,9 +448,13 @@ class Job:
             registration = self._claude_attempt
         if registration is not None and self.claude is not None:
             try:
-                self.claude_report = self.claude.read(registration) or self.claude_report
+                report = self.claude.read(registration)
             except GatewayUnavailable as error:
                 self.log.warning("cannot read the attempt's Claude usage", error=str(error))
+                report = None
+            with self._lock:  # a read that raced the attempt's end must not replace its final report
+                if report is not None and self._claude_attempt is registration:
+                    self.claude_report = report
         report = self.claude_report
         return report.usage.to_json() if report is not None and report.usage.requests else None
 

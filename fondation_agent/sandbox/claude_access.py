@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fondation_agent.config import Config
 from fondation_agent.sandbox.gateway.client import (
     ControlClient,
     GatewayAccess,
@@ -38,15 +37,16 @@ class ClaudeAccess:
         self.gateway = gateway  # None: jobs get Claude Code's settings and no way to Claude (tests)
 
     @classmethod
-    def for_agent(cls, config: Config) -> ClaudeAccess:
+    def for_agent(cls, *, sandbox: str, credentials_file: str, upstream: str, control_socket: str,
+                  max_retries: int, max_tokens: int) -> ClaudeAccess:
         """The gateway of the agent's sandbox (raises CredentialsError when the agent runs it and the
         credentials file gives none)."""
-        if config.sandbox == "process":
-            credential = read_credentials(Path(config.claude_credentials_file))
-            gateway: GatewayAccess = InProcessGateway(credential=credential, upstream=config.claude_upstream).start()
+        if sandbox == "process":
+            credential = read_credentials(Path(credentials_file))
+            gateway: GatewayAccess = InProcessGateway(credential=credential, upstream=upstream).start()
         else:
-            gateway = ControlClient(config.gateway_control_socket)
-        return cls(max_retries=config.claude_max_retries, max_tokens=config.claude_max_tokens, gateway=gateway)
+            gateway = ControlClient(control_socket)
+        return cls(max_retries=max_retries, max_tokens=max_tokens, gateway=gateway)
 
     def register(self, job_id: str, attempt: int, longest_run_s: float) -> Registration | None:
         """A token for one attempt (raises GatewayUnavailable); None without a gateway."""

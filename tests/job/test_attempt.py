@@ -406,3 +406,22 @@ def test_a_request_the_sandbox_refuses_is_the_agents_error_not_the_hosts(tmp_pat
     assert "release" not in api.names()
     assert (api.args("fail")[0]["errorKind"], api.args("fail")[0]["retryable"]) == (ErrorKind.AGENT_ERROR, False)
     assert api.args("fail")[0]["error"].startswith("the sandbox refused the agent's request to run the CLI")
+
+
+def test_heartbeats_carry_the_usage_of_a_running_attempt(tmp_path: Path, source: Path, claude_api):
+    _, gateway = claude_api
+
+    class CancelOnUsage(FakeApi):
+        """Cancels the job once a heartbeat has carried its usage: the CLI runs until then."""
+
+        def heartbeat(self, claim: Claim, lease_ms: int, **report: Any) -> bool:
+            super().heartbeat(claim, lease_ms, **report)
+            return report.get("usage") is not None
+
+    api, runner = CancelOnUsage(), ClaudeRunner(1, result=RunResult.STOPPED)
+    assert run_job(tmp_path, source, api, runner, claude=ClaudeAccess(max_retries=0, gateway=gateway)) == \
+        JobOutcome.CANCELED
+    used = {"inputTokens": 100, "outputTokens": 20, "cacheReadTokens": 0, "cacheCreationTokens": 0, "requests": 1}
+    carried = [args["usage"] for args in api.args("heartbeat") if "usage" in args]
+    assert carried and all(usage == used for usage in carried)
+    assert api.args("canceled")[0]["usage"] == used

@@ -23,7 +23,10 @@ def access_with(tmp_path: Path, credentials: str | None, **keys: str) -> ClaudeA
         path.write_text(credentials)
     environ = {"CONVEX_URL": URL, "FONDATION_AGENT_CLAUDE_CREDENTIALS_FILE": str(path),
                **{f"FONDATION_AGENT_{k.upper()}": v for k, v in keys.items()}}
-    return ClaudeAccess.for_agent(load_config(None, environ))
+    config = load_config(None, environ)
+    return ClaudeAccess.for_agent(sandbox=config.sandbox, credentials_file=config.claude_credentials_file,
+                                  upstream=config.claude_upstream, control_socket=config.gateway_control_socket,
+                                  max_retries=config.claude_max_retries, max_tokens=config.claude_max_tokens)
 
 
 def test_under_process_every_job_gets_the_in_process_gateway_and_a_token_never_the_credential(tmp_path):

@@ -23,6 +23,7 @@ from fondation_agent.sandbox.gateway.client import (
     InProcessGateway,
     UnixHTTPConnection,
 )
+from fondation_agent.sandbox.gateway.server import UsageReader
 from tests.fixtures.fake_anthropic import FakeAnthropic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -261,3 +262,19 @@ def test_serve_says_ready_forwards_from_its_jobs_socket_and_stops_on_sigterm(fak
     assert process.returncode == 0, output
     assert KEY not in output and registration.token not in output
     assert '"event": "attempt registered"' in output
+
+
+def test_usage_is_read_from_events_cut_anywhere_and_from_json_bodies():
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 7, "output_tokens": 1,
+                                                            "cache_read_input_tokens": 300,
+                                                            "cache_creation_input_tokens": 40}}}
+    delta = {"type": "message_delta", "usage": {"output_tokens": 25}}
+    stream = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in (start, delta)).encode()
+    reader = UsageReader(streamed=True)
+    for index in range(len(stream)):  # one byte at a time: every cut of every line
+        reader.feed(stream[index:index + 1])
+    assert reader.usage() == Usage(7, 25, 300, 40, 1)
+    body = UsageReader(streamed=False)
+    body.feed(json.dumps({"type": "message", "usage": {"input_tokens": 3, "output_tokens": 4}}).encode())
+    assert body.usage() == Usage(3, 4, 0, 0, 1)
+    assert UsageReader(streamed=False).usage() == Usage(requests=1), "an answer without usage is a request"

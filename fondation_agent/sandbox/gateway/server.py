@@ -41,6 +41,7 @@ _USAGE_FIELDS = (("input_tokens", "input_tokens"), ("output_tokens", "output_tok
                  ("cache_read_input_tokens", "cache_read_tokens"),
                  ("cache_creation_input_tokens", "cache_creation_tokens"))
 _READ_CHUNK = 64 * 1024
+_MAX_USAGE_BUFFER = 16 * 1024**2  # a JSON answer (or one SSE line) past this is passed on uncounted
 
 
 def error_body(kind: str, message: str) -> dict[str, Any]:
@@ -57,6 +58,9 @@ class UsageReader:
         self._seen: dict[str, int] = {}
 
     def feed(self, chunk: bytes) -> None:
+        if len(self._buffer) + len(chunk) > _MAX_USAGE_BUFFER:
+            self._buffer.clear()  # not an answer of the Messages API's: nothing to count in it
+            return
         self._buffer += chunk
         if not self.streamed:
             return
@@ -78,8 +82,8 @@ class UsageReader:
             return
         if not isinstance(event, dict):
             return
-        kind = event.get("type")
-        usage = (event.get("message") or {}).get("usage") if kind == "message_start" else event.get("usage")
+        message = event.get("message") if event.get("type") == "message_start" else event
+        usage = message.get("usage") if isinstance(message, dict) else None
         if not isinstance(usage, dict):
             return
         for wire, name in _USAGE_FIELDS:
