@@ -272,7 +272,8 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
     require(config.claude_max_tokens >= 0, "claude_max_tokens", "must be 0 (no budget) or more")
     require(config.gateway_control_socket.startswith("/"), "gateway_control_socket", "must be an absolute path")
     require(config.sandbox == "process" or config.claude_credentials_file == JOB_CREDENTIALS,
-            "claude_credentials_file", f"the job launcher reads only {JOB_CREDENTIALS} (sandbox = systemd-service)")
+            "claude_credentials_file", f"must be {JOB_CREDENTIALS} under sandbox = systemd-service, where the "
+            "Claude gateway service reads the credential (credentials_file of its gateway.toml)")
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
     require(config.disk_max > max(config.clone_max_bytes, MIN_DISK_BYTES), "disk_max",
             f"must be more than clone_max_bytes (the clone is on the job's disk) and {MIN_DISK_BYTES} bytes")

@@ -244,7 +244,7 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("claude_max_tokens = -1", "claude_max_tokens: must be 0 (no budget) or more"),
         ("gateway_control_socket = 'control.sock'", "gateway_control_socket: must be an absolute path"),
         ("sandbox = 'systemd-service'\nclaude_credentials_file = '/srv/k.env'",
-         "claude_credentials_file: the job launcher reads only /etc/fondation-agent/job.env"),
+         "claude_credentials_file: must be /etc/fondation-agent/job.env under sandbox = systemd-service"),
         ("disk_max = 1000", "disk_max: must be more than clone_max_bytes"),
         (f"disk_max = {1024**3}", "disk_max: must be more than clone_max_bytes"),
         ("git_token_owners = ['https://github.com/acme']", "git_token_owners: 'https://github.com/acme' must be OWNER"),
