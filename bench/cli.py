@@ -24,6 +24,9 @@ def document(index: int, size: int) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--version"]:  # the agent's preflight
+        print("bench-cli 1.0.0")
+        return 0
     output, mode = Path(sys.argv[2]), sys.argv[3]  # the repository (argv[1]) is not read
     if mode.startswith("sleep:"):
         time.sleep(float(mode.split(":")[1]))

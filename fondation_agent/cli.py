@@ -107,6 +107,8 @@ def _check_config(args: argparse.Namespace) -> int:
     # The file alone, wherever this runs (Ansible's ssh, a shell): no overrides, and no systemd to
     # refuse the process sandbox for; `run` under systemd does that with its own environment.
     config = load_config(args.file, environ={})
+    for notice in config.notices:
+        print(f"{args.file}: {notice}", file=sys.stderr)
     print(f"{args.file}: ok (worker_id={config.worker_id}, concurrency={config.concurrency}, sandbox={config.sandbox})")
     return 0
 

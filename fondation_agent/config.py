@@ -22,13 +22,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fondation_agent.queue.rules import MAX_DOC_CONTENT_BYTES, MAX_DOCS_PER_JOB
+from fondation_agent.sandbox.gateway import CONTROL_SOCKET
 from fondation_agent.sandbox.launcher import JOB_CREDENTIALS, MIN_DISK_BYTES
-from fondation_agent.sandbox.netpolicy import PolicyError, parse_networks
 
 DEFAULT_CONFIG_PATH = Path("/etc/fondation-agent/agent.toml")
 # A worker instance's name (the unit's %i) becomes a file name: nothing that could leave the directory.
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
-DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
+DEFAULT_CLI_COMMAND = "node /opt/fondation/cli/current/dist/cli.bundled.mjs analyze {repo} --profile production"
 CLI_PLACEHOLDERS = ("{repo}", "{output}", "{prompt}", "{job_id}")
 SANDBOXES = ("process", "systemd-service")
 WAKE_MODES = ("subscription", "poll")
@@ -38,8 +38,14 @@ CREDENTIAL_NAME = "worker-token"
 DEFAULT_TOKEN_PATH = Path("/etc/fondation-agent") / CREDENTIAL_NAME
 
 
-# Keys of earlier versions that mean nothing any more: accepted (a kept conffile still has them), ignored.
-OBSOLETE_KEYS = ("job_user",)  # the single job user, replaced by the pool fondation-job-<n>
+# Keys of earlier versions that mean nothing any more: accepted (a kept conffile still has them), ignored
+# with a warning (Config.notices) saying why.
+_NO_NETWORK = "ignored: jobs reach only the Claude gateway (docs/operations.md, \"What a job can and cannot do\")"
+OBSOLETE_KEYS = {
+    "job_user": "ignored: jobs run as the pool of users fondation-job-<n>",
+    "job_network_allow": _NO_NETWORK,
+    "job_network_deny": _NO_NETWORK,
+}
 
 
 class ConfigError(Exception):
@@ -82,13 +88,12 @@ class Config:
     git_token_owners: tuple[str, ...] = ()
     # The CLI and its sandbox
     cli_command: str = DEFAULT_CLI_COMMAND
+    # The preflight's (job/preflight.py); empty: cli_command's program and script with --version.
+    cli_version_command: str = ""
     cli_env: Mapping[str, str] = field(default_factory=dict)
     sandbox: str = "process"
     # `process` under systemd only with this: a forgotten `sandbox` key must not run jobs as the agent's user.
     allow_unisolated: bool = False
-    # Where jobs may connect (nftables by job uid, netpolicy.py): added to, and carved out of, the defaults.
-    job_network_allow: tuple[str, ...] = ()
-    job_network_deny: tuple[str, ...] = ()
     memory_max: str = "4G"
     cpu_quota: str = "200%"
     tasks_max: int = 512
@@ -98,6 +103,10 @@ class Config:
     claude_credentials_file: str = JOB_CREDENTIALS
     claude_upstream: str = "https://api.anthropic.com"
     claude_max_retries: int = 2
+    # A job attempt's Claude budget in tokens (input + output, counted by the gateway); 0: no budget.
+    claude_max_tokens: int = 0
+    # The Claude gateway service's control socket (sandbox = systemd-service; sandbox/gateway/).
+    gateway_control_socket: str = CONTROL_SOCKET
     # Results
     max_doc_bytes: int = 900_000
     max_docs: int = 500
@@ -112,6 +121,8 @@ class Config:
     host_pause_max: float = 1800.0
     # Convex client
     convex_timeout: float = 15.0
+    # Not a key: the warnings of load_config (obsolete keys), for check-config's output and the agent's log.
+    notices: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
     @property
     def lease_ms(self) -> int:
@@ -145,7 +156,7 @@ def read_worker_token(configured: str) -> str:
     return token
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.metadata.get("internal")}
 
 
 def _env_names(name: str) -> tuple[str, ...]:
@@ -242,6 +253,11 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
         require("{repo}" in config.cli_command, "cli_command", "must contain {repo}")
     except ValueError as error:
         problems.append(f"cli_command: cannot be split into arguments: {error}")
+    try:
+        require(not config.cli_version_command or bool(shlex.split(config.cli_version_command)),
+                "cli_version_command", "must be empty (derived from cli_command) or a command")
+    except ValueError as error:
+        problems.append(f"cli_version_command: cannot be split into arguments: {error}")
     require(config.sandbox in SANDBOXES, "sandbox", f"must be one of {', '.join(SANDBOXES)} (or systemd-scope)")
     require(
         not (under_systemd and config.sandbox == "process" and not config.allow_unisolated),
@@ -249,17 +265,15 @@ def _validate(config: Config, *, under_systemd: bool) -> list[str]:
         '"process" isolates nothing; under systemd use sandbox = "systemd-service", '
         "or set allow_unisolated = true to run jobs unisolated deliberately",
     )
-    for key in ("job_network_allow", "job_network_deny"):
-        try:
-            parse_networks(getattr(config, key), key)
-        except PolicyError as error:
-            problems.append(str(error))
     upstream = urlparse(config.claude_upstream)
     require(upstream.scheme in ("http", "https") and bool(upstream.netloc) and not upstream.username,
             "claude_upstream", f"must be an http(s) URL without credentials, got {config.claude_upstream!r}")
     require(0 <= config.claude_max_retries <= 10, "claude_max_retries", "must be from 0 to 10")
+    require(config.claude_max_tokens >= 0, "claude_max_tokens", "must be 0 (no budget) or more")
+    require(config.gateway_control_socket.startswith("/"), "gateway_control_socket", "must be an absolute path")
     require(config.sandbox == "process" or config.claude_credentials_file == JOB_CREDENTIALS,
-            "claude_credentials_file", f"the job launcher reads only {JOB_CREDENTIALS} (sandbox = systemd-service)")
+            "claude_credentials_file", f"must be {JOB_CREDENTIALS} under sandbox = systemd-service, where the "
+            "Claude gateway service reads the credential (credentials_file of its gateway.toml)")
     require(config.tasks_max >= 8, "tasks_max", "must be at least 8")
     require(config.disk_max > max(config.clone_max_bytes, MIN_DISK_BYTES), "disk_max",
             f"must be more than clone_max_bytes (the clone is on the job's disk) and {MIN_DISK_BYTES} bytes")
@@ -305,6 +319,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     """
     environ = os.environ if environ is None else environ
     problems: list[str] = []
+    notices: list[str] = []
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -315,6 +330,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
         for key, raw in document.items():
             if key in OBSOLETE_KEYS:
+                notices.append(f"{key}: {OBSOLETE_KEYS[key]}")
                 continue
             if key not in _FIELDS:
                 problems.append(f"{key}: unknown key")
@@ -336,7 +352,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         values["sandbox"] = SANDBOX_ALIASES.get(values["sandbox"], values["sandbox"])
     if problems:
         raise ConfigError(problems)
-    config = Config(**values)
+    config = Config(**values, notices=tuple(notices))
     problems = _validate(config, under_systemd=started_by_systemd(environ))
     if problems:
         raise ConfigError(problems)

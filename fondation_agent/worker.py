@@ -7,6 +7,9 @@ own thread (job.py), with its own lease keeper.
 Signals: SIGTERM (or SIGINT) drains — stop claiming, let running jobs finish within
 drain_timeout, then release the rest; a second one releases everything at once; SIGHUP reloads
 the config (concurrency, intervals, limits) for the jobs that start afterwards.
+
+Before its first claim, and again after each reload, the agent runs its preflight (job/preflight.py):
+a host that cannot run a job claims nothing and pauses (kind `preflight`) until it passes.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from fondation_agent.host.logs import configure_logging, get_logger
 from fondation_agent.host.metrics import BIND_RETRY, Metrics, MetricsEndpoint
 from fondation_agent.host.notify import Notifier, systemd_restarts
 from fondation_agent.host.pause import HostPause
+from fondation_agent.job import preflight
 from fondation_agent.job.attempt import Job, JobOutcome, StopReason
 from fondation_agent.job.failures import PAUSE_AT_ONCE
 from fondation_agent.queue.claim_schedule import ClaimSchedule
 from fondation_agent.queue.convex_api import ConvexApiError, ConvexHttp, ConvexUnavailable, FunctionError, WorkerApi
 from fondation_agent.queue.wake import UP, WakeSubscription
-from fondation_agent.sandbox.claude_access import ClaudeAccess, CredentialsError
+from fondation_agent.sandbox.claude_access import ClaudeAccess
+from fondation_agent.sandbox.gateway.credentials import CredentialsError
 from fondation_agent.sandbox.process_runner import ProcessRunner
 from fondation_agent.sandbox.runner import Runner, SandboxUnusable
 from fondation_agent.sandbox.workspace import remove_leftover_workspaces
@@ -39,7 +44,8 @@ from fondation_agent.sandbox.workspace import remove_leftover_workspaces
 # Settings a reload cannot change: they shape connections and files the running process holds.
 RESTART_ONLY = (
     "convex_url", "worker_id", "worker_token_file", "metrics_address", "temp_dir", "log_format", "sandbox", "wake",
-    "claude_credentials_file", "claude_upstream", "claude_max_retries",  # read once, at start (claude_access.py)
+    # Read once, at start (claude_access.py): the in-process gateway, or the gateway service's socket.
+    "claude_credentials_file", "claude_upstream", "claude_max_retries", "claude_max_tokens", "gateway_control_socket",
 )
 LOOP_TICK = 1.0
 # Every agent exports the queue's depth; reading it more often would only load Convex.
@@ -73,14 +79,17 @@ class Worker:
         self.http = ConvexHttp(config.convex_url, read_timeout=config.convex_timeout, observer=self._observe_call)
         self.api = WorkerApi(self.http, worker_token, config.worker_id)
         self.git_token = git_token
-        # Without one (tests that run no CLI): Claude Code's settings, no credential.
-        self.claude = claude or ClaudeAccess(upstream=config.claude_upstream, max_retries=config.claude_max_retries)
+        # Without one (tests that run no CLI): Claude Code's settings, no gateway.
+        self.claude = claude or ClaudeAccess(max_retries=config.claude_max_retries)
         self.runner = make_runner(config)
         self.jobs: dict[str, tuple[Job, threading.Thread]] = {}
         self.jobs_lock = threading.Lock()
         self.counts = {"completed": 0, "failed": 0, "other": 0}
         self.host_pause = HostPause(*_pause_settings(config))
         self.was_paused = False
+        self.preflight_passed = False  # until it passes (again after each reload), nothing is claimed
+        self.preflight_runs = 0
+        self.cli_version: str | None = None
         # Loop state (main thread only, but flags are set by signal handlers).
         self.draining = False
         self.release_now = False
@@ -133,6 +142,7 @@ class Worker:
             "reason": reason,
             "worker_id": self.config.worker_id,
             "version": __version__,
+            "cli_version": self.cli_version,
             "loop_age_seconds": round(loop_age, 3),
             "convex_reachable": self.convex_reachable,
             "convex_last_ok_seconds_ago": None if convex_age is None else round(convex_age, 3),
@@ -184,8 +194,9 @@ class Worker:
             self._wake()
 
     def _can_claim(self) -> bool:
-        """A slot is free, and neither a drain nor a pause for host problems forbids claiming."""
-        return not self.draining and len(self.jobs) < self.config.concurrency and not self.host_pause.paused_for()
+        """A slot is free, the preflight passed, and neither a drain nor a pause for host problems forbids claiming."""
+        return (self.preflight_passed and not self.draining and len(self.jobs) < self.config.concurrency
+                and not self.host_pause.paused_for())
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe means the loop is awake already
@@ -225,6 +236,8 @@ class Worker:
         restarts = systemd_restarts()
         if restarts is not None:
             self.metrics.service_restarts.set(restarts)
+        for notice in config.notices:
+            self.log.warning(f"config: {notice}")
         if config.sandbox == "process":
             self.log.warning("sandbox = process isolates nothing: jobs run as this user, can read its files and "
                              "secrets, reach every address, and have no memory, CPU or task limits")
@@ -255,6 +268,7 @@ class Worker:
             self._reload()
         if self.draining:
             return False
+        self._preflight()
         self._claim_into_free_slots()
         self._read_queue_depth()
         self._report()
@@ -281,6 +295,26 @@ class Worker:
             if claim is None:
                 return
             self._start_job(claim, attempt.started_at)
+
+    def _preflight(self) -> None:
+        """Runs the preflight when it has not passed since the start or the last reload, unless a
+        pause is running (a failed one paused claiming: it runs again when the pause ends) or every
+        slot is busy (a reload while jobs run: the job-user pool has a user for each slot, so the
+        preflight's job waits for one of this worker's own jobs to end, as a claim would)."""
+        if self.preflight_passed or self.host_pause.paused_for() or len(self.jobs) >= self.config.concurrency:
+            return
+        self.preflight_runs += 1
+        try:
+            version = preflight.run_preflight(self.config, self.runner, self.preflight_runs)
+        except preflight.PreflightFailed as failure:
+            self.cli_version = None
+            self.metrics.host_failures.labels(preflight.PAUSE_KIND).inc()
+            seconds = self.host_pause.host_failure(preflight.PAUSE_KIND, str(failure), at_once=True)
+            self.log.error("preflight failed: claiming paused", seconds=seconds, reason=str(failure))
+            return
+        self.preflight_passed = True
+        self.cli_version = version
+        self.log.info("preflight passed: claiming", cli_version=version)
 
     def _read_queue_depth(self) -> None:
         """Polls the queue's depth while no subscription delivers it (wake = poll, or it is down)."""
@@ -387,6 +421,7 @@ class Worker:
             self.host_pause.configure(*_pause_settings(fresh))
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)
+        self.preflight_passed = False  # the config, the CLI or the credential may have changed
         if self.host_pause.resume():  # the operator may have fixed the host: try again now
             self.log.info("reload: claiming resumes after a pause for host problems")
         self.notifier.ready(self._status_line())
@@ -415,6 +450,7 @@ class Worker:
         self.log.info("agent stopped", completed=self.counts["completed"], failed=self.counts["failed"])
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
+        self.claude.close()
         self.http.close()
 
 
@@ -433,8 +469,10 @@ def _read_git_token(config: Config) -> str | None:
 
 def _claude_access(config: Config) -> ClaudeAccess:
     try:
-        return ClaudeAccess.for_agent(sandbox=config.sandbox, credentials_file=config.claude_credentials_file,
-                                      upstream=config.claude_upstream, max_retries=config.claude_max_retries)
+        return ClaudeAccess.for_agent(
+            sandbox=config.sandbox, credentials_file=config.claude_credentials_file, upstream=config.claude_upstream,
+            control_socket=config.gateway_control_socket, max_retries=config.claude_max_retries,
+            max_tokens=config.claude_max_tokens)
     except CredentialsError as error:
         raise ConfigError([str(error)]) from None
 

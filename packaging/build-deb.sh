@@ -42,7 +42,7 @@ cp -r packaging/debian "$SRC/debian"
 cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent.service"
 cp systemd/fondation-agent@.service "$SRC/debian/fondation-agent@.service"
 cp systemd/fondation-agent.target "$SRC/debian/fondation-agent.target"
-cp systemd/fondation-jobs-network.service "$SRC/debian/fondation-agent.fondation-jobs-network.service"
+cp systemd/fondation-agent-gateway.service "$SRC/debian/fondation-agent.fondation-agent-gateway.service"
 cp systemd/fondation-jobs-launcher.socket "$SRC/debian/fondation-agent.fondation-jobs-launcher.socket"
 # dh_installsystemd enables and starts the socket; the connection template and the slice need neither.
 cp systemd/fondation-jobs-launcher@.service systemd/fondation-jobs.slice "$SRC/packaging/files/"

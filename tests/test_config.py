@@ -41,7 +41,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert (config.concurrency, config.poll_interval, config.lease_time, config.heartbeat_interval) == (1, 2.0, 60, 20)
     assert config.temp_dir == "/var/lib/fondation-agent/workspaces"
     assert (config.job_timeout, config.drain_timeout, config.kill_grace) == (3600, 300, 10)
-    assert config.cli_command == "node /opt/fondation/cli/dist/cli.bundled.mjs analyze {repo} --profile production"
+    assert config.cli_command == (
+        "node /opt/fondation/cli/current/dist/cli.bundled.mjs analyze {repo} --profile production")
     assert (config.sandbox, config.metrics_address, config.log_format) == ("process", "127.0.0.1:9810", "json")
     assert config.allowed_hosts == ("github.com",) and config.allow_local_repositories is False
     assert config.allow_unisolated is False
@@ -139,10 +140,9 @@ EVERY_KEY = {
     "git_token_file": ("/run/git-token", "/run/git-token"),
     "git_token_owners": ("acme, gitlab.example.com/team", ("acme", "gitlab.example.com/team")),
     "cli_command": ("/usr/bin/cli {repo} --prompt={prompt}", "/usr/bin/cli {repo} --prompt={prompt}"),
+    "cli_version_command": ("/usr/bin/cli version", "/usr/bin/cli version"),
     "sandbox": ("systemd-scope", "systemd-service"),
     "allow_unisolated": ("true", True),
-    "job_network_allow": ("10.1.0.0/16, fd00::1", ("10.1.0.0/16", "fd00::1")),
-    "job_network_deny": ("203.0.113.0/24", ("203.0.113.0/24",)),
     "memory_max": ("8G", "8G"),
     "cpu_quota": ("50%", "50%"),
     "tasks_max": ("64", 64),
@@ -160,11 +160,13 @@ EVERY_KEY = {
     "claude_credentials_file": ("/etc/claude.env", "/etc/claude.env"),
     "claude_upstream": ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
     "claude_max_retries": ("0", 0),
+    "claude_max_tokens": ("500000", 500000),
+    "gateway_control_socket": ("/run/gw/control.sock", "/run/gw/control.sock"),
 }
 
 
 def test_every_key_is_covered_by_the_environment_test() -> None:
-    assert set(EVERY_KEY) | {"cli_env"} == {f.name for f in dataclasses.fields(Config)}
+    assert set(EVERY_KEY) | {"cli_env", "notices"} == {f.name for f in dataclasses.fields(Config)}
 
 
 @pytest.mark.parametrize("key", EVERY_KEY)
@@ -230,8 +232,6 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("job_timeout = 0", "job_timeout: must be more than 0 seconds"),
         ("convex_timeout = -1", "convex_timeout: must be more than 0 seconds"),
         ("sandbox = 'docker'", "sandbox: must be one of process, systemd-service (or systemd-scope)"),
-        ("job_network_allow = ['10.1.2.300']", "job_network_allow: '10.1.2.300' is not an IP address or prefix"),
-        ("job_network_deny = ['example.com']", "job_network_deny: 'example.com' is not an IP address or prefix"),
         ("log_format = 'xml'", "log_format: must be json or console"),
         ("cli_command = 'node cli.js'", "cli_command: must contain {repo}"),
         ("cli_command = 'node \"cli.js {repo}'", "cli_command: cannot be split into arguments"),
@@ -241,8 +241,10 @@ def test_bad_environment_values_name_the_key_and_the_variable() -> None:
         ("claude_upstream = 'api.anthropic.com'", "claude_upstream: must be an http(s) URL without credentials"),
         ("claude_upstream = 'https://u:p@gw'", "claude_upstream: must be an http(s) URL without credentials"),
         ("claude_max_retries = 11", "claude_max_retries: must be from 0 to 10"),
+        ("claude_max_tokens = -1", "claude_max_tokens: must be 0 (no budget) or more"),
+        ("gateway_control_socket = 'control.sock'", "gateway_control_socket: must be an absolute path"),
         ("sandbox = 'systemd-service'\nclaude_credentials_file = '/srv/k.env'",
-         "claude_credentials_file: the job launcher reads only /etc/fondation-agent/job.env"),
+         "claude_credentials_file: must be /etc/fondation-agent/job.env under sandbox = systemd-service"),
         ("disk_max = 1000", "disk_max: must be more than clone_max_bytes"),
         (f"disk_max = {1024**3}", "disk_max: must be more than clone_max_bytes"),
         ("git_token_owners = ['https://github.com/acme']", "git_token_owners: 'https://github.com/acme' must be OWNER"),
@@ -440,10 +442,21 @@ def test_check_config_of_a_missing_or_broken_file(tmp_path: Path) -> None:
     assert len(broken.stderr.splitlines()) == 1 and "not valid TOML" in broken.stderr
 
 
-def test_an_obsolete_key_of_a_kept_conffile_is_ignored(tmp_path: Path) -> None:
+def test_an_obsolete_key_of_a_kept_conffile_is_ignored_with_a_warning(tmp_path: Path) -> None:
     kept = f'convex_url = "{URL}"\nsandbox = "systemd-scope"\njob_user = "fondation-job"\n'  # 0.1.0's agent.toml
     config = load_config(write(tmp_path, kept), {})
     assert config.sandbox == "systemd-service"
+    assert config.notices == ("job_user: ignored: jobs run as the pool of users fondation-job-<n>",)
+
+
+def test_the_job_network_keys_of_the_nftables_rules_are_ignored_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, f'convex_url = "{URL}"\njob_network_allow = ["10.1.0.0/16"]\njob_network_deny = ["x"]\n')
+    assert cli_main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: {key}: ignored: jobs reach only the Claude gateway "
+        '(docs/operations.md, "What a job can and cannot do")' for key in ("job_network_allow", "job_network_deny")]
 
 
 def test_an_instance_name_picks_its_file_beside_agent_toml_and_the_empty_name_agent_toml_itself() -> None:

@@ -89,6 +89,7 @@ def subscribed_agent(tmp_path: Path, due: Due, claims: list) -> Worker:
     config = Config(convex_url="http://127.0.0.1:9", worker_id="w", temp_dir=str(tmp_path), poll_interval=2.0)
     agent = Worker(config, None, worker_token="t")
     agent.schedule.wake = FakeWake(due)
+    agent.preflight_passed = True  # tests/job/test_preflight.py has the preflight
 
     def claim(_lease_ms):
         claims.append(time.monotonic())
@@ -143,6 +144,7 @@ def test_an_agent_whose_metrics_port_is_taken_runs_and_listens_once_the_port_is_
     agent.notifier.ready, agent.notifier.status = ready.append, statuses.append
     claims: list[int] = []
     agent.api.claim = lambda lease_ms: claims.append(lease_ms)  # no job
+    agent._preflight = lambda: setattr(agent, "preflight_passed", True)  # tests/job/test_preflight.py has it
     agent._read_queue_depth = lambda: None
     agent._sleep = lambda seconds: None
     try:

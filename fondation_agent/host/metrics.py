@@ -25,6 +25,7 @@ from prometheus_client import (
 from fondation_agent import __version__
 
 PREFIX = "fondation_agent"
+CLAUDE_TOKEN_KINDS = ("input", "output", "cache_read", "cache_creation")
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -91,6 +92,18 @@ class Metrics:
         self.wake_updates = Counter(f"{PREFIX}_wake_updates", "Values the wake subscription delivered.", registry=r)
         self.host_failures = Counter(f"{PREFIX}_host_failures", "Attempts released for a host-side failure, by kind.",
                                      ["kind"], registry=r)
+        self.claude_tokens = Counter(f"{PREFIX}_claude_tokens", "Claude tokens the jobs used (the gateway's count), "
+                                     "by kind: input, output, cache_read, cache_creation.", ["kind"], registry=r)
+        for kind in CLAUDE_TOKEN_KINDS:
+            self.claude_tokens.labels(kind)
+        self.claude_requests = Counter(f"{PREFIX}_claude_requests", "Requests the jobs sent to Claude through the "
+                                       "gateway.", registry=r)
+
+    def observe_claude_usage(self, tokens: dict[str, int], requests: int) -> None:
+        """An ended attempt's Claude usage, as the gateway counted it: tokens by CLAUDE_TOKEN_KINDS."""
+        for kind in CLAUDE_TOKEN_KINDS:
+            self.claude_tokens.labels(kind).inc(tokens[kind])
+        self.claude_requests.inc(requests)
 
     def set_queue_depth(self, depth: dict) -> None:
         """worker:queueDepth's answer."""

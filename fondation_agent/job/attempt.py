@@ -48,6 +48,8 @@ from fondation_agent.queue.convex_api import (
 )
 from fondation_agent.queue.rules import MAX_ERROR_LENGTH, MAX_PROGRESS_LENGTH, ErrorKind, Status, bounded
 from fondation_agent.sandbox.claude_access import ClaudeAccess
+from fondation_agent.sandbox.gateway.attempts import Verdict
+from fondation_agent.sandbox.gateway.client import GatewayUnavailable, Registration, Report
 from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Outcome, Runner, RunningCli, RunResult
 from fondation_agent.sandbox.workspace import Workspace, is_safe_job_id
 
@@ -83,13 +85,6 @@ class Stage(StrEnum):
     UPLOAD = "upload"
 
 
-# How a CLI outcome becomes a failure: (errorKind, retryable); an exit code is read further
-# (failures.classify_cli_failure).
-CLI_FAILURES = {
-    RunResult.SIGNAL: (ErrorKind.CRASHED, True),
-    RunResult.TIMEOUT: (ErrorKind.TIMEOUT, True),
-    RunResult.OOM_KILL: (ErrorKind.OOM, False),  # the same limits would kill it again
-}
 MAX_RELAYED_LINES = 5000  # per job: a CLI flooding stdout must not flood the journal (then only new steps)
 PROGRESS_BEAT_MIN_INTERVAL = 1.0
 T = TypeVar("T")
@@ -169,6 +164,9 @@ class LeaseKeeper(threading.Thread):
             logs = self.job.log_tail.take()  # the CLI's lines since the last beat ride along
             if logs:
                 report["logs"] = logs
+            usage = self.job.claude_usage()
+            if usage is not None:
+                report["usage"] = usage
             if not self._beat(report):
                 return
 
@@ -242,6 +240,8 @@ class Job:
         self._last_cli_error: str | None = None  # the CLI's last error-level log line
         self.host_failure: JobFailure | None = None
         self.status = Status.RUNNING
+        self._claude_attempt: Registration | None = None  # the attempt's gateway token, while the CLI may run
+        self.claude_report: Report | None = None  # its usage and verdict, as last read from the gateway
 
     # ---- control from other threads -------------------------------------------------------------
 
@@ -377,9 +377,16 @@ class Job:
         job_id = self.claim.job_id
         argv = cli_argv(self.config.cli_argv_template, repo=workspace.repo, output=workspace.output,
                         prompt=self.claim.job.get("prompt", ""), job_id=job_id)
-        claude_env = self.claude.job_environment() if self.claude else {}
-        env = cli_environment(output=workspace.output, job_id=job_id, extra={**self.config.cli_env, **claude_env})
         unit = f"fondation-job-{job_id}-{self.claim.attempt}"
+        try:
+            return self._run_cli_with_claude(workspace, argv, unit)
+        finally:
+            self._end_claude()
+
+    def _run_cli_with_claude(self, workspace: Workspace, argv: list[str], unit: str) -> Outcome:
+        job_id = self.claim.job_id
+        claude_env = self.claude.job_environment(self._start_claude(self.claude)) if self.claude else {}
+        env = cli_environment(output=workspace.output, job_id=job_id, extra={**self.config.cli_env, **claude_env})
         with self._lock:
             if self.stop_reason is not None:
                 raise JobStopped
@@ -400,6 +407,56 @@ class Job:
             self._cli = None
         self.log.info("CLI ended", result=outcome.result, exit_code=outcome.exit_code)
         return outcome
+
+    def _start_claude(self, claude: ClaudeAccess) -> Registration | None:
+        """The attempt's token at the Claude gateway (a gateway out of reach is the host's problem)."""
+        longest = self.config.job_timeout + self.config.kill_grace
+        try:
+            registration = claude.register(self.claim.job_id, self.claim.attempt, longest)
+        except GatewayUnavailable as error:
+            raise JobFailure(f"host problem: {error}", ErrorKind.HOST_ERROR, True, host=True) from None
+        with self._lock:
+            self._claude_attempt = registration
+        return registration
+
+    def _end_claude(self) -> None:
+        """Revokes the attempt's token (the CLI has ended) and keeps its final usage and verdict."""
+        with self._lock:
+            registration, self._claude_attempt = self._claude_attempt, None
+        if registration is None or self.claude is None:
+            return
+        try:
+            report = self.claude.end(registration)
+        except GatewayUnavailable as error:
+            self.log.warning("cannot end the attempt at the Claude gateway; its token expires on its own",
+                             error=str(error))
+            return
+        if report is None:
+            return
+        with self._lock:
+            self.claude_report = report
+        used = report.usage
+        self.metrics.observe_claude_usage({"input": used.input_tokens, "output": used.output_tokens,
+                                           "cache_read": used.cache_read_tokens,
+                                           "cache_creation": used.cache_creation_tokens}, used.requests)
+        self.log.info("Claude usage", requests=report.usage.requests, used_input=report.usage.input_tokens,
+                      used_output=report.usage.output_tokens, verdict=report.verdict)
+
+    def claude_usage(self) -> dict[str, int] | None:
+        """The attempt's Claude usage so far, for Convex (None before its first request)."""
+        with self._lock:
+            registration = self._claude_attempt
+        if registration is not None and self.claude is not None:
+            try:
+                report = self.claude.read(registration)
+            except GatewayUnavailable as error:
+                self.log.warning("cannot read the attempt's Claude usage", error=str(error))
+                report = None
+            with self._lock:  # a read that raced the attempt's end must not replace its final report
+                if report is not None and self._claude_attempt is registration:
+                    self.claude_report = report
+        report = self.claude_report
+        return report.usage.to_json() if report is not None and report.usage.requests else None
 
     def _watched_progress(self, progress: Progress) -> None:
         """The output directory's progress counts only for a silent CLI: one that prints its progress
@@ -433,11 +490,15 @@ class Job:
             return JobFailure(f"the job filled its disk ({self.config.disk_max} bytes, disk_max) and failed",
                               ErrorKind.DISK_LIMIT, False)
         said = clean_text(outcome.stderr_tail[-1500:], 1500) or self._last_cli_error or ""
+        verdict = self.claude_report.verdict if self.claude_report is not None else None
+        classified = classify_cli_failure(outcome.result, verdict)
         message = outcome.describe(self._limits()) + (f": {said}" if said else "")
-        if outcome.result != RunResult.EXIT_CODE:
-            kind, retryable = CLI_FAILURES[outcome.result]
-            return JobFailure(message, kind, retryable)
-        classified = classify_cli_failure(said)
+        if verdict == Verdict.BUDGET_EXCEEDED:
+            used = self.claude_report.usage.budget_tokens()
+            message = (f"the job needed more of Claude than a job may use: {used} tokens read and written, "
+                       f"over the limit of {self.config.claude_max_tokens} (claude_max_tokens); it is not retried")
+        elif verdict is not None and classified.kind != ErrorKind.AGENT_ERROR:
+            message = f"the Anthropic API refused the job's requests ({verdict}); {message}"
         return JobFailure(message, classified.kind, classified.retryable, host=classified.host)
 
     def _collect(self, workspace: Workspace):
@@ -490,7 +551,8 @@ class Job:
         CLI's lines no heartbeat did, so the live logs end with the CLI's last words."""
         self.keeper.finish()
         logs = self.log_tail.take()
-        return self._reliably(lambda: end(self.claim, *args, logs=logs))
+        usage = self.claude_usage()
+        return self._reliably(lambda: end(self.claim, *args, logs=logs, usage=usage))
 
     def _end_stopped(self) -> JobOutcome:
         reason = self.stop_reason or StopReason.LEASE_LOST

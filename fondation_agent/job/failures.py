@@ -1,42 +1,23 @@
-"""What a failed CLI run means: the job's fault, a passing condition, or this host's problem.
+"""What a failed CLI run means: the job's fault, a passing condition, or this host's problem — from
+facts the job cannot forge, never from what the CLI printed (a hostile repository makes it print
+anything).
 
-Host problems (Claude authentication or billing, a CLI that cannot start) are not the job's: the
-attempt is released (not counted) so a healthy host can run it, and enough of them in a row pause
-this agent's claiming (host_pause.py). Rate limits and overload retry later with the queue's backoff.
-Matching is on the CLI's own error text (stderr, else its last error-level log line).
+The facts: the Claude gateway's verdict on the attempt (the upstream's own status codes, and the
+budget it enforces), and the sandbox's answer to the agent's request to run the CLI. Host problems
+(a refused credential, a sandbox that cannot run jobs) are not the job's: the attempt is released
+(not counted) so a healthy host can run it, and enough of them in a row pause this agent's claiming
+(host/pause.py). Rate limits and overload retry later with the queue's backoff.
 """
 
 from __future__ import annotations
 
 import errno
-import re
 from dataclasses import dataclass
 
 from fondation_agent.queue.rules import ErrorKind
+from fondation_agent.sandbox.gateway.attempts import Verdict
+from fondation_agent.sandbox.runner import RunResult
 
-# Claude Code and the Anthropic API, as they word it: 401 authentication_error ("invalid x-api-key"),
-# "Invalid API key · Please run /login", an expired OAuth login, 403 permission_error (Claude Code:
-# "Failed to authenticate. API Error: 403 …"), and billing ("Your credit balance is too low to access
-# the Anthropic API").
-_CLAUDE_AUTH = re.compile(
-    r"authentication_error|invalid (?:x-)?api[ -]key|please run /login|oauth token (?:has )?expired"
-    r"|failed to authenticate"
-    r"|(?:not|no longer) logged in|permission_error|credit balance is too low|plans (?:&|and) billing"
-    r"|billing_error",
-    re.IGNORECASE,
-)
-# 429 rate_limit_error and 529 overloaded_error.
-_RATE_LIMITED = re.compile(
-    r"rate_limit_error|rate limit|too many requests|overloaded"
-    r"|\b(?:429|529)\b",
-    re.IGNORECASE,
-)
-# The CLI could not be started at all: node missing its script, systemd-run not finding the program or
-# refused the job's unit, the job launcher refusing the job or out of reach (service_runner.py, launcher.py).
-_CANNOT_START = re.compile(
-    r"Cannot find module '/|ERR_MODULE_NOT_FOUND|Failed to find executable |Failed to start transient service unit"
-    r"|fondation-jobs-launcher: |the job launcher"
-)
 # Host failures that pause claiming at the first (host/pause.py): every job would meet the same
 # refused credential, and the job just released must go to another host, not come back here.
 PAUSE_AT_ONCE = frozenset({ErrorKind.CLAUDE_AUTH})
@@ -50,13 +31,27 @@ class Kind:
     host: bool = False  # released rather than failed, and counted towards pausing this host
 
 
-def classify_cli_failure(text: str) -> Kind:
-    """The errorKind of a CLI that exited non-zero, from what it said."""
-    if _CLAUDE_AUTH.search(text):
-        return Kind(ErrorKind.CLAUDE_AUTH, True, host=True)
-    if _RATE_LIMITED.search(text):
-        return Kind(ErrorKind.RATE_LIMITED, True)
-    if _CANNOT_START.search(text):
-        return Kind(ErrorKind.HOST_ERROR, True, host=True)
-    return Kind(ErrorKind.CLI_FAILED, True)
+# The gateway's verdict on an attempt whose CLI failed: it explains the failure.
+VERDICTS = {
+    Verdict.CLAUDE_AUTH: Kind(ErrorKind.CLAUDE_AUTH, True, host=True),  # 401/403: this host's credential
+    Verdict.RATE_LIMITED: Kind(ErrorKind.RATE_LIMITED, True),  # 429/529: later, with the queue's backoff
+    Verdict.BUDGET_EXCEEDED: Kind(ErrorKind.BUDGET_EXCEEDED, False),  # the same job would need as much again
+}
+# How the CLI run ended, when no verdict explains it.
+RESULTS = {
+    RunResult.SIGNAL: Kind(ErrorKind.CRASHED, True),
+    RunResult.TIMEOUT: Kind(ErrorKind.TIMEOUT, True),
+    RunResult.OOM_KILL: Kind(ErrorKind.OOM, False),  # the same limits would kill it again
+    RunResult.EXIT_CODE: Kind(ErrorKind.CLI_FAILED, True),
+    # The sandbox refused the agent's own request (say, a field it does not accept): a bug of the
+    # agent's or bad input, the same on every host.
+    RunResult.REFUSED: Kind(ErrorKind.AGENT_ERROR, False),
+    RunResult.UNAVAILABLE: Kind(ErrorKind.HOST_ERROR, True, host=True),
+}
 
+
+def classify_cli_failure(result: RunResult, verdict: Verdict | None) -> Kind:
+    """The errorKind of a CLI run that did not succeed (nor was stopped)."""
+    if verdict is not None and result not in (RunResult.REFUSED, RunResult.UNAVAILABLE):
+        return VERDICTS[verdict]
+    return RESULTS[result]

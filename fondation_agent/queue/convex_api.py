@@ -22,6 +22,7 @@ from fondation_agent import __version__
 from fondation_agent.queue.rules import ErrorCode
 
 LogLines = Sequence[Mapping[str, str]]  # [{"level": …, "text": …}]: the CLI's lines for the job's live logs
+Usage = Mapping[str, int]  # {"inputTokens": …, …, "requests": …}: an attempt's Claude usage (queue/component/usage.ts)
 
 # (path, seconds, outcome) with outcome "ok", "error" (the function refused) or "unavailable".
 CallObserver = Callable[[str, float, str], None]
@@ -246,27 +247,32 @@ class WorkerApi:
     def save_docs(self, claim: Claim, docs: list[dict[str, Any]]) -> None:
         self._leased("worker:saveDocs", claim, docs=docs)
 
-    # The attempt's last calls; `logs`: the CLI's lines no heartbeat carried (its last words).
-    def complete(self, claim: Claim, summary: dict[str, Any] | None = None, *, logs: LogLines = ()) -> None:
-        self._leased("worker:complete", claim, logs, **({"summary": summary} if summary is not None else {}))
+    # The attempt's last calls; `logs`: the CLI's lines no heartbeat carried (its last words); `usage`:
+    # the attempt's Claude usage (the queue's usage object), when it has one.
+    def complete(self, claim: Claim, summary: dict[str, Any] | None = None, *, logs: LogLines = (),
+                 usage: Usage | None = None) -> None:
+        self._leased("worker:complete", claim, logs, usage, **({"summary": summary} if summary is not None else {}))
 
     def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool, *,
-             logs: LogLines = ()) -> dict[str, Any]:
-        return self._leased("worker:fail", claim, logs, error=error, errorKind=error_kind, retryable=retryable)
+             logs: LogLines = (), usage: Usage | None = None) -> dict[str, Any]:
+        return self._leased("worker:fail", claim, logs, usage, error=error, errorKind=error_kind, retryable=retryable)
 
     def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None, *,
-                logs: LogLines = ()) -> dict[str, Any]:
+                logs: LogLines = (), usage: Usage | None = None) -> dict[str, Any]:
         """Hands the job back uncounted. With host_failure_kind, a release for this host's problem,
         which Convex counts: past MAX_HOST_RELEASES of them the job fails instead (`failed` is true)."""
         kind = {"hostFailureKind": host_failure_kind} if host_failure_kind else {}
-        return self._leased("worker:release", claim, logs, reason=reason, **kind)
+        return self._leased("worker:release", claim, logs, usage, reason=reason, **kind)
 
-    def canceled(self, claim: Claim, *, logs: LogLines = ()) -> None:
-        self._leased("worker:canceled", claim, logs)
+    def canceled(self, claim: Claim, *, logs: LogLines = (), usage: Usage | None = None) -> None:
+        self._leased("worker:canceled", claim, logs, usage)
 
-    def _leased(self, path: str, claim: Claim, logs: LogLines = (), **args: Any) -> dict[str, Any]:
+    def _leased(self, path: str, claim: Claim, logs: LogLines = (), usage: Usage | None = None,
+                **args: Any) -> dict[str, Any]:
         if logs:
             args["logs"] = list(logs)
+        if usage is not None:
+            args["usage"] = dict(usage)
         result = self.http.mutation(
             path, {"workerToken": self._worker_token, "jobId": claim.job_id, "leaseToken": claim.lease_token, **args}
         )

@@ -22,9 +22,10 @@ to it (SO_PEERCRED, checked before anything is read). One request per connection
 - `leftovers`: stops the units an earlier run of a worker left, hands its workspaces back, and
   releases the file systems of its workspaces.
 
-Every field is checked against a whole pattern; anything else is refused with one error line. The job's
-secrets (the Claude key or token) are never in a request: PID 1 reads them from JOB_CREDENTIALS
-(EnvironmentFile=), so they reach only the job's own environment.
+Every field is checked against a whole pattern; anything else is refused with one error line. A job
+holds no secret worth stealing: the Claude credential stays with the Claude gateway
+(fondation-agent-gateway.service), which the job reaches only through its relay (relay.py) and the
+gateway's jobs socket, bound into a network namespace of its own with nothing else in it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fondation_agent.sandbox.gateway import JOB_GATEWAY_PORT, JOBS_SOCKET
+
 SOCKET_PATH = "/run/fondation-jobs-launcher.sock"
 AGENT_USER = "fondation"
 STATE_DIR = Path("/var/lib/fondation-agent")
@@ -52,10 +55,10 @@ WORKSPACES = STATE_DIR / "workspaces"  # the only place a job's workspace may be
 WORKSPACE_PARTS = ("repo", "output", "home", "tmp")  # given to the job; the rest stays the agent's
 DISKS = STATE_DIR / "disks"  # root's: <worker tag>/<workspace>.img, one file system per job
 MIN_DISK_BYTES, MAX_DISK_BYTES = 64 * 1024**2, 64 * 1024**4
-JOB_CREDENTIALS = "/etc/fondation-agent/job.env"
+JOB_CREDENTIALS = "/etc/fondation-agent/job.env"  # the Claude credential: the gateway's alone (config.py)
 LOCK_DIR = Path("/run/fondation-jobs-launcher")
 SLICE = "fondation-jobs.slice"
-NFT_TABLE = ("inet", "fondation_jobs")  # netpolicy.py; no job starts without it
+GATEWAY_RUNTIME_DIR = os.path.dirname(JOBS_SOCKET)  # hidden from jobs but for JOBS_SOCKET
 POOL_USER = re.compile(r"^fondation-job-[0-9]{1,3}$")
 UNIT_PATTERN = re.compile(r"^fondation-job-[A-Za-z0-9_]{1,64}-[0-9]{1,9}$")
 WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}-[0-9]{1,9}$")
@@ -210,7 +213,6 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         f"User={user}",
         f"Group={user}",
         f"WorkingDirectory={run.repo}",
-        f"EnvironmentFile=-{JOB_CREDENTIALS}",
         f"Environment=HOME={home} USER={user} LOGNAME={user}",
         "UMask=0007",
         f"OOMScoreAdjust={CLI_OOM_SCORE_ADJ}",
@@ -239,10 +241,13 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         # socket (the CLI's output reaches the journal through the agent, which bounds it).
         f"InaccessiblePaths=-/run/dbus -{SOCKET_PATH} -/etc/fondation-agent -/var/spool -/run/systemd/transient "
         f"-{JOBS_CGROUP} -/run/systemd/journal",
-        # Binding any IP port (the agents' metrics ports among them, during a restart): never a job's business.
-        # Only where systemd has its BPF framework (Debian 12's 252 has not, and ignores it): there the
-        # agent outlives a squatter instead (it runs without metrics and binds once the port is free).
-        "SocketBindDeny=any",
+        # Network: a namespace of its own, with only a loopback: no Internet, DNS, host address, other job
+        # (abstract UNIX sockets are per namespace too) or inbound connection; its ports are its own. The
+        # one way out is the Claude gateway's jobs socket, bound in (job_exec.py's relay serves it on
+        # 127.0.0.1:JOB_GATEWAY_PORT); the rest of the gateway's directory (its control socket) is hidden.
+        "PrivateNetwork=yes",
+        f"TemporaryFileSystem={GATEWAY_RUNTIME_DIR}:mode=0755",
+        f"BindPaths={JOBS_SOCKET}",
         # Privileges: none to gain, none to keep.
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=",
@@ -270,7 +275,6 @@ def job_properties(run: RunRequest, user: str) -> list[str]:
         "SystemCallErrorNumber=EPERM",
         # AF_NETLINK: Node's os.networkInterfaces() (read-only without CAP_NET_ADMIN).
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
-        # Network: the kernel's rules for the pool's uids (netpolicy.py), set before any job.
     ]
 
 
@@ -283,21 +287,24 @@ def systemd_run_command(run: RunRequest, user: str) -> list[str]:
     return [*command, "--", sys.executable, "-I", "-m", "fondation_agent.sandbox.job_exec", str(run.job_spec)]
 
 
-def write_job_spec(run: RunRequest, uid: int, gid: int) -> None:
-    """The job's argv and environment, readable by its user alone (job_exec.py reads them)."""
+def write_job_spec(run: RunRequest, uid: int, gid: int, *, relay_port: int = JOB_GATEWAY_PORT,
+                   gateway: str = JOBS_SOCKET) -> None:
+    """The job's argv and environment, and where its relay listens and forwards to, readable by its user
+    alone (job_exec.py reads them)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run.job_spec)  # an earlier try of the same attempt's
     fd = os.open(run.job_spec, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
     with os.fdopen(fd, "w", encoding="utf-8") as spec:
         os.fchown(fd, uid, gid)
-        json.dump({"argv": list(run.argv), "env": dict(run.env)}, spec)
+        json.dump({"argv": list(run.argv), "env": dict(run.env), "relay": {"port": relay_port, "socket": gateway}},
+                  spec)
 
 
 # ---- the host: systemd, users, files -------------------------------------------------------------
 
 
 def host_command(argv: list[str]) -> subprocess.CompletedProcess:
-    """A tool of the host (systemctl, nft, mkfs, systemd-mount), its output captured, bounded in time."""
+    """A tool of the host (systemctl, mkfs, systemd-mount), its output captured, bounded in time."""
     return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=SYSTEMCTL_TIMEOUT_S, check=False)
 
@@ -414,8 +421,12 @@ def hand_back(workspace: Path, agent: pwd.struct_passwd) -> int:
     return give(workspace, agent.pw_uid, agent.pw_gid, only_from=pool.__contains__)
 
 
-def network_rules_loaded() -> bool:
-    return host_command(["nft", "list", "table", *NFT_TABLE]).returncode == 0
+def gateway_listening(path: str = JOBS_SOCKET) -> bool:
+    """Whether the gateway's jobs socket is there to bind into a job (its unit would not start without)."""
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def stop_processes_of(uid: int) -> None:
@@ -469,8 +480,9 @@ def _run(connection: Connection, request: Mapping[str, Any], fds: list[int], age
     run = parse_run(request, agent_uid=agent.pw_uid)
     if len(fds) != 2 or not all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds):
         raise LauncherError("run: expects the CLI's stdout and stderr pipes")
-    if not network_rules_loaded():
-        raise LauncherError("the job network rules are not loaded (systemctl start fondation-jobs-network)", EX_CONFIG)
+    if not gateway_listening():
+        raise LauncherError(f"the Claude gateway is not running ({JOBS_SOCKET} is missing; "
+                            "systemctl start fondation-agent-gateway)", EX_CONFIG)
     with free_pool_user() as user:
         try:
             for part in WORKSPACE_PARTS:

@@ -40,6 +40,8 @@ class RunResult(StrEnum):
     TIMEOUT = "timeout"
     OOM_KILL = "oom-kill"
     STOPPED = "stopped"  # we stopped it (cancel, lease lost, shutdown)
+    REFUSED = "refused"  # the sandbox refused the agent's request to run it (a bad request: the agent's fault)
+    UNAVAILABLE = "unavailable"  # the sandbox could not run it (the host's fault)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class Outcome:
             return f"the CLI ran out of memory (MemoryMax={limits.memory_max}) and was killed"
         if self.result == RunResult.SIGNAL:
             return f"the CLI was killed by signal {-(self.exit_code or 0)}"
+        if self.result == RunResult.REFUSED:
+            return "the sandbox refused the agent's request to run the CLI"
+        if self.result == RunResult.UNAVAILABLE:
+            return "the sandbox could not run the CLI"
         return f"the CLI exited with status {self.exit_code}"
 
 

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from fondation_agent.host.logs import get_logger
-from fondation_agent.sandbox.launcher import RESERVED_ENV, SOCKET_PATH, UNIT_PATTERN, WORKSPACES, unit_description
+from fondation_agent.sandbox.launcher import (
+    EX_USAGE,
+    RESERVED_ENV,
+    SOCKET_PATH,
+    UNIT_PATTERN,
+    WORKSPACES,
+    unit_description,
+)
 from fondation_agent.sandbox.runner import (
     DiskUnavailable,
     Limits,
@@ -89,6 +96,7 @@ class ServiceCli:
         self._timed_out = False
         self._finished = threading.Event()
         self._refusal = ""
+        self._request_refused = False  # the launcher refused the request itself (EX_USAGE), not for the host
         workspace = cwd.parent
         fresh_home_and_tmp(workspace)  # the launcher makes them the job's HOME and /tmp
         out_read, out_write = os.pipe()
@@ -124,6 +132,7 @@ class ServiceCli:
             started = self._read_answer(max(REQUEST_TIMEOUT_S, self._deadline - time.monotonic()))
             if started.get("event") != "started":
                 self._refusal = started.get("error") or "the job launcher did not start the job"
+                self._request_refused = started.get("status") == EX_USAGE
 
     @property
     def pid(self) -> None:
@@ -158,7 +167,8 @@ class ServiceCli:
         refusal = self._refusal or report.get("error", "")
         if refusal or report.get("event") != "finished":
             message = refusal or "the job launcher ended without a report"
-            return Outcome(RunResult.EXIT_CODE, EX_SOFTWARE, f"{tail}\n{message}".strip())
+            result = RunResult.REFUSED if self._request_refused else RunResult.UNAVAILABLE
+            return Outcome(result, EX_SOFTWARE, f"{tail}\n{message}".strip())
         code = int(report.get("exit_code") or 0)
         result = report.get("result", "")
         outcome = classify(code, stopped=self._stopped, timed_out=self._timed_out or result == RunResult.TIMEOUT,

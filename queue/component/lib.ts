@@ -248,6 +248,7 @@ export function publicJob(job: Doc<"jobs">) {
     staged: _staged,
     onComplete: _onComplete,
     onStatusChange: _onStatusChange,
+    attemptUsage: _attemptUsage,
     ...rest
   } = job;
   return rest;

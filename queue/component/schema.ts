@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { callbackArg, docKind, jobStatus, logLine } from "./validators";
+import { callbackArg, docKind, jobStatus, logLine, usage } from "./validators";
 
 export default defineSchema({
   jobs: defineTable({
@@ -57,6 +57,9 @@ export default defineSchema({
     // The shard (0 to SHARDS - 1) it was queued in, and counted in (status.ts). Jobs queued before
     // shards existed have none until migrations:backfill gives them one.
     shard: v.optional(v.number()),
+    // Claude's usage, summed over the job's attempts (usage.ts), and the current claim's own.
+    usage: v.optional(usage),
+    attemptUsage: v.optional(v.object({ ...usage.fields, claim: v.number() })),
   })
     .index("by_shard_status_availableAt", ["shard", "status", "availableAt"])
     .index("by_status_createdAt", ["status", "createdAt"])

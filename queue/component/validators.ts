@@ -1,6 +1,6 @@
 // Argument shapes shared by the component's functions and the client class that wraps them, so
 // the app's worker:* take exactly what the component's worker functions take.
-import { v } from "convex/values";
+import { type Infer, v } from "convex/values";
 import { ACTIVE_STATUSES, ALL_STATUSES, DOC_KINDS, LOG_LEVELS } from "./lib";
 
 export const jobStatus = v.union(...ALL_STATUSES.map((status) => v.literal(status)));
@@ -18,10 +18,21 @@ const docInput = v.object({
 /** One line of the CLI's output, as the agent cleaned it for the journal. */
 export const logLine = v.object({ level: v.union(...LOG_LEVELS.map((level) => v.literal(level))), text: v.string() });
 
+/** A job's Claude usage (usage.ts): what the agent read from the Claude gateway. */
+export const usage = v.object({
+  inputTokens: v.number(),
+  outputTokens: v.number(),
+  cacheReadTokens: v.number(),
+  cacheCreationTokens: v.number(),
+  requests: v.number(),
+});
+export type Usage = Infer<typeof usage>;
+
 const leased = { workerToken: v.string(), jobId: v.string(), leaseToken: v.string() };
 // The CLI's lines since the last call, oldest first: appended to the job's tail. The attempt's last
 // call carries them too, so the live logs end with the CLI's last words (its error, say).
-const withLogs = { ...leased, logs: v.optional(v.array(logLine)) };
+// `usage`: the attempt's Claude usage so far (usage.ts).
+const withLogs = { ...leased, logs: v.optional(v.array(logLine)), usage: v.optional(usage) };
 
 /** The worker functions' arguments, by function name. */
 export const workerArgs = {

@@ -33,6 +33,7 @@ import {
 } from "./lib";
 import { appendLogs, requireLogs } from "./logs";
 import { patchJob, readCounters, shardScope } from "./status";
+import { recordUsage, requireUsage } from "./usage";
 import { workerArgs } from "./validators";
 
 const LEASE_LOST = { ok: false, reason: "lease_lost" } as const;
@@ -187,10 +188,11 @@ export const reapLease = internalMutation({
 
 export const heartbeat = mutation({
   args: workerArgs.heartbeat,
-  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, logs, ...report }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, leaseMs, logs, usage, ...report }) => {
     requireWorker(workerToken);
     requireLeaseMs(leaseMs);
     requireLogs(logs);
+    requireUsage(usage);
     if (report.progress !== undefined) requireLength("progress", report.progress, MAX_PROGRESS_LENGTH);
     if (report.currentStep !== undefined) requireInteger("currentStep", report.currentStep, 0, MAX_STEP);
     if (report.totalSteps !== undefined) requireInteger("totalSteps", report.totalSteps, 0, MAX_STEP);
@@ -199,6 +201,7 @@ export const heartbeat = mutation({
     const now = Date.now();
     const changes = Object.fromEntries(Object.entries(report).filter(([, value]) => value !== undefined));
     await patchJob(ctx, job, { ...changes, leaseExpiresAt: now + leaseMs, updatedAt: now });
+    await recordUsage(ctx, job, usage);
     await appendLogs(ctx, job._id, logs);
     return { ok: true, cancelRequested: job.cancelRequested === true };
   },
@@ -255,9 +258,10 @@ export const saveDocs = mutation({
 
 export const complete = mutation({
   args: workerArgs.complete,
-  handler: async (ctx, { workerToken, jobId, leaseToken, summary, logs }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, summary, logs, usage }) => {
     requireWorker(workerToken);
     requireLogs(logs);
+    requireUsage(usage);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) {
       // A repeated call whose first answer was lost (a read timeout): it did complete the job.
@@ -265,6 +269,7 @@ export const complete = mutation({
       return done?.status === "completed" && done.docsLeaseToken === leaseToken ? { ok: true } : LEASE_LOST;
     }
     await appendLogs(ctx, job._id, logs);
+    await recordUsage(ctx, job, usage);
     const now = Date.now();
     // Other attempts' docs were discarded when those attempts ended; from now on the job's docs
     // are exactly this attempt's.
@@ -286,13 +291,15 @@ export const complete = mutation({
 
 export const fail = mutation({
   args: workerArgs.fail,
-  handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable, logs }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, error, errorKind, retryable, logs, usage }) => {
     requireWorker(workerToken);
     requireErrorKind("errorKind", errorKind);
     requireLogs(logs);
+    requireUsage(usage);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     await appendLogs(ctx, job._id, logs);
+    await recordUsage(ctx, job, usage);
     const now = Date.now();
     const message = error.length > MAX_ERROR_LENGTH ? `${error.slice(0, MAX_ERROR_LENGTH - 1)}…` : error;
     await discardAttemptDocs(ctx, job._id, leaseToken);
@@ -326,14 +333,16 @@ export const fail = mutation({
 
 export const release = mutation({
   args: workerArgs.release,
-  handler: async (ctx, { workerToken, jobId, leaseToken, reason, hostFailureKind, logs }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, reason, hostFailureKind, logs, usage }) => {
     requireWorker(workerToken);
     requireLength("reason", reason, MAX_PROGRESS_LENGTH);
     if (hostFailureKind !== undefined) requireErrorKind("hostFailureKind", hostFailureKind);
     requireLogs(logs);
+    requireUsage(usage);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     await appendLogs(ctx, job._id, logs);
+    await recordUsage(ctx, job, usage);
     const now = Date.now();
     await discardAttemptDocs(ctx, job._id, leaseToken);
     if (job.cancelRequested) {
@@ -371,13 +380,15 @@ export const release = mutation({
 
 export const canceled = mutation({
   args: workerArgs.canceled,
-  handler: async (ctx, { workerToken, jobId, leaseToken, logs }) => {
+  handler: async (ctx, { workerToken, jobId, leaseToken, logs, usage }) => {
     requireWorker(workerToken);
     requireLogs(logs);
+    requireUsage(usage);
     const job = await leasedJob(ctx, jobId, leaseToken);
     if (job === null) return LEASE_LOST;
     if (!job.cancelRequested) refuse("conflict", `job ${jobId} has no cancel request to acknowledge`);
     await appendLogs(ctx, job._id, logs);
+    await recordUsage(ctx, job, usage);
     const now = Date.now();
     await discardAttemptDocs(ctx, job._id, leaseToken);
     await patchJob(ctx, job, {

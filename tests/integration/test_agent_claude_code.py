@@ -1,5 +1,6 @@
 """The real Claude Code in a job (sandbox = "process"): the demo CLI's Claude engine drives it through
-the Claude Agent SDK, against tests/fixtures/fake_anthropic.py — the model is the only stand-in."""
+the Claude Agent SDK, via the agent's in-process Claude gateway, against tests/fixtures/fake_anthropic.py
+— the model is the only stand-in."""
 
 from __future__ import annotations
 
@@ -61,10 +62,12 @@ def claude_state_of(home: Path) -> set[tuple[str, int]]:
 
 
 class PeakMemory:
-    """Samples the summed RSS of the test's job processes (the CLI, Claude Code) while it runs."""
+    """Samples the summed RSS of the test's job processes (the CLI, Claude Code) while it runs, and
+    the Claude variables of their environments."""
 
     def __init__(self, tmp_path: Path):
         self.tmp_path, self.peak_kib, self._stop = tmp_path, 0, threading.Event()
+        self.environments: set[tuple[tuple[str, str], ...]] = set()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> PeakMemory:
@@ -84,7 +87,19 @@ class PeakMemory:
                 except OSError:
                     continue
                 total += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+                self.environments.add(claude_variables(pid))
             self.peak_kib = max(self.peak_kib, total)
+
+
+def claude_variables(pid: int) -> tuple[tuple[str, str], ...]:
+    """A process's environment variables that could reach Claude (ANTHROPIC_*, CLAUDE_CODE_OAUTH_TOKEN)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return ()
+    pairs = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if entry)
+    return tuple(sorted((name, value) for name, _, value in pairs
+                        if name.startswith("ANTHROPIC_") or name == "CLAUDE_CODE_OAUTH_TOKEN"))
 
 
 def test_the_real_claude_code_writes_a_course_through_the_agent(tmp_path, queue, agents):
@@ -101,13 +116,28 @@ def test_the_real_claude_code_writes_a_course_through_the_agent(tmp_path, queue,
             job = queue.wait_for(job_id, lambda job: shown.add(job.get("progress", "")) or job["status"] in FINISHED,
                                  timeout=300)
         seconds = time.monotonic() - started
+        requests = len(fake.requests)
     print(f"real Claude Code, six steps: {seconds:.1f} s, job processes' peak RSS {memory.peak_kib / 1024:.0f} MiB, "
-          f"{len(fake.requests)} Messages API requests")
+          f"{requests} Messages API requests")
     assert job["status"] == "completed", job
     assert (job["currentStep"], job["totalSteps"]) == (6, 6)
-    # The CLI words its progress: the output watcher's wording ("(1 of 2 written)") never shows.
-    assert {"Step 4/6: Generating chapters", "Step 6/6: Creating tutorials"} <= shown, shown
+    # Every step the CLI printed reached the agent (its journal holds them all; sampling the job's
+    # progress could miss a step of a few seconds). The CLI words its progress: the output watcher's
+    # wording ("(1 of 2 written)") never shows.
+    relayed = " ".join(e["event"] for e in agent.log_events() if e.get("job_id") == job_id and e.get("stream"))
+    assert all(f"[FONDATION_STEP_{n}/6]" in relayed for n in range(1, 7)), relayed
     assert not [text for text in shown if text.endswith(("written)", "reviewed)"))], shown
+    # The job reached Claude through the gateway with a token of its own: no process of it held the key.
+    variables = {dict(env).get("ANTHROPIC_API_KEY", "") for env in memory.environments if env}
+    assert variables and all(value.startswith("fgw-") for value in variables), variables
+    assert KEY not in str(memory.environments)
+    urls = {dict(env)["ANTHROPIC_BASE_URL"] for env in memory.environments if env}
+    assert len(urls) == 1 and urls.pop().startswith("http://127.0.0.1:"), "the agent's in-process gateway"
+    # Its usage, as the gateway counted it (the fake model: 100 input and 20 output tokens an answer).
+    assert job["usage"] == {"inputTokens": 100 * requests, "outputTokens": 20 * requests, "cacheReadTokens": 0,
+                            "cacheCreationTokens": 0, "requests": requests}
+    assert agent.metric("fondation_agent_claude_requests_total") == requests
+    assert agent.metric("fondation_agent_claude_tokens_total", 'kind="input"') == 100 * requests
     docs = {(d["kind"], d["slug"]): d for d in queue.docs(job_id)}
     assert sorted(docs) == COURSE_DOCS
     assert docs["chapter", "chapter_1_queue"]["title"] == "Reviewed chapter 1 queue", "the reviewed chapter wins"

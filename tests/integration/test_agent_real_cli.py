@@ -4,15 +4,35 @@ layout as the platform's kinds, its failures told apart, a broken host that stop
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.git_repos import make_git_repo
 from tests.helpers import eventually
+from tests.integration.agent import FAKE_CLI
 from tests.integration.test_agent_systemd_protocol import NotifySocket
 
 pytestmark = pytest.mark.timeout(300)  # several agents and jobs each; generous on a loaded machine
+HOST_KEY = "test-claude-key"  # the harness's claude.env (tests/integration/agent.py)
+
+
+@pytest.fixture
+def model():
+    """The fake Anthropic API the agents' gateways forward to, accepting the harness's key."""
+    with FakeAnthropic(api_key=HOST_KEY) as fake:
+        yield fake
+
+
+def wrong_key(agents_dir: Path) -> str:
+    """A credentials file whose key the model refuses."""
+    path = agents_dir / "wrong-claude.env"
+    path.write_text("ANTHROPIC_API_KEY=sk-ant-revoked\n")
+    path.chmod(0o600)
+    return str(path)
 
 def walk_the_steps(queue, agent, job_id: str) -> list[dict]:
     """Lets the fake CLI go one step at a time, once the job shows that step; every sample taken on
@@ -97,33 +117,43 @@ def test_an_error_logged_on_stdout_is_the_jobs_error(repo, queue, agents):
     assert errors and errors[0]["event"].startswith("Analysis failed error=")
 
 
-def test_rate_limits_and_overload_retry_later(repo, queue, agents):
-    agents()
-    jobs = [queue.enqueue(repository=repo, prompt=f"error:{text}", maxAttempts=2)
-            for text in ("429 rate_limit_error: Number of requests has exceeded your rate limit",
-                         "529 overloaded_error: Overloaded")]
-    for job_id in jobs:
-        job = queue.wait_finished(job_id, timeout=90)
-        assert (job["status"], job["errorKind"], job["attempts"]) == ("failed", "rate_limited", 2), job
+@pytest.mark.parametrize("status", [429, 529])
+def test_rate_limits_and_overload_retry_later(repo, queue, agents, model, status):
+    model.error = status
+    agent = agents(claude_upstream=model.url)
+    job = queue.wait_finished(queue.enqueue(repository=repo, prompt="claude", maxAttempts=2), timeout=90)
+    assert (job["status"], job["errorKind"], job["attempts"]) == ("failed", "rate_limited", 2), job
+    assert agent.metric("fondation_agent_host_paused") == 0
 
 
-def test_a_broken_claude_login_pauses_the_host_releases_its_jobs_and_sighup_resumes(tmp_path, repo, queue, agents):
+def test_a_cli_printing_an_auth_error_is_the_jobs_failure_and_pauses_nothing(repo, queue, agents, model):
+    agent = agents(claude_upstream=model.url, host_failure_threshold=1)
+    text = '401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}'
+    job = queue.wait_finished(queue.enqueue(repository=repo, prompt=f"error:{text}", maxAttempts=1))
+    assert (job["status"], job["errorKind"]) == ("failed", "cli_failed"), job
+    assert agent.metric("fondation_agent_host_paused") == 0
+    assert agent.health()[0] == 200
+
+
+def test_a_broken_claude_login_pauses_the_host_releases_its_jobs_and_sighup_resumes(
+        tmp_path, repo, queue, agents, model):
     notify = NotifySocket(tmp_path / "notify.sock")
-    agent = agents(env={"NOTIFY_SOCKET": str(notify.path)}, host_pause_initial=600)
-    jobs = [queue.enqueue(repository=repo, prompt="auth-unless-fixed") for _ in range(3)]
+    model.error = 401  # the model refuses the host's credential
+    agent = agents(env={"NOTIFY_SOCKET": str(notify.path)}, host_pause_initial=600, claude_upstream=model.url)
+    jobs = [queue.enqueue(repository=repo, prompt="claude") for _ in range(3)]
     eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
     # At the first refusal, whatever host_failure_threshold says: its job is for another host.
     assert agent.metric("fondation_agent_host_failures_total", 'kind="claude_auth"') == 1
     status, health = agent.health()
     assert status == 503 and health["reason"].startswith("paused claiming until ")
     assert "1 host failure in a row, the last claude_auth" in health["reason"]
-    assert "Invalid API key" in health["reason"]
+    assert "the Anthropic API refused the job's requests (claude_auth)" in health["reason"]
     assert eventually(lambda: notify.seen("STATUS=paused claiming until "))
     for job_id in jobs:  # released, not counted: none failed, none used an attempt
         job = queue.get(job_id)
         assert (job["status"], job["attempts"]) == ("pending", 0), job
 
-    (agent.state / "fixed").touch()
+    model.error = None  # the account is fixed
     agent.signal(signal.SIGHUP)
     for job_id in jobs:
         assert queue.wait_finished(job_id)["status"] == "completed"
@@ -131,22 +161,23 @@ def test_a_broken_claude_login_pauses_the_host_releases_its_jobs_and_sighup_resu
     assert agent.health()[0] == 200
 
 
-def test_a_pause_ends_by_itself_and_a_healthy_host_takes_the_jobs_meanwhile(repo, queue, agents):
-    broken = agents("broken", host_failure_threshold=1, host_pause_initial=600)
-    job_id = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
+def test_a_pause_ends_by_itself_and_a_healthy_host_takes_the_jobs_meanwhile(tmp_path, repo, queue, agents, model):
+    broken = agents("broken", host_failure_threshold=1, host_pause_initial=600, claude_upstream=model.url,
+                    claude_credentials_file=wrong_key(tmp_path))
+    job_id = queue.enqueue(repository=repo, prompt="claude")
     eventually(lambda: broken.metric("fondation_agent_host_paused") == 1, timeout=60)
-    healthy = agents("healthy")
-    (healthy.state / "fixed").touch()
+    healthy = agents("healthy", claude_upstream=model.url)
     assert queue.wait_finished(job_id)["status"] == "completed", "one broken host does not fail the queue"
     assert queue.get(job_id)["result"]["worker"] == "healthy"
 
-    short = agents("short", host_failure_threshold=1, host_pause_initial=1)
     broken.stop()
     healthy.stop()
-    second = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
+    model.error = 401
+    short = agents("short", host_failure_threshold=1, host_pause_initial=1, claude_upstream=model.url)
+    second = queue.enqueue(repository=repo, prompt="claude")
     eventually(lambda: any(e["event"] == "host problems in a row: claiming paused" for e in short.log_events()),
                timeout=60)
-    (short.state / "fixed").touch()
+    model.error = None
     assert queue.wait_finished(second, timeout=60)["status"] == "completed", "claiming resumed after the pause"
 
 
@@ -198,11 +229,6 @@ def test_the_repository_cannot_configure_claude_code(tmp_path, queue, agents):
 
 def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
     # The check above would pass vacuously if the fake CLI never looked: run it on the raw repository.
-    import subprocess
-    import sys
-
-    from tests.integration.agent import FAKE_CLI
-
     hooked = make_git_repo(tmp_path / "hooked", {"app.py": "X = 1\n", ".mcp.json": "{}"})
     (tmp_path / "out").mkdir()
     done = subprocess.run([sys.executable, str(FAKE_CLI), str(hooked), str(tmp_path / "out"), "claude-config"],
@@ -210,8 +236,27 @@ def test_the_claude_config_check_of_the_fake_cli_can_fail(tmp_path: Path):
     assert done.returncode == 4
 
 
-def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
-    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}", host_failure_threshold=1)
+def test_a_host_whose_cli_fails_its_preflight_claims_nothing_until_fixed_and_reloaded(tmp_path, repo, queue, agents):
+    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}")
+    job_id = queue.enqueue(repository=repo, prompt="succeed")
+    eventually(lambda: agent.metric("fondation_agent_host_failures_total", 'kind="preflight"') == 1, timeout=60)
+    status, body = agent.health()
+    assert status == 503 and f"the CLI cannot be started ({tmp_path}/no-such-cli --version)" in body["reason"]
+    assert body["cli_version"] is None
+    assert any(e.get("event") == "preflight failed: claiming paused" for e in agent.log_events())
+    job = queue.get(job_id)
+    assert (job["status"], job["attempts"], job.get("hostReleases", 0)) == ("pending", 0, 0), job
+
+    agent.write_config(cli_command=f"{sys.executable} {FAKE_CLI} {{repo}} {{output}} {{prompt}}")
+    agent.signal(signal.SIGHUP)
+    assert queue.wait_finished(job_id, timeout=120)["status"] == "completed"
+    assert agent.health()[1]["cli_version"] == "fake-cli 1.0.0"
+
+
+def test_a_cli_missing_at_job_time_is_the_hosts_problem(tmp_path, repo, queue, agents):
+    # The version command passes (the CLI went missing after the preflight).
+    agent = agents(cli_command=f"{tmp_path}/no-such-cli analyze {{repo}}", host_failure_threshold=1,
+                   cli_version_command=f"{sys.executable} {FAKE_CLI} --version")
     job_id = queue.enqueue(repository=repo, prompt="succeed")
     eventually(lambda: agent.metric("fondation_agent_host_paused") == 1, timeout=60)
     assert agent.metric("fondation_agent_host_failures_total", 'kind="host_error"') == 1
@@ -221,11 +266,12 @@ def test_a_missing_cli_is_the_hosts_problem(tmp_path, repo, queue, agents):
     assert "cannot be started" in agent.health()[1]["reason"]
 
 
-def test_a_job_that_keeps_reporting_host_problems_fails_after_max_host_releases(repo, queue, agents):
-    """The problem is read from the CLI's output, which a hostile repository controls: such a job
-    must not bounce between hosts (pausing each) for ever."""
-    agent = agents(host_pause_initial=0.2, host_pause_max=0.5)  # each refusal pauses; briefly, to come back
-    job_id = queue.enqueue(repository=repo, prompt="auth-unless-fixed")
+def test_a_job_that_keeps_reporting_host_problems_fails_after_max_host_releases(repo, queue, agents, model):
+    """A job that meets a host problem everywhere must not bounce between hosts (pausing each) for ever."""
+    model.error = 401
+    agent = agents(host_pause_initial=0.2, host_pause_max=0.5,  # each refusal pauses; briefly, to come back
+                   claude_upstream=model.url)
+    job_id = queue.enqueue(repository=repo, prompt="claude")
     job = queue.wait_finished(job_id, timeout=120)
     assert (job["status"], job["errorKind"], job["hostReleases"]) == ("failed", "claude_auth", 3), job
     assert job["error"].startswith("released 3 times for host problems, the last: host problem on ")

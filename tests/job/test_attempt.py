@@ -8,6 +8,8 @@ chapterIndex past 1,000, a progress text longer than Convex accepts) have their 
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import threading
 import time
@@ -25,7 +27,10 @@ from fondation_agent.queue import rules as q
 from fondation_agent.queue.convex_api import Claim, InvalidArgument, LeaseLost
 from fondation_agent.queue.rules import ErrorKind, Status
 from fondation_agent.sandbox import workspace as workspace_module
+from fondation_agent.sandbox.claude_access import ClaudeAccess
+from fondation_agent.sandbox.gateway.client import InProcessGateway
 from fondation_agent.sandbox.runner import Limits, Outcome, RunResult
+from tests.fixtures.fake_anthropic import FakeAnthropic
 from tests.git_repos import make_git_repo
 
 pytestmark = pytest.mark.timeout(60)
@@ -74,25 +79,28 @@ class FakeApi:
             if not 0 <= doc["chapterIndex"] <= q.MAX_DOCS_PER_JOB:
                 self._refuse(f"chapterIndex {doc['chapterIndex']} out of range")
 
-    def complete(self, claim: Claim, summary: dict[str, Any] | None = None, *, logs: Any = ()) -> None:
-        self.calls.append(("complete", {"summary": summary, "logs": list(logs)}))
+    def complete(self, claim: Claim, summary: dict[str, Any] | None = None, *, logs: Any = (),
+                 usage: Any = None) -> None:
+        self.calls.append(("complete", {"summary": summary, "logs": list(logs), "usage": usage}))
 
-    def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool, *, logs: Any = ()) -> dict[str, Any]:
+    def fail(self, claim: Claim, error: str, error_kind: str, retryable: bool, *, logs: Any = (),
+             usage: Any = None) -> dict[str, Any]:
         self.calls.append(("fail", {"error": error, "errorKind": error_kind, "retryable": retryable,
-                                    "logs": list(logs)}))
+                                    "logs": list(logs), "usage": usage}))
         self._check_length("error", error, q.MAX_ERROR_LENGTH)
         if not re.match(q.ERROR_KIND_PATTERN, error_kind):
             self._refuse(f"errorKind {error_kind!r}")
         return {"ok": True, "willRetry": self.will_retry and retryable}
 
     def release(self, claim: Claim, reason: str, host_failure_kind: str | None = None, *,
-                logs: Any = ()) -> dict[str, Any]:
-        self.calls.append(("release", {"reason": reason, "host_failure_kind": host_failure_kind, "logs": list(logs)}))
+                logs: Any = (), usage: Any = None) -> dict[str, Any]:
+        self.calls.append(("release", {"reason": reason, "host_failure_kind": host_failure_kind, "logs": list(logs),
+                                       "usage": usage}))
         self._check_length("reason", reason, q.MAX_PROGRESS_LENGTH)
         return {"ok": True}
 
-    def canceled(self, claim: Claim, *, logs: Any = ()) -> None:
-        self.calls.append(("canceled", {"logs": list(logs)}))
+    def canceled(self, claim: Claim, *, logs: Any = (), usage: Any = None) -> None:
+        self.calls.append(("canceled", {"logs": list(logs), "usage": usage}))
 
     def _check_length(self, name: str, value: str, limit: int) -> None:
         if q.js_length(value) > limit:
@@ -164,13 +172,14 @@ def source(tmp_path: Path) -> Path:
     return make_git_repo(tmp_path / "source")
 
 
-def run_job(tmp_path: Path, repository: Path, api: FakeApi, runner: FakeRunner) -> JobOutcome:
+def run_job(tmp_path: Path, repository: Path, api: FakeApi, runner: FakeRunner, *,
+            claude: ClaudeAccess | None = None, metrics: Metrics | None = None, **settings: Any) -> JobOutcome:
     """Runs one attempt to its end; the fake API must have refused nothing."""
     config = Config(convex_url="http://127.0.0.1:9", worker_id="w", temp_dir=str(tmp_path / "workspaces"),
-                    allow_local_repositories=True, heartbeat_interval=0.1, lease_time=30.0)
+                    allow_local_repositories=True, heartbeat_interval=0.1, lease_time=30.0, **settings)
     claim = Claim(job={"_id": "job1", "repositoryUrl": str(repository), "prompt": "p"}, lease_token="1-t", attempt=1)
-    job = Job(claim, config=config, api=api, runner=runner, metrics=Metrics("w"), log=get_logger(),
-              claimed_at=time.monotonic())
+    job = Job(claim, config=config, api=api, runner=runner, metrics=metrics or Metrics("w"), log=get_logger(),
+              claimed_at=time.monotonic(), claude=claude)
     outcome = job.run()
     assert api.refused == []
     return outcome
@@ -295,3 +304,124 @@ def test_every_outcome_and_stage_is_a_documented_metric_label():
              .read_text().splitlines() if line.startswith("| `fondation_agent_")}
     assert all(f"`{outcome}`" in table["fondation_agent_jobs_finished_total"] for outcome in JobOutcome)
     assert all(f"`{stage}`" in table["fondation_agent_stage_duration_seconds"] for stage in Stage)
+
+
+KEY = "sk-ant-host-key"
+
+
+class ClaudeRunner(FakeRunner):
+    """A CLI that first sends `requests` Messages API requests where its environment says Claude is."""
+
+    def __init__(self, requests: int, **settings: Any):
+        super().__init__(**settings)
+        self.requests = requests
+        self.statuses: list[int] = []
+
+    def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, unit: str, limits: Limits) -> FakeCli:
+        for _ in range(self.requests):
+            connection = http.client.HTTPConnection(env["ANTHROPIC_BASE_URL"].removeprefix("http://"), timeout=30)
+            connection.request("POST", "/v1/messages", body=json.dumps({"model": "m", "messages": []}),
+                               headers={"x-api-key": env["ANTHROPIC_API_KEY"], "Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            self.statuses.append(response.status)
+            connection.close()
+        return super().start(argv, env=env, cwd=cwd, unit=unit, limits=limits)
+
+
+@pytest.fixture
+def claude_api():
+    """The fake model behind an in-process gateway that holds its key, as under sandbox = process."""
+    with FakeAnthropic(api_key=KEY) as fake:
+        gateway = InProcessGateway(credential={"ANTHROPIC_API_KEY": KEY}, upstream=fake.url).start()
+        try:
+            yield fake, gateway
+        finally:
+            gateway.close()
+
+
+def test_a_job_reaches_claude_with_its_own_token_and_its_usage_goes_to_convex_and_metrics(
+        tmp_path: Path, source: Path, claude_api):
+    fake, gateway = claude_api
+    api, runner, metrics = FakeApi(), ClaudeRunner(2), Metrics("w")
+    claude = ClaudeAccess(max_retries=0, gateway=gateway)
+    assert run_job(tmp_path, source, api, runner, claude=claude, metrics=metrics) == JobOutcome.COMPLETED
+    env = runner.started[0]["env"]
+    assert env["ANTHROPIC_BASE_URL"] == gateway.url and env["ANTHROPIC_API_KEY"].startswith("fgw-")
+    assert KEY not in json.dumps(env) and "CLAUDE_CODE_OAUTH_TOKEN" not in env
+    assert runner.statuses == [200, 200] and [r["key_ok"] for r in fake.requests] == [True, True]
+    assert api.args("complete")[0]["usage"] == {"inputTokens": 200, "outputTokens": 40, "cacheReadTokens": 0,
+                                                "cacheCreationTokens": 0, "requests": 2}
+    assert len(gateway.gateway.attempts) == 0, "the attempt's token is revoked at its end"
+    sample = metrics.registry.get_sample_value
+    assert sample("fondation_agent_claude_tokens_total", {"kind": "input"}) == 200
+    assert sample("fondation_agent_claude_tokens_total", {"kind": "output"}) == 40
+    assert sample("fondation_agent_claude_requests_total") == 2
+
+
+def test_a_credential_the_api_refuses_releases_the_job_as_the_hosts_problem(tmp_path: Path, source: Path, claude_api):
+    fake, gateway = claude_api
+    fake.error = 401
+    api, runner = FakeApi(), ClaudeRunner(1, result=RunResult.EXIT_CODE, exit_code=1)
+    assert run_job(tmp_path, source, api, runner, claude=ClaudeAccess(max_retries=0, gateway=gateway)) == \
+        JobOutcome.HOST_FAILURE
+    assert api.names()[-1] == "release" and api.args("release")[0]["host_failure_kind"] == ErrorKind.CLAUDE_AUTH
+
+
+def test_what_the_cli_prints_never_makes_a_host_problem(tmp_path: Path, source: Path, claude_api):
+    _, gateway = claude_api
+    lines = ['401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}']
+    api, runner = FakeApi(), ClaudeRunner(1, lines=lines, result=RunResult.EXIT_CODE, exit_code=1)
+    assert run_job(tmp_path, source, api, runner, claude=ClaudeAccess(max_retries=0, gateway=gateway)) == \
+        JobOutcome.FAILED
+    assert "release" not in api.names()
+    assert (api.args("fail")[0]["errorKind"], api.args("fail")[0]["retryable"]) == (ErrorKind.CLI_FAILED, True)
+
+
+def test_a_rate_limit_fails_the_attempt_for_a_later_retry(tmp_path: Path, source: Path, claude_api):
+    fake, gateway = claude_api
+    fake.error = 429
+    api, runner = FakeApi(will_retry=True), ClaudeRunner(1, result=RunResult.EXIT_CODE, exit_code=1)
+    assert run_job(tmp_path, source, api, runner, claude=ClaudeAccess(max_retries=0, gateway=gateway)) == \
+        JobOutcome.RETRYING
+    assert (api.args("fail")[0]["errorKind"], api.args("fail")[0]["retryable"]) == (ErrorKind.RATE_LIMITED, True)
+
+
+def test_a_job_over_its_budget_fails_as_budget_exceeded_and_is_not_retried(tmp_path: Path, source: Path, claude_api):
+    _, gateway = claude_api
+    api, runner = FakeApi(will_retry=True), ClaudeRunner(3, result=RunResult.EXIT_CODE, exit_code=1)
+    claude = ClaudeAccess(max_retries=0, max_tokens=150, gateway=gateway)
+    assert run_job(tmp_path, source, api, runner, claude=claude, claude_max_tokens=150) == JobOutcome.FAILED
+    assert runner.statuses == [200, 200, 400]
+    failed = api.args("fail")[0]
+    assert (failed["errorKind"], failed["retryable"]) == (ErrorKind.BUDGET_EXCEEDED, False)
+    assert failed["error"] == ("the job needed more of Claude than a job may use: 240 tokens read and written, over "
+                               "the limit of 150 (claude_max_tokens); it is not retried")
+    assert failed["usage"]["requests"] == 2
+
+
+def test_a_request_the_sandbox_refuses_is_the_agents_error_not_the_hosts(tmp_path: Path, source: Path):
+    api, runner = FakeApi(will_retry=True), FakeRunner(result=RunResult.REFUSED, exit_code=70)
+    assert run_job(tmp_path, source, api, runner) == JobOutcome.FAILED
+    assert "release" not in api.names()
+    assert (api.args("fail")[0]["errorKind"], api.args("fail")[0]["retryable"]) == (ErrorKind.AGENT_ERROR, False)
+    assert api.args("fail")[0]["error"].startswith("the sandbox refused the agent's request to run the CLI")
+
+
+def test_heartbeats_carry_the_usage_of_a_running_attempt(tmp_path: Path, source: Path, claude_api):
+    _, gateway = claude_api
+
+    class CancelOnUsage(FakeApi):
+        """Cancels the job once a heartbeat has carried its usage: the CLI runs until then."""
+
+        def heartbeat(self, claim: Claim, lease_ms: int, **report: Any) -> bool:
+            super().heartbeat(claim, lease_ms, **report)
+            return report.get("usage") is not None
+
+    api, runner = CancelOnUsage(), ClaudeRunner(1, result=RunResult.STOPPED)
+    assert run_job(tmp_path, source, api, runner, claude=ClaudeAccess(max_retries=0, gateway=gateway)) == \
+        JobOutcome.CANCELED
+    used = {"inputTokens": 100, "outputTokens": 20, "cacheReadTokens": 0, "cacheCreationTokens": 0, "requests": 1}
+    carried = [args["usage"] for args in api.args("heartbeat") if "usage" in args]
+    assert carried and all(usage == used for usage in carried)
+    assert api.args("canceled")[0]["usage"] == used

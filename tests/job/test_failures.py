@@ -6,37 +6,28 @@ import pytest
 
 from fondation_agent.host.pause import HostPause
 from fondation_agent.job.failures import PAUSE_AT_ONCE, classify_cli_failure
+from fondation_agent.sandbox.gateway.attempts import Verdict
+from fondation_agent.sandbox.runner import RunResult
 
 
 @pytest.mark.parametrize(
-    ("said", "kind", "retryable", "host"),
+    ("result", "verdict", "kind", "retryable", "host"),
     [
-        ("Analysis failed: Invalid API key · Please run /login", "claude_auth", True, True),
-        ('401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}',
-         "claude_auth", True, True),
-        ("OAuth token has expired. Please obtain a new token or refresh your existing token.", "claude_auth", True,
-         True),
-        ("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing", "claude_auth",
-         True, True),
-        ("Claude Code returned an error result: Failed to authenticate. API Error: 403 Your API key does not "
-         "have permission to use the specified resource.", "claude_auth", True, True),
-        ("Claude Code returned an error result: API Error: Request rejected (429) · Number of request tokens",
-         "rate_limited", True, False),
-        ('429 {"type":"error","error":{"type":"rate_limit_error"}}', "rate_limited", True, False),
-        ('API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
-         "rate_limited", True, False),
-        ("Failed to find executable /usr/bin/node: No such file or directory", "host_error", True, True),
-        ("Error: Cannot find module '/opt/fondation/cli/dist/cli.bundled.mjs'", "host_error", True, True),
-        ("fondation-jobs-launcher: every job user is busy: add users fondation-job-<n>", "host_error", True, True),
-        ("cannot reach the job launcher at /run/fondation-jobs-launcher.sock: No such file or directory",
-         "host_error", True, True),
-        ("Failed to start transient service unit: Access denied", "host_error", True, True),
-        ("Analysis failed: Failed to create abstractions file", "cli_failed", True, False),
-        ("", "cli_failed", True, False),
+        (RunResult.EXIT_CODE, Verdict.CLAUDE_AUTH, "claude_auth", True, True),
+        (RunResult.TIMEOUT, Verdict.CLAUDE_AUTH, "claude_auth", True, True),
+        (RunResult.EXIT_CODE, Verdict.RATE_LIMITED, "rate_limited", True, False),
+        (RunResult.EXIT_CODE, Verdict.BUDGET_EXCEEDED, "budget_exceeded", False, False),
+        (RunResult.EXIT_CODE, None, "cli_failed", True, False),
+        (RunResult.SIGNAL, None, "crashed", True, False),
+        (RunResult.TIMEOUT, None, "timeout", True, False),
+        (RunResult.OOM_KILL, None, "oom", False, False),
+        (RunResult.REFUSED, None, "agent_error", False, False),
+        (RunResult.REFUSED, Verdict.CLAUDE_AUTH, "agent_error", False, False),  # the CLI never ran
+        (RunResult.UNAVAILABLE, None, "host_error", True, True),
     ],
 )
-def test_what_the_cli_said_tells_the_failure_apart(said, kind, retryable, host):
-    classified = classify_cli_failure(said)
+def test_facts_the_job_cannot_forge_tell_the_failure_apart(result, verdict, kind, retryable, host):
+    classified = classify_cli_failure(result, verdict)
     assert (classified.kind, classified.retryable, classified.host) == (kind, retryable, host)
 
 
@@ -76,8 +67,8 @@ def test_a_reload_ends_the_pause_and_allows_one_probe():
 
 
 def test_a_refused_claude_credential_pauses_at_once_so_its_job_goes_to_another_host():
-    assert classify_cli_failure("Invalid API key · Fix external API key").kind in PAUSE_AT_ONCE
-    assert classify_cli_failure("Cannot find module '/opt/cli.mjs'").kind not in PAUSE_AT_ONCE
+    assert classify_cli_failure(RunResult.EXIT_CODE, Verdict.CLAUDE_AUTH).kind in PAUSE_AT_ONCE
+    assert classify_cli_failure(RunResult.UNAVAILABLE, None).kind not in PAUSE_AT_ONCE
     clock = Clock()
     pause = HostPause(3, 60, 1800, clock=clock)
     assert pause.host_failure("claude_auth", "Invalid API key", at_once=True) == 60

@@ -1,4 +1,5 @@
-"""Claude Code's settings for jobs and the one place of the Claude credential (claude_access.py)."""
+"""Claude Code's settings for jobs, their way to Claude (the gateway and a token of the attempt's), and
+the one place of the Claude credential: the gateway (claude_access.py, sandbox/gateway/credentials.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pytest
 
 from fondation_agent.cli import main as cli_main
 from fondation_agent.config import load_config
-from fondation_agent.sandbox.claude_access import ClaudeAccess, CredentialsError, read_credentials
+from fondation_agent.sandbox.claude_access import ClaudeAccess
+from fondation_agent.sandbox.gateway import CONTROL_SOCKET
+from fondation_agent.sandbox.gateway.client import ControlClient, InProcessGateway
+from fondation_agent.sandbox.gateway.credentials import CredentialsError, read_credentials
 
 URL = "http://127.0.0.1:3210"
 
@@ -21,20 +25,30 @@ def access_with(tmp_path: Path, credentials: str | None, **keys: str) -> ClaudeA
                **{f"FONDATION_AGENT_{k.upper()}": v for k, v in keys.items()}}
     config = load_config(None, environ)
     return ClaudeAccess.for_agent(sandbox=config.sandbox, credentials_file=config.claude_credentials_file,
-                                  upstream=config.claude_upstream, max_retries=config.claude_max_retries)
+                                  upstream=config.claude_upstream, control_socket=config.gateway_control_socket,
+                                  max_retries=config.claude_max_retries, max_tokens=config.claude_max_tokens)
 
 
-def test_every_job_gets_claude_codes_settings_and_the_credential(tmp_path):
+def test_under_process_every_job_gets_the_in_process_gateway_and_a_token_never_the_credential(tmp_path):
     access = access_with(tmp_path, "# the host's key\nexport ANTHROPIC_API_KEY='sk-ant-1'\nOTHER=x\n",
-                          claude_upstream="http://127.0.0.1:9", claude_max_retries="1")
-    assert access.job_environment() == {
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "1",
-        "CLAUDE_CODE_DISABLE_CLAUDE_MDS": "1",
-        "ANTHROPIC_API_KEY": "sk-ant-1",
-    }
+                         claude_upstream="http://127.0.0.1:9", claude_max_retries="1", claude_max_tokens="1000")
+    try:
+        assert isinstance(access.gateway, InProcessGateway) and access.max_tokens == 1000
+        registration = access.register("job1", 1, 60)
+        environment = access.job_environment(registration)
+        assert environment == {
+            "ANTHROPIC_BASE_URL": access.gateway.url,
+            "ANTHROPIC_API_KEY": registration.token,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "1",
+            "CLAUDE_CODE_DISABLE_CLAUDE_MDS": "1",
+        }
+        assert environment["ANTHROPIC_BASE_URL"].startswith("http://127.0.0.1:")
+        assert "sk-ant-1" not in str(environment)
+        assert access.end(registration).usage.requests == 0
+    finally:
+        access.close()
 
 
 def test_an_oauth_token_is_a_credential_too(tmp_path):
@@ -67,8 +81,15 @@ def test_run_stops_at_start_with_exit_2_when_the_credential_is_missing(tmp_path,
                                        f"{tmp_path / 'none.env'}: No such file or directory\n")
 
 
-def test_under_systemd_service_the_agent_never_reads_the_credential(tmp_path):
+def test_under_systemd_service_the_agent_never_reads_the_credential_and_talks_to_the_gateway_service(tmp_path):
     access = access_with(tmp_path, None, sandbox="systemd-service",
-                          claude_credentials_file="/etc/fondation-agent/job.env")
-    environment = access.job_environment()
-    assert "ANTHROPIC_API_KEY" not in environment and environment["ANTHROPIC_BASE_URL"] == "https://api.anthropic.com"
+                         claude_credentials_file="/etc/fondation-agent/job.env")
+    assert isinstance(access.gateway, ControlClient) and access.gateway.socket_path == CONTROL_SOCKET
+    assert access.gateway.url == "http://127.0.0.1:8790"
+
+
+def test_without_a_gateway_a_job_gets_claude_codes_settings_and_no_way_to_claude():
+    access = ClaudeAccess(max_retries=2)
+    assert access.register("job1", 1, 60) is None
+    environment = access.job_environment(None)
+    assert "ANTHROPIC_BASE_URL" not in environment and "ANTHROPIC_API_KEY" not in environment

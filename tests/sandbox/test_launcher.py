@@ -133,13 +133,14 @@ def test_the_unit_is_the_launchers_sandbox_with_only_the_requests_limits(tmp_pat
                    "SystemCallFilter=@system-service", "UMask=0007", "MemorySwapMax=0", "MemoryMax=4G",
                    "CPUQuota=200%", "TasksMax=512", "RuntimeMaxSec=3600000ms", "TimeoutStopSec=10000ms",
                    f"TemporaryFileSystem={launcher.STATE_DIR}", f"BindPaths={run.workspace}",
-                   f"EnvironmentFile=-{launcher.JOB_CREDENTIALS}",
+                   "PrivateNetwork=yes", "TemporaryFileSystem=/run/fondation-agent-gateway:mode=0755",
+                   "BindPaths=/run/fondation-agent-gateway/jobs.sock",
                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
                    "TemporaryFileSystem=/dev/shm:mode=1777,nosuid,nodev"):
         assert wanted in properties, wanted
     for hidden in ("/run/systemd/transient", launcher.JOBS_CGROUP, "/run/systemd/journal"):
         assert any(p.startswith("InaccessiblePaths=") and f"-{hidden}" in p.split() for p in properties), hidden
-    assert "SocketBindDeny=any" in properties
+    assert not any(p.startswith("EnvironmentFile=") for p in properties)  # no credential: the gateway's
     assert "SystemCallFilter=~io_uring_setup io_uring_enter io_uring_register" in properties
     command = systemd_run_command(run, "fondation-job-3")
     assert command[:4] == ["systemd-run", "--system", "--pipe", "--wait"]
@@ -157,7 +158,7 @@ def test_the_job_spec_is_its_users_alone_and_job_exec_runs_it(tmp_path: Path) ->
     run = parse(tmp_path, ws, argv=[sys.executable, "-c", "import os, sys; print(sys.argv[1], os.environ['NOTE'])",
                                     "two\nlines"], env={"NOTE": "noted $X"})
     (ws / launcher.JOB_SPEC).symlink_to(tmp_path / "elsewhere")  # whatever was there is replaced, not followed
-    write_job_spec(run, ME, os.getgid())
+    write_job_spec(run, ME, os.getgid(), relay_port=0, gateway=str(tmp_path / "jobs.sock"))
     assert stat.S_IMODE((ws / launcher.JOB_SPEC).lstat().st_mode) == 0o400
     assert not (tmp_path / "elsewhere").exists()
     command = systemd_run_command(run, "fondation-job-3")

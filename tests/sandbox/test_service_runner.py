@@ -133,7 +133,7 @@ def test_a_refused_request_fails_the_job_with_the_launchers_reason(setup) -> Non
     cli = runner.start(["./relative-cli"], env={}, cwd=workspace.repo, unit="fondation-job-job1-1", limits=LIMITS)
     assert list(cli.stdout_lines()) == []
     outcome = cli.wait()
-    assert outcome.result == "exit-code"
+    assert outcome.result == "refused", "the agent's own bad request: its error, not the host's"
     assert "fondation-jobs-launcher: argv: the command must be a name on PATH" in outcome.stderr_tail
 
 

@@ -8,8 +8,9 @@
 - `deb`: dist/fondation-agent_<version>_amd64.deb from `make deb`, which rebuilds it only when its
   sources changed ($FONDATION_AGENT_DEB names another).
 - `agent`: the .deb installed in the guest with apt (offline: the image holds every Depends), the
-  test CLIs, a git repository to clone, the token and a config with `sandbox = "systemd-scope"` (the
-  old name of systemd-service, which must keep working), and fondation-agent.service started.
+  test CLIs, a git repository to clone, the token, a fake Claude key for the Claude gateway (started),
+  and a config with `sandbox = "systemd-scope"` (the old name of systemd-service, which must keep
+  working), and fondation-agent.service started.
 - `queue`: enqueue jobs on the host and wait for them.
 
 $FONDATION_SYSTEM_TEST_DROPIN names a file installed as a drop-in of fondation-agent.service before it
@@ -32,7 +33,17 @@ import pytest
 from fondation_agent.queue.convex_api import ConvexHttp
 from localconvex.launcher import LocalConvex
 from tests.operator_queue import Queue
-from tests.system.guest import GUEST_LIB, GUEST_REPO, REPO_URL, TOKEN_FILE, UNIT, GuestAgent
+from tests.system.guest import (
+    CLAUDE_KEY,
+    GUEST_LIB,
+    GUEST_REPO,
+    JOB_ENV,
+    REPO_URL,
+    TOKEN_FILE,
+    UNIT,
+    GuestAgent,
+    configure_gateway,
+)
 from vm.qemu import GUEST_FORWARD_ADDRESS, VirtualMachine, directory_disk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +183,9 @@ def agent(vm: VirtualMachine, deb: Path, localconvex: LocalConvex) -> GuestAgent
     _install_test_files(vm)
     guest = GuestAgent(vm, agent_settings(localconvex))
     vm.put(TOKEN_FILE, TOKEN + "\n", mode="0640", owner="root:fondation")  # docs/operations.md
+    # The Claude credential (a fake key) for the gateway alone; no job starts while the gateway is down.
+    vm.put(JOB_ENV, f"ANTHROPIC_API_KEY={CLAUDE_KEY}\n", mode="0640", owner="root:fondation-gateway")
+    configure_gateway(vm)
     guest.write_config()
     # A trial drop-in for the unit (e.g. hardening changes), without rebuilding the package.
     if os.environ.get("FONDATION_SYSTEM_TEST_DROPIN"):

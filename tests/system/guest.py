@@ -3,6 +3,8 @@ tests/operator_queue.py's)."""
 
 from __future__ import annotations
 
+import re
+import secrets
 import shlex
 import time
 from typing import Any
@@ -14,6 +16,11 @@ from vm.qemu import VirtualMachine
 UNIT = "fondation-agent.service"
 CONFIG = "/etc/fondation-agent/agent.toml"
 TOKEN_FILE = "/etc/fondation-agent/worker-token"
+# The Claude gateway: the one reader of the credential (the session's fake key, root:fondation-gateway 0640).
+GATEWAY_UNIT = "fondation-agent-gateway.service"
+GATEWAY_SETTINGS = "/etc/fondation-agent/gateway.toml"
+JOB_ENV = "/etc/fondation-agent/job.env"
+CLAUDE_KEY = f"sk-ant-test-{secrets.token_hex(12)}"
 GUEST_LIB = "/usr/local/lib/fondation-test"
 GUEST_REPO = "/srv/repos/demo"
 # The job-user pool as a comma-separated list, for pgrep -u (evaluated by the guest's shell).
@@ -36,6 +43,21 @@ def wait_no_job_units(vm: VirtualMachine, timeout: float = 30) -> None:
 def wait_no_job_processes(vm: VirtualMachine, timeout: float = 30) -> None:
     """No process runs as any job user: nothing of a job outlives its unit."""
     vm.wait_for(f"pgrep -a -u {POOL_USERS} || true", lambda out: out.strip() == "", timeout=timeout)
+
+
+def exposure(vm: VirtualMachine, unit: str) -> float:
+    """systemd-analyze security's overall exposure of a unit (lower is better)."""
+    out = vm.ssh(f"systemd-analyze security --no-pager {unit}", check=False).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def configure_gateway(vm: VirtualMachine, **settings: str) -> None:
+    """gateway.toml with these settings (none: the package's defaults), then a restart of the gateway."""
+    vm.put(GATEWAY_SETTINGS, tomli_w.dumps(settings), mode="0640", owner="root:fondation-gateway")
+    vm.ssh(f"systemctl restart {GATEWAY_UNIT}", timeout=120)  # Type=notify: back once it listens
+    vm.ssh(f"systemctl is-active {GATEWAY_UNIT}")
 
 
 class GuestAgent:

@@ -8,10 +8,12 @@ Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. M
   steal:PID       try to read the worker token every way a job user could (PID = the agent's pid) and
                   write what each try got into the output documents
   relay:MARKER    print lines carrying MARKER on stdout (and stderr), then write a course
-  await[:X]       wait for a file GO in the clone (the test writes it), then write a course: a victim
-  hostile         wait for GO (it names the victim's job id), then try every escape of a job (read,
-                  plant, stop the victim, systemd managers, limits, cron, at, setuid, the network, …),
-                  leave what it can behind for the next job, and write what each try got
+  await[:X]       listen on an abstract UNIX socket (VICTIM_SOCKET), wait for a file GO in the clone (the
+                  test writes it), then write a course: a victim
+  hostile         listen for inbound connections on INBOUND_PORT, wait for GO (it names the victim's job
+                  id and the gateway's pid), then try every escape of a job (read, plant, stop the victim,
+                  systemd managers, limits, cron, at, setuid, the credential, the network, …), leave what
+                  it can behind for the next job, and write what each try got
   fill            fallocate 200G, then write its clone, home and /tmp until the disk is full; exit 1
   inspect         report what a job finds of earlier jobs (/dev/shm, /tmp, /var/tmp, its home)
   pino:MARKER     like the real CLI: pino JSON lines carrying MARKER at levels info, warn, error and
@@ -196,6 +198,12 @@ MARK = "hostile-mark"
 JOBS_CGROUP = Path("/sys/fs/cgroup/fondation.slice/fondation-jobs.slice")
 IO_URING_SETUP = 425  # x86_64
 LEFT_BEHIND = (Path("/dev/shm") / MARK, Path("/tmp") / MARK, Path("/var/tmp") / MARK)
+VICTIM_SOCKET = "\0fondation-test-victim"
+INBOUND_PORT = 7777
+GATEWAY = "127.0.0.1:8790"  # the job's relay to the Claude gateway
+CONTROL_SOCKET = "/run/fondation-agent-gateway/control.sock"
+KEY_PREFIXES = (b"sk-ant-", b"CLAUDE_CODE_OAUTH_TOKEN=")
+SEARCHED = ("/etc", "/run", "/var", "/tmp", "/dev/shm", "/srv", "/home", "/root", "/usr/local")
 
 
 def await_go(repo: str) -> str:
@@ -209,8 +217,11 @@ def await_go(repo: str) -> str:
 
 
 def victim(repo: str, output: Path) -> int:
-    progress(1)
-    await_go(repo)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:  # for the hostile job to try
+        listener.bind(VICTIM_SOCKET)
+        listener.listen(4)
+        progress(1)
+        await_go(repo)
     write_course(output, "victim course\n")
     return 0
 
@@ -235,6 +246,72 @@ def _udp(address: str, port: int) -> str:
         return "sent"
 
 
+def _connect_to(family: int, address: object) -> str:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(address)
+        return "connected"
+
+
+def _ping(address: str) -> str:
+    """An ICMP echo request, as an unprivileged `ping` sends it (a ping socket)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as sock:
+        sock.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01hostile", (address, 0))
+        return "sent"
+
+
+def _gateway(method: str, path: str, key: str) -> str:
+    """A request to the Claude gateway through the job's relay; an HTTP error status is a refusal."""
+    import http.client
+    connection = http.client.HTTPConnection(GATEWAY, timeout=30)
+    body = json.dumps({"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    headers = {"x-api-key": key, "content-type": "application/json", "anthropic-version": "2023-06-01"}
+    connection.request(method, path, body=body if method == "POST" else None, headers=headers)
+    response = connection.getresponse()
+    answer = response.read(300)
+    if response.status >= 400:
+        raise PermissionError(f"HTTP {response.status}: {answer!r}")
+    return f"HTTP {response.status}: {answer!r}"
+
+
+def _environments() -> str:
+    """The environment of every process this job can see (its own: the CLI, its relay)."""
+    seen = []
+    for entry in sorted(Path("/proc").iterdir(), key=lambda p: p.name):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                variables = (entry / "environ").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                seen.append(f"{entry.name}: {variables}")
+    return "\n".join(seen)
+
+
+def _processes() -> str:
+    return " ".join(entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit())
+
+
+def _search_files() -> str:
+    """Every readable file under SEARCHED (1 MiB of each): the lines that look like a Claude credential."""
+    found = []
+    for top in SEARCHED:
+        for root, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            for name in files:
+                with contextlib.suppress(OSError), open(os.path.join(root, name), "rb") as handle:
+                    for line in handle.read(1024 * 1024).splitlines():
+                        if any(prefix in line for prefix in KEY_PREFIXES):
+                            found.append(f"{root}/{name}: {line[:200]!r}")
+    return "\n".join(found) or "nothing"
+
+
+def _listen_inbound() -> list[socket.socket]:
+    """Listeners on every address of the job's network, for the test to try from the host."""
+    listeners = [socket.create_server(("0.0.0.0", INBOUND_PORT))]  # noqa: S104 (the point of the try)
+    with contextlib.suppress(OSError):  # no IPv6 in the job's namespace is fine too
+        listeners.append(socket.create_server(("::", INBOUND_PORT), family=socket.AF_INET6,
+                                              dualstack_ipv6=False))
+    return listeners
+
+
 def _journal() -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"MESSAGE=hostile entry\nPRIORITY=6\n", "/run/systemd/journal/socket")
@@ -252,9 +329,16 @@ def _io_uring() -> str:
 
 
 def _signal_others() -> str:
-    """kill(pid, 0) on every pid: how many processes of anyone else this job could signal."""
-    own = {os.getpid()}
-    return f"signalable: {[pid for pid in range(2, 32768) if pid not in own and _can_signal(pid)][:20]}"
+    """kill(pid, 0) on every pid: how many processes of anyone else (not of this job's unit: its relay is
+    its own) this job could signal."""
+    return f"signalable: {[pid for pid in range(2, 32768) if _can_signal(pid) and not _own_unit(pid)][:20]}"
+
+
+def _own_unit(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text() == Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return False
 
 
 def _can_signal(pid: int) -> bool:
@@ -280,8 +364,9 @@ def _daemon() -> str:
 
 
 def hostile(repo: str, output: Path) -> int:
+    inbound = _listen_inbound()
     progress(1)
-    victim_id = await_go(repo)
+    victim_id, gateway_pid = await_go(repo).split()
     own_id = os.environ.get("FONDATION_JOB_ID", "")
     victim_ws = WORKSPACES / f"{victim_id}-1"
     own_ws = Path(repo).parent
@@ -315,29 +400,42 @@ def hostile(repo: str, output: Path) -> int:
         ("write /opt", lambda: Path("/opt", MARK).write_text("x")),
         ("write state dir", lambda: Path("/var/lib/fondation-agent", MARK).write_text("x")),
         ("write cron spool", lambda: Path("/var/spool/cron/crontabs", MARK).write_text("x")),
+        # The Claude credential: files, environments, the gateway's process.
         ("read credentials file", lambda: Path("/etc/fondation-agent/job.env").read_text()),
-        ("credential in environment", lambda: "ANTHROPIC_API_KEY set" if os.environ.get("ANTHROPIC_API_KEY")
-         else _raise("no ANTHROPIC_API_KEY")),
+        ("read gateway settings", lambda: Path("/etc/fondation-agent/gateway.toml").read_text()),
+        ("environments", _environments),
+        ("processes", _processes),
+        ("gateway environ", lambda: Path(f"/proc/{gateway_pid}/environ").read_bytes()[:300]),
+        ("gateway memory", lambda: _read_memory(gateway_pid)),
+        ("search files", _search_files),
+        # The network: the job's namespace has a loopback and the relay to the gateway, nothing else.
         ("agent port", lambda: _connect("127.0.0.1", 9810)),
         ("loopback sshd", lambda: _connect("127.0.0.1", 22)),
+        ("ipv6 loopback sshd", lambda: _connect_to(socket.AF_INET6, ("::1", 22))),
         ("host address sshd", lambda: _connect("10.0.2.15", 22)),
+        ("internet http", lambda: _connect("198.51.100.7", 80)),
+        ("ipv6 internet http", lambda: _connect_to(socket.AF_INET6, ("2001:db8::7", 80))),
         ("metadata http", lambda: _connect("169.254.169.254", 80)),
         ("private address", lambda: _connect("10.77.0.1", 80)),
-        ("allowed address", lambda: _connect("10.77.0.2", 80)),
         ("dns to the resolver", lambda: _udp("169.254.169.254", 53)),
+        ("dns lookup", lambda: repr(socket.getaddrinfo("example.com", 443))),
         ("metadata udp", lambda: _udp("169.254.169.254", 123)),
+        ("icmp", lambda: _ping("10.0.2.2")),
+        ("abstract socket of another job", lambda: _connect_to(socket.AF_UNIX, VICTIM_SOCKET)),
+        ("gateway control socket", lambda: _connect_to(socket.AF_UNIX, CONTROL_SOCKET)),
+        ("forged token at the gateway", lambda: _gateway("POST", "/v1/messages", "fgw-forged-" + "0" * 32)),
+        ("own token beyond the messages api", lambda: _gateway("GET", "/v1/models",
+                                                               os.environ.get("ANTHROPIC_API_KEY", ""))),
         ("leave files", lambda: [path.write_text("left behind\n") for path in LEFT_BEHIND]),
         ("poison home", lambda: (Path.home() / ".gitconfig").write_text(f"[core]\n\tfsmonitor = touch /tmp/{MARK}\n")),
         ("daemon", _daemon),
     ]
     report = "".join(_try(label, action) for label, action in tries)
+    for listener in inbound:
+        listener.close()
     print(report, flush=True)
     write_course(output, report)
     return 0
-
-
-def _raise(message: str):
-    raise RuntimeError(message)
 
 
 def _raise_own_memory_max() -> str:
@@ -354,6 +452,9 @@ def inspect(output: Path) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--version"]:  # the agent's preflight
+        print("guest-cli 1.0.0")
+        return 0
     repo, output, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     name, _, argument = mode.partition(":")
     if name == "oom":

@@ -3,7 +3,7 @@
 next to fake_anthropic.py (tests/fixtures/).
 
 Usage: guest_fake_anthropic.py ADDRESS PORT LOG KEY_FILE — serves tests/fixtures/fake_anthropic.py on
-ADDRESS:PORT (a dummy interface's, which job_network_allow opens: jobs get no loopback), accepting the
+ADDRESS:PORT (a dummy interface's: the Claude gateway's upstream, which jobs cannot reach), accepting the
 key of KEY_FILE (an env file; the key never goes in argv), and appends each request to LOG as a JSON
 line after writing "listening".
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The VM tier's network witness, installed in the guest as /usr/local/lib/fondation-test/guest_listener.py.
 
-Usage: guest_listener.py LOG ADDRESS:PORT/PROTO… — listens on each (addresses of a dummy interface
+Usage: guest_listener.py LOG ADDRESS:PORT/PROTO… — listens on each (IPv4 or IPv6 addresses of a dummy interface
 inside the guest: nothing ever leaves the VM) and appends one line per connection or datagram to
 LOG ("tcp 10.77.0.2:80 from 10.77.0.2"), so the tests judge the job's network rules by what arrived.
 """
@@ -17,7 +17,8 @@ def main() -> int:
     for spec in specs:
         endpoint, _, proto = spec.partition("/")
         address, _, port = endpoint.rpartition(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, int(port)))
         if proto == "tcp":

@@ -1,10 +1,12 @@
 """Two concurrent jobs, one hostile: every escape a job could try is refused, and nothing of it is left.
 
 The guest gets a dummy interface carrying 169.254.169.254 (the cloud metadata address, here also the
-resolver, as on some clouds) and two 10.x addresses, with a listener behind each, before any job runs:
-the network rules are judged by what those listeners receive, and no test packet leaves the VM (which
-qemu boots with restrict=on anyway). The table of docs/operations.md, "What a job can and cannot do",
-is this file's assertions, line by line.
+resolver, as on some clouds), a 10.x address, and 198.51.100.7 and 2001:db8::7 standing for the
+Internet, with a listener behind each, before any job runs: a job's network is judged by what those
+listeners receive, and no test packet leaves the VM (which qemu boots with restrict=on anyway). While
+both jobs run, `systemctl restart nftables` flushes every table of the host: a job's network is a
+namespace of its own, which no ruleset decides. The table of docs/operations.md, "What a job can and
+cannot do", is this file's assertions, line by line.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import pytest
 
 from tests.operator_queue import Queue
 from tests.system.guest import (
+    CLAUDE_KEY,
+    GATEWAY_UNIT,
     GUEST_LIB,
     POOL_USERS,
     GuestAgent,
+    exposure,
     job_units,
     wait_no_job_processes,
     wait_no_job_units,
@@ -28,10 +33,9 @@ from tests.system.guest import (
 pytestmark = pytest.mark.system
 LISTENER_LOG = "/run/fondation-test-listener.log"
 LISTENS = ("169.254.169.254:80/tcp", "169.254.169.254:53/udp", "169.254.169.254:123/udp", "10.77.0.1:80/tcp",
-           "10.77.0.2:80/tcp")
-JOB_ENV = "/etc/fondation-agent/job.env"
+           "198.51.100.7:80/tcp", "2001:db8::7:80/tcp")
 WORKSPACES = "/var/lib/fondation-agent/workspaces"
-CLAUDE_KEY = f"sk-ant-test-{secrets.token_hex(8)}"
+INBOUND_PORT = 7777  # guest_cli.py's: the hostile job listens there
 PROMPT_MARK = f"prompt-{secrets.token_hex(8)}"
 MAX_JOB_EXPOSURE = 3.0
 MAX_AGENT_EXPOSURE = 4.5
@@ -46,29 +50,21 @@ def sections(report: str) -> dict[str, str]:
     return found
 
 
-def exposure(agent: GuestAgent, unit: str) -> float:
-    out = agent.vm.ssh(f"systemd-analyze security --no-pager {unit}", check=False).stdout
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-    assert match, out
-    return float(match.group(1))
-
-
 @pytest.fixture(scope="module")
 def hostile_host(agent: GuestAgent) -> Iterator[GuestAgent]:
     vm = agent.vm
     vm.ssh("ip link add fj-test type dummy; ip link set fj-test up; "
-           "for a in 169.254.169.254 10.77.0.1 10.77.0.2; do ip addr add $a/32 dev fj-test; done")
+           "for a in 169.254.169.254 10.77.0.1 198.51.100.7; do ip addr add $a/32 dev fj-test; done; "
+           "ip -6 addr add 2001:db8::7/128 dev fj-test nodad")
     vm.ssh(f"rm -f {LISTENER_LOG}; systemd-run --quiet --unit=fondation-test-listener "
            f"python3 {GUEST_LIB}/guest_listener.py {LISTENER_LOG} {' '.join(LISTENS)}")
     vm.wait_for(f"cat {LISTENER_LOG} 2>/dev/null", lambda out: "listening" in out, timeout=60)
     vm.ssh("cp /etc/resolv.conf /root/resolv.conf.saved && echo 'nameserver 169.254.169.254' > /etc/resolv.conf")
-    vm.put(JOB_ENV, f"ANTHROPIC_API_KEY={CLAUDE_KEY}\n", mode="0600", owner="root:root")
-    agent.reload(concurrency=2, job_network_allow=["10.77.0.2"])
-    vm.ssh("systemctl reload fondation-jobs-network")
+    agent.reload(concurrency=2)
     yield agent
-    agent.reload(concurrency=1, job_network_allow=[])
-    vm.ssh(f"cp /root/resolv.conf.saved /etc/resolv.conf; systemctl reload fondation-jobs-network; rm -f {JOB_ENV}; "
-           "systemctl stop fondation-test-listener; ip link del fj-test", check=False)
+    agent.reload(concurrency=1)
+    vm.ssh("cp /root/resolv.conf.saved /etc/resolv.conf; systemctl stop fondation-test-listener nftables; "
+           "ip link del fj-test", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +80,23 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     victim_unit = f"fondation-job-{victim_id}-1.service"
     # What any local user can read of a job's unit (systemctl show: its properties; its unit file).
     unit_view = vm.ssh(f"systemctl show {victim_unit}; cat /run/systemd/transient/{victim_unit}").stdout
-    scores = {"job": exposure(agent, f"fondation-job-{hostile_id}-1.service"),
-              "agent": exposure(agent, "fondation-agent.service")}
+    scores = {"job": exposure(vm, f"fondation-job-{hostile_id}-1.service"),
+              "agent": exposure(vm, "fondation-agent.service")}
     units = job_units(vm)
-    vm.put(f"{WORKSPACES}/{hostile_id}-1/repo/GO", victim_id + "\n")  # the hostile job starts its tries
+    # Inbound: the hostile job listens on INBOUND_PORT of its namespace; from the host, nothing is there.
+    inbound = {address: vm.ssh(f"python3 -c \"import socket; socket.create_connection(('{address}', {INBOUND_PORT}), "
+                               f"timeout=10)\"", check=False).returncode for address in ("127.0.0.1", "10.0.2.15")}
+    # A reload of the firewall flushes every table of the host: nothing of a job's isolation is in one.
+    vm.ssh("systemctl restart nftables && nft list ruleset | head -3")
+    gateway_pid = vm.ssh(f"systemctl show -p MainPID --value {GATEWAY_UNIT}").stdout.strip()
+    vm.put(f"{WORKSPACES}/{hostile_id}-1/repo/GO", f"{victim_id} {gateway_pid}\n")  # the hostile job starts its tries
     hostile = queue.wait_completed(hostile_id, timeout=300)
     vm.put(f"{WORKSPACES}/{victim_id}-1/repo/GO", "\n")  # and only then does the victim finish
     victim = queue.wait_completed(victim_id, timeout=300)
     report = "\n".join(doc["content"] for doc in queue.docs(hostile_id))
     return {"hostile": hostile, "victim": victim, "report": sections(report), "raw": report, "scores": scores,
-            "units": units, "victim_docs": queue.docs(victim_id), "unit_view": unit_view}
+            "units": units, "victim_docs": queue.docs(victim_id), "unit_view": unit_view, "inbound": inbound,
+            "gateway_pid": gateway_pid}
 
 
 def running(job: dict) -> bool:
@@ -159,22 +162,38 @@ def test_hostile_job_schedules_nothing_and_gains_no_privilege(hostile_run: dict)
         denied(hostile_run, label)
 
 
-def test_hostile_job_writes_nowhere_but_its_workspace_and_cannot_read_the_credentials_file(
-        hostile_run: dict) -> None:
-    for label in ("write /etc", "write /opt", "write state dir", "write cron spool", "read credentials file"):
+def test_hostile_job_writes_nowhere_but_its_workspace(hostile_run: dict) -> None:
+    for label in ("write /etc", "write /opt", "write state dir", "write cron spool"):
         denied(hostile_run, label)
-    assert "ANTHROPIC_API_KEY set" in got(hostile_run, "credential in environment")
 
 
-def test_hostile_job_network_is_the_policys(hostile_host: GuestAgent, hostile_run: dict) -> None:
-    for label in ("agent port", "loopback sshd", "host address sshd", "metadata http", "private address"):
+def test_hostile_job_finds_nothing_of_the_claude_credential(hostile_host: GuestAgent, hostile_run: dict) -> None:
+    assert hostile_host.vm.ssh(f"grep -c {CLAUDE_KEY} /etc/fondation-agent/job.env").stdout.strip() == "1"
+    for label in ("read credentials file", "read gateway settings", "gateway environ", "gateway memory"):
         denied(hostile_run, label)
-    assert "hello" in got(hostile_run, "allowed address")  # job_network_allow opens what the defaults close
+    # It saw its own processes' environments (the CLI's, the relay's) and searched every file it can read.
+    environments = got(hostile_run, "environments")
+    assert "ANTHROPIC_BASE_URL=" in environments and "FONDATION_JOB_ID=" in environments, environments
+    assert hostile_run["gateway_pid"] not in got(hostile_run, "processes").split()
+    got(hostile_run, "search files")
+    assert CLAUDE_KEY not in hostile_run["raw"]
+
+
+def test_hostile_job_reaches_nothing_but_the_gateway_whatever_nftables_does(
+        hostile_host: GuestAgent, hostile_run: dict) -> None:
+    for label in ("agent port", "loopback sshd", "ipv6 loopback sshd", "host address sshd", "internet http",
+                  "ipv6 internet http", "metadata http", "private address", "dns to the resolver", "dns lookup",
+                  "metadata udp", "icmp", "abstract socket of another job", "gateway control socket"):
+        denied(hostile_run, label)
     arrived = hostile_host.vm.read(LISTENER_LOG)
-    assert "udp 169.254.169.254:53 from" in arrived, arrived  # DNS to the configured resolver
-    assert "tcp 10.77.0.2:80 from" in arrived, arrived
-    for refused in ("tcp 169.254.169.254:80", "udp 169.254.169.254:123", "tcp 10.77.0.1:80"):
-        assert refused not in arrived, arrived
+    assert arrived.strip() == "listening", arrived  # not a packet of the job's reached any of them
+    # Nothing reaches into the job either: its listener is in its own namespace.
+    assert hostile_run["inbound"] == {"127.0.0.1": 1, "10.0.2.15": 1}, hostile_run["inbound"]
+    # The gateway itself is there (the relay works), and refuses what is not a live attempt's Messages call.
+    assert "HTTP 401" in hostile_run["report"]["forged token at the gateway"]
+    denied(hostile_run, "forged token at the gateway")
+    denied(hostile_run, "own token beyond the messages api")
+    assert "HTTP 4" in hostile_run["report"]["own token beyond the messages api"]
     # The agent itself is unharmed by the tries on its port.
     assert hostile_host.vm.ssh("curl -sS -m 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:9810/health"
                                ).stdout.strip() == "200"
