@@ -90,6 +90,8 @@ class Worker:
         self.preflight_passed = False  # until it passes (again after each reload), nothing is claimed
         self.preflight_runs = 0
         self.cli_version: str | None = None
+        # Why the last preflight failed, until one passes: a pause's end is no proof the host is fixed.
+        self.preflight_failure: str | None = None
         # Loop state (main thread only, but flags are set by signal handlers).
         self.draining = False
         self.release_now = False
@@ -132,7 +134,7 @@ class Worker:
         # (it is taken down as soon as a call finds Convex unreachable).
         subscription = None if self.wake is None else self.wake.current().state
         convex_ok = (convex_age is not None and convex_age < self.config.health_max_silence) or subscription == UP
-        paused = self.host_pause.describe()
+        paused = self.host_pause.describe() or self._preflight_problem()
         with self.jobs_lock:
             running = sorted(self.jobs)
         healthy = loop_alive and convex_ok and not paused
@@ -156,11 +158,15 @@ class Worker:
         }
         return healthy, body
 
+    def _preflight_problem(self) -> str:
+        """The failed preflight's reason between its pause's end and the rerun's verdict, or ""."""
+        return f"preflight failed, rerunning ({self.preflight_failure})" if self.preflight_failure else ""
+
     def _status_line(self) -> str:
         with self.jobs_lock:
             running = ", ".join(f"{job_id} ({job.status})" for job_id, (job, _) in sorted(self.jobs.items()))
             busy = len(self.jobs)
-        paused = self.host_pause.describe()
+        paused = self.host_pause.describe() or self._preflight_problem()
         state = "draining; " if self.draining else ("Convex unreachable; " if self.convex_reachable is False else "")
         state += f"{paused}; " if paused else ""
         no_metrics = self.metrics_endpoint and self.metrics_endpoint.problem
@@ -308,11 +314,13 @@ class Worker:
             version = preflight.run_preflight(self.config, self.runner, self.preflight_runs)
         except preflight.PreflightFailed as failure:
             self.cli_version = None
+            self.preflight_failure = str(failure)
             self.metrics.host_failures.labels(preflight.PAUSE_KIND).inc()
             seconds = self.host_pause.host_failure(preflight.PAUSE_KIND, str(failure), at_once=True)
             self.log.error("preflight failed: claiming paused", seconds=seconds, reason=str(failure))
             return
         self.preflight_passed = True
+        self.preflight_failure = None
         self.cli_version = version
         self.log.info("preflight passed: claiming", cli_version=version)
 

@@ -108,6 +108,10 @@ def test_a_worker_whose_preflight_fails_claims_nothing_says_why_and_claims_after
     assert not healthy and "preflight" in body["reason"] and "no-such-cli --version" in body["reason"]
     assert body["cli_version"] is None
     assert "paused claiming until" in statuses[-1] and "no-such-cli --version" in statuses[-1]
+    agent.host_pause.resume()  # the pause is over, the rerun has not reported: still no healthy host
+    healthy, body = agent.health()
+    assert not healthy and "preflight failed" in body["reason"] and "no-such-cli --version" in body["reason"]
+    assert "preflight failed" in agent._status_line()
 
     fixed = tmp_path / "agent.toml"  # the operator fixes cli_command and reloads
     fixed.write_text(f'convex_url = "{broken.convex_url}"\nworker_id = "w"\ntemp_dir = "{broken.temp_dir}"\n'
@@ -117,7 +121,8 @@ def test_a_worker_whose_preflight_fails_claims_nothing_says_why_and_claims_after
     agent.reload_requested = True
     assert agent._tick()
     assert claims and agent.cli_version == "fake-cli 1.0.0"
-    assert agent.health()[1]["cli_version"] == "fake-cli 1.0.0"
+    healthy, body = agent.health()
+    assert healthy and body["cli_version"] == "fake-cli 1.0.0"
 
 
 def test_a_worker_whose_slots_are_all_busy_runs_its_preflight_once_one_is_free(tmp_path: Path) -> None:
