@@ -4,6 +4,9 @@ the job's user, mode 0400) so that neither the prompt nor any value of the job's
 property (ExecStart=, Environment=), which every local user can read with `systemctl show`; and JSON
 carries any text, newlines included.
 
+Before anything of the job runs, it claims the attempt's gateway token for the job's user (relay.claim):
+from then on the gateway refuses that token from any other user, another job's included.
+
 The relay listens before the CLI starts and runs in a child of this process, which becomes the CLI:
 the kernel kills it when the CLI ends (PR_SET_PDEATHSIG), and the unit's stop kills its cgroup anyway.
 It holds none of the CLI's standard streams, whose end is the job's end for the agent.
@@ -48,6 +51,12 @@ def main(spec_path: str) -> None:
     with open(spec_path, encoding="utf-8") as spec_file:
         spec = json.load(spec_file)
     argv, environment = spec["argv"], {**os.environ, **spec["env"]}
+    token = spec["env"].get("ANTHROPIC_API_KEY")
+    if token:  # the attempt's gateway token, tied to this job's user before the CLI (the job's code) runs
+        try:
+            relay.claim(spec["relay"]["socket"], token)
+        except relay.ClaimRefused as refusal:
+            sys.exit(f"fondation-agent job_exec: {refusal}")
     start_relay(relay.listen(spec["relay"]["port"]), spec["relay"]["socket"])
     os.execvpe(argv[0], argv, environment)  # noqa: S606 (the CLI the operator configured, checked by the launcher)
 

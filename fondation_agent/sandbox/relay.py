@@ -13,10 +13,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import socket
 from collections.abc import Callable
 
+from fondation_agent.sandbox.gateway import CLAIM_PATH
+
 CHUNK_BYTES = 64 * 1024
+CLAIM_TIMEOUT_S = 30.0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over one of the gateway's UNIX sockets (stdlib only: the job's claim, the agent's control calls)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class ClaimRefused(Exception):
+    """The gateway did not tie the token to this job's user (or cannot be reached)."""
+
+
+def claim(target: str, token: str) -> None:
+    """Ties the attempt's token to the user this process runs as, before anything of the job runs: the
+    token is unknown to every other job then, so no other user can have claimed it first."""
+    connection = UnixHTTPConnection(target, CLAIM_TIMEOUT_S)
+    try:
+        connection.request("POST", CLAIM_PATH, headers={"x-api-key": token})
+        response = connection.getresponse()
+        body = response.read()
+    except OSError as error:
+        raise ClaimRefused(f"the Claude gateway cannot be reached at {target}: {error}") from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        try:
+            message = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = body[:200].decode("utf-8", errors="replace")
+        raise ClaimRefused(f"the Claude gateway refused this job's token (HTTP {response.status}): {message}")
 
 
 def listen(port: int) -> socket.socket:

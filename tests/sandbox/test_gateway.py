@@ -6,24 +6,27 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from fondation_agent.sandbox.gateway import CLAIM_PATH
 from fondation_agent.sandbox.gateway.attempts import Usage, Verdict
 from fondation_agent.sandbox.gateway.client import (
     ControlClient,
     GatewayUnavailable,
     InProcessGateway,
-    UnixHTTPConnection,
 )
 from fondation_agent.sandbox.gateway.server import UsageReader
+from fondation_agent.sandbox.relay import UnixHTTPConnection, claim
 from tests.fixtures.fake_anthropic import FakeAnthropic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -235,33 +238,115 @@ def test_check_config_names_what_is_wrong(tmp_path):
     assert empty.returncode == 2 and "holds neither ANTHROPIC_API_KEY= nor CLAUDE_CODE_OAUTH_TOKEN=" in empty.stderr
 
 
+class Served:
+    """`gateway serve` as systemd runs it (NOTIFY_SOCKET), with its sockets under `directory`/run."""
+
+    def __init__(self, directory: Path, upstream: str):
+        settings = gateway_settings(directory, upstream)
+        self.run = directory / "run"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(directory / "notify.sock"))
+        self.notify.settimeout(60)
+        self.process = subprocess.Popen(gateway_command("serve", "--settings", str(settings)), cwd=REPO_ROOT,
+                                        env={**os.environ, "NOTIFY_SOCKET": str(directory / "notify.sock")},
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def control(self) -> ControlClient:
+        return ControlClient(str(self.run / "control.sock"))
+
+    def stop(self) -> str:
+        """SIGTERM; what it printed (it must have ended cleanly)."""
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=60)
+        self.notify.close()
+        assert self.process.returncode == 0, output
+        return output
+
+
 def test_serve_says_ready_forwards_from_its_jobs_socket_and_stops_on_sigterm(fake, tmp_path):
-    settings = gateway_settings(tmp_path, fake.url)
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(60)
-    process = subprocess.Popen(gateway_command("serve", "--settings", str(settings)), cwd=REPO_ROOT,
-                               env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served = Served(tmp_path, fake.url)
     try:
-        assert notify.recv(4096).decode().startswith("READY=1")
-        run = tmp_path / "run"
+        assert served.notify.recv(4096).decode().startswith("READY=1")
+        run = served.run
         assert (os.stat(run / "jobs.sock").st_mode & 0o777, os.stat(run / "control.sock").st_mode & 0o777) == (
             0o666, 0o660)
-        registration = ControlClient(str(run / "control.sock")).register("job1", 1, 0, 60)
+        registration = served.control().register("job1", 1, 0, 60)
+        claim(str(run / "jobs.sock"), registration.token)  # as job_exec does before the CLI starts
         connection = UnixHTTPConnection(str(run / "jobs.sock"), 30)
         connection.request("POST", "/v1/messages", body=json.dumps(MESSAGE),
                            headers={"x-api-key": registration.token, "Content-Type": "application/json"})
         response = connection.getresponse()
         assert (response.status, json.loads(response.read())["content"][0]["text"]) == (200, "OK.")
         connection.close()
-        assert ControlClient(str(run / "control.sock")).read(registration.id).usage == ONE_ANSWER
+        assert served.control().read(registration.id).usage == ONE_ANSWER
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
+        output = served.stop()
     assert KEY not in output and registration.token not in output
     assert '"event": "attempt registered"' in output
+
+
+# Another job: another uid (nobody), with only the standard library and a raw request.
+ANOTHER_USER = r"""
+import socket, sys
+path, method, target, token = sys.argv[1:]
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(path)
+body = b'{"model": "claude", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}'
+sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: gateway\r\nx-api-key: {token}\r\n"
+             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+             .encode() + body)
+print(sock.makefile("rb").readline().decode().split()[1])
+"""
+# The CLI job_exec starts: a request with its own token, straight to the jobs socket.
+JOB_CLI = """
+import json, os, sys
+from fondation_agent.sandbox.relay import UnixHTTPConnection
+connection = UnixHTTPConnection(sys.argv[1], 30)
+connection.request("POST", "/v1/messages", body=sys.argv[2], headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"]})
+print(connection.getresponse().status)
+"""
+NOBODY = 65534
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: nobody cannot reach the venv's interpreter under /root
+
+
+def test_a_token_is_its_job_users_claimed_by_job_exec_and_refused_from_any_other_user(fake):
+    directory = Path(tempfile.mkdtemp(prefix="fgw-test-"))
+    directory.chmod(0o755)  # nobody reaches the jobs socket (0666), as a job user does through its relay
+    served = Served(directory, fake.url)
+    try:
+        assert served.notify.recv(4096).decode().startswith("READY=1")
+        (directory / "run").chmod(0o755)
+        jobs = str(directory / "run" / "jobs.sock")
+        victim = served.control().register("victim", 1, 0, 60)
+
+        def as_another_user(token: str, path: str = "/v1/messages") -> str:
+            return subprocess.run([SYSTEM_PYTHON, "-I", "-c", ANOTHER_USER, jobs, "POST", path, token], user=NOBODY,
+                                  capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+        def job_exec(token: str) -> subprocess.CompletedProcess:
+            spec = directory / "spec.json"
+            spec.write_text(json.dumps({"argv": [sys.executable, "-c", JOB_CLI, jobs, json.dumps(MESSAGE)],
+                                        "env": {"ANTHROPIC_API_KEY": token}, "relay": {"port": 0, "socket": jobs}}))
+            return subprocess.run([sys.executable, "-m", "fondation_agent.sandbox.job_exec", str(spec)], cwd=REPO_ROOT,
+                                  capture_output=True, text=True, timeout=60, check=False)
+
+        assert as_another_user(victim.token) == "403"  # not claimed yet: no user may use it
+        ran = job_exec(victim.token)  # the victim's job claims it (as root here), then its CLI uses it
+        assert (ran.returncode, ran.stdout.strip()) == (0, "200"), ran.stderr
+        assert as_another_user(victim.token) == "403"  # a stolen token is worth nothing to another job
+        assert as_another_user(victim.token, CLAIM_PATH) == "403"  # nor can that job claim it for itself
+        assert served.control().read(victim.id).usage == ONE_ANSWER  # the victim's request only
+        assert len(fake.requests) == 1
+
+        refused = job_exec("fgw-unknown")  # a token the gateway refuses: the CLI never starts
+        assert refused.returncode != 0 and refused.stdout == ""
+        assert "the Claude gateway refused this job's token (HTTP 401)" in refused.stderr
+        refusals = ControlClient(str(directory / "run" / "control.sock"))._call("GET", "/refusals")
+        assert refusals == {"user": 3, "token": 1}
+    finally:
+        output = served.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert output.count('"event": "attempt claimed"') == 1 and victim.token not in output
 
 
 def test_usage_is_read_from_events_cut_anywhere_and_from_json_bodies():

@@ -11,8 +11,9 @@ Usage: guest_cli.py REPO OUTPUT MODE — the mode comes from the job's prompt. M
   await[:X]       listen on an abstract UNIX socket (VICTIM_SOCKET), wait for a file GO in the clone (the
                   test writes it), then write a course: a victim
   hostile         listen for inbound connections on INBOUND_PORT, wait for GO (it names the victim's job
-                  id and the gateway's pid), then try every escape of a job (read, plant, stop the victim,
-                  systemd managers, limits, cron, at, setuid, the credential, the network, …), leave what
+                  id, the gateway's pid and the victim's gateway token), then try every escape of a job
+                  (read, plant, stop the victim, systemd managers, limits, cron, at, setuid, the credential,
+                  another job's token, the network, …), leave what
                   it can behind for the next job, and write what each try got
   fill            fallocate 200G, then write its clone, home and /tmp until the disk is full; exit 1
   inspect         report what a job finds of earlier jobs (/dev/shm, /tmp, /var/tmp, its home)
@@ -202,6 +203,7 @@ VICTIM_SOCKET = "\0fondation-test-victim"
 INBOUND_PORT = 7777
 GATEWAY = "127.0.0.1:8790"  # the job's relay to the Claude gateway
 CONTROL_SOCKET = "/run/fondation-agent-gateway/control.sock"
+CLAIM_PATH = "/fondation-gateway/claim"  # fondation_agent.sandbox.gateway's (this file runs without the package)
 KEY_PREFIXES = (b"sk-ant-", b"CLAUDE_CODE_OAUTH_TOKEN=")
 SEARCHED = ("/etc", "/run", "/var", "/tmp", "/dev/shm", "/srv", "/home", "/root", "/usr/local")
 
@@ -366,7 +368,7 @@ def _daemon() -> str:
 def hostile(repo: str, output: Path) -> int:
     inbound = _listen_inbound()
     progress(1)
-    victim_id, gateway_pid = await_go(repo).split()
+    victim_id, gateway_pid, victim_token = await_go(repo).split()
     own_id = os.environ.get("FONDATION_JOB_ID", "")
     victim_ws = WORKSPACES / f"{victim_id}-1"
     own_ws = Path(repo).parent
@@ -424,6 +426,8 @@ def hostile(repo: str, output: Path) -> int:
         ("abstract socket of another job", lambda: _connect_to(socket.AF_UNIX, VICTIM_SOCKET)),
         ("gateway control socket", lambda: _connect_to(socket.AF_UNIX, CONTROL_SOCKET)),
         ("forged token at the gateway", lambda: _gateway("POST", "/v1/messages", "fgw-forged-" + "0" * 32)),
+        ("another job's token at the gateway", lambda: _gateway("POST", "/v1/messages", victim_token)),
+        ("claim another job's token", lambda: _gateway("POST", CLAIM_PATH, victim_token)),
         ("own token beyond the messages api", lambda: _gateway("GET", "/v1/models",
                                                                os.environ.get("ANTHROPIC_API_KEY", ""))),
         ("leave files", lambda: [path.write_text("left behind\n") for path in LEFT_BEHIND]),

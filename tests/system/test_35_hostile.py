@@ -89,14 +89,18 @@ def hostile_run(hostile_host: GuestAgent, queue: Queue) -> dict:
     # A reload of the firewall flushes every table of the host: nothing of a job's isolation is in one.
     vm.ssh("systemctl restart nftables && nft list ruleset | head -3")
     gateway_pid = vm.ssh(f"systemctl show -p MainPID --value {GATEWAY_UNIT}").stdout.strip()
-    vm.put(f"{WORKSPACES}/{hostile_id}-1/repo/GO", f"{victim_id} {gateway_pid}\n")  # the hostile job starts its tries
+    # Say the victim's gateway token leaked anyway (root reads it from the victim's CLI): it must be worthless.
+    victim_token = vm.ssh(f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {victim_unit})/environ "
+                          "| sed -n 's/^ANTHROPIC_API_KEY=//p'").stdout.strip()
+    assert victim_token.startswith("fgw-"), victim_token
+    vm.put(f"{WORKSPACES}/{hostile_id}-1/repo/GO", f"{victim_id} {gateway_pid} {victim_token}\n")  # its tries start
     hostile = queue.wait_completed(hostile_id, timeout=300)
     vm.put(f"{WORKSPACES}/{victim_id}-1/repo/GO", "\n")  # and only then does the victim finish
     victim = queue.wait_completed(victim_id, timeout=300)
     report = "\n".join(doc["content"] for doc in queue.docs(hostile_id))
     return {"hostile": hostile, "victim": victim, "report": sections(report), "raw": report, "scores": scores,
             "units": units, "victim_docs": queue.docs(victim_id), "unit_view": unit_view, "inbound": inbound,
-            "gateway_pid": gateway_pid}
+            "gateway_pid": gateway_pid, "victim_token": victim_token}
 
 
 def running(job: dict) -> bool:
@@ -192,6 +196,10 @@ def test_hostile_job_reaches_nothing_but_the_gateway_whatever_nftables_does(
     # The gateway itself is there (the relay works), and refuses what is not a live attempt's Messages call.
     assert "HTTP 401" in hostile_run["report"]["forged token at the gateway"]
     denied(hostile_run, "forged token at the gateway")
+    # Another job's token (claimed by the victim's user before its CLI started): refused, for requests and claims.
+    for label in ("another job's token at the gateway", "claim another job's token"):
+        denied(hostile_run, label)
+        assert "HTTP 403" in hostile_run["report"][label] and "another job's" in hostile_run["report"][label]
     denied(hostile_run, "own token beyond the messages api")
     assert "HTTP 4" in hostile_run["report"]["own token beyond the messages api"]
     # The agent itself is unharmed by the tries on its port.

@@ -13,4 +13,8 @@ JOBS_SOCKET = "/run/fondation-agent-gateway/jobs.sock"
 CONTROL_SOCKET = "/run/fondation-agent-gateway/control.sock"
 """The control API (mode 0660, group fondation: only agents)."""
 
+CLAIM_PATH = "/fondation-gateway/claim"
+"""A job's first request (job_exec.py, before its CLI starts): ties the attempt's token to the user the
+job runs as, seen by the jobs socket (SO_PEERCRED); from any other user the token is refused."""
+
 DEFAULT_SETTINGS_PATH = "/etc/fondation-agent/gateway.toml"

@@ -73,6 +73,7 @@ class Attempt:
     expires_at: float
     usage: Usage = field(default_factory=Usage)
     verdict: Verdict | None = None
+    user: int | None = None  # the uid that claimed the token over the jobs socket (None: not yet)
 
     def over_budget(self) -> bool:
         return self.max_tokens > 0 and self.usage.budget_tokens() > self.max_tokens
@@ -118,6 +119,13 @@ class Attempts:
             if entry is not None:
                 self._by_digest = {d: a for d, a in self._by_digest.items() if a is not entry}
             return entry
+
+    def claim(self, entry: Attempt, uid: int) -> bool:
+        """Ties an attempt's token to a user: the first claim wins; False for any other user."""
+        with self._lock:
+            if entry.user is None:
+                entry.user = uid
+            return entry.user == uid
 
     def record(self, entry: Attempt, usage: Usage) -> None:
         with self._lock:

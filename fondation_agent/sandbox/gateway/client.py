@@ -22,6 +22,7 @@ from fondation_agent.sandbox.gateway import CONTROL_SOCKET, JOB_GATEWAY_PORT
 from fondation_agent.sandbox.gateway.attempts import Usage, Verdict
 from fondation_agent.sandbox.gateway.server import Gateway, start_unix_site
 from fondation_agent.sandbox.gateway.settings import DEFAULT_MAX_REQUEST_BYTES
+from fondation_agent.sandbox.relay import UnixHTTPConnection
 
 CONTROL_TIMEOUT_S = 10.0
 CONTROL_SOCKET_MODE = 0o600  # an in-process gateway's control socket (tests): the agent's own user
@@ -58,22 +59,6 @@ class GatewayAccess(Protocol):
     def delete(self, attempt_id: str) -> Report | None: ...
 
     def close(self) -> None: ...
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class ControlClient:

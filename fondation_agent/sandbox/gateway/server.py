@@ -5,6 +5,11 @@ token (`x-api-key` or `Authorization: Bearer`), forwarded to the upstream with t
 its place; server-sent events go through chunk by chunk as they arrive. Everything else is refused
 with an Anthropic-style error body, logged (never a token, never the credential) and counted.
 
+Over the jobs socket a token is its job user's: job_exec claims it (`POST CLAIM_PATH`) before the
+job's code runs, and a request with it from any other uid (SO_PEERCRED) is refused, another job's
+included. Over TCP (the in-process gateway of `sandbox = "process"`, where jobs share the agent's
+user) there is no user to tell apart.
+
 Control (the agents only): `POST /attempts {jobId, attempt, maxTokens}` → `{token, id}`,
 `GET /attempts/{id}` → `{usage, verdict}`, `DELETE /attempts/{id}`, `GET /refusals` → counts by reason.
 """
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from fondation_agent.host.logs import get_logger
+from fondation_agent.sandbox.gateway import CLAIM_PATH
 from fondation_agent.sandbox.gateway.attempts import DEFAULT_TTL_S, Attempt, Attempts, Usage, Verdict
 from fondation_agent.sandbox.gateway.credentials import OAUTH_BETA, credential_headers
 
@@ -46,6 +54,15 @@ _MAX_USAGE_BUFFER = 16 * 1024**2  # a JSON answer (or one SSE line) past this is
 
 def error_body(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def peer_uid(request: web.Request) -> int | None:
+    """The uid of the process at the other end of a UNIX socket's connection; None over TCP."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]
 
 
 class UsageReader:
@@ -110,6 +127,7 @@ class Gateway:
 
     def jobs_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_request_bytes)
+        app.router.add_post(CLAIM_PATH, self.claim)
         app.router.add_route("*", "/{tail:.*}", self.forward)
         app.on_startup.append(self._open_session)
         app.on_cleanup.append(self._close_session)
@@ -149,6 +167,23 @@ class Gateway:
             token = value.strip() if scheme.lower() == "bearer" else ""
         return token
 
+    async def claim(self, request: web.Request) -> web.Response:
+        attempt = self.attempts.by_token(self._token(request))
+        if attempt is None:
+            return self.refuse(401, "authentication_error", "token",
+                               "invalid x-api-key: this job's gateway token is unknown, expired or revoked",
+                               path=request.path)
+        context = {"job_id": attempt.job_id, "attempt": attempt.attempt}
+        uid = peer_uid(request)
+        if uid is None:
+            return self.refuse(400, "invalid_request_error", "claim", "a token is claimed over the jobs socket only",
+                               **context)
+        if not self.attempts.claim(attempt, uid):
+            return self.refuse(403, "permission_error", "user", "this gateway token is another job's", uid=uid,
+                               **context)
+        self.log.info("attempt claimed", uid=uid, **context)
+        return web.json_response({"claimed": True})
+
     async def forward(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST" or request.path not in FORWARDED_PATHS:
             return self.refuse(404, "not_found_error", "path",
@@ -160,6 +195,10 @@ class Gateway:
                                "invalid x-api-key: this job's gateway token is unknown, expired or revoked",
                                path=request.path)
         context = {"job_id": attempt.job_id, "attempt": attempt.attempt, "path": request.path}
+        uid = peer_uid(request)
+        if uid is not None and uid != attempt.user:  # unclaimed, or claimed by another job's user
+            return self.refuse(403, "permission_error", "user", "this gateway token is another job's", uid=uid,
+                               **context)
         if attempt.over_budget():
             self.attempts.judge(attempt, Verdict.BUDGET_EXCEEDED)
             return self.refuse(400, "invalid_request_error", "budget",
