@@ -159,3 +159,19 @@ def test_the_real_claude_code_writes_a_course_in_the_production_sandbox(claude_h
     counted = [line for line in metrics.splitlines() if line.startswith("fondation_agent_claude_")
                and "token" in line and not line.endswith(" 0.0")]
     assert counted, metrics
+
+
+def test_the_real_claude_code_past_its_budget_fails_as_budget_exceeded(claude_host: GuestAgent, queue: Queue):
+    """claude_max_tokens below one answer's tokens: the gateway forwards the first request, refuses the
+    next (the model never sees it), and the job fails as budget_exceeded, not retried."""
+    requests_before = len(claude_host.vm.read(MODEL_LOG).splitlines())
+    claude_host.write_config(claude_max_tokens=50)  # read at start
+    claude_host.restart()
+    job_id = queue.enqueue("A course over budget", repository=f"file://{CLAUDE_REPO}", maxAttempts=3)
+    job = queue.wait_finished(job_id, timeout=600)
+    assert (job["status"], job.get("errorKind"), job["attempts"]) == ("failed", "budget_exceeded", 1), summary(job)
+    assert "claude_max_tokens" in job["error"] and "not retried" in job["error"], job["error"]
+    assert job["usage"]["requests"] >= 1 and job["usage"]["inputTokens"] + job["usage"]["outputTokens"] > 50, job
+    requests = claude_host.vm.read(MODEL_LOG).splitlines()[requests_before:]
+    assert len(requests) == job["usage"]["requests"], requests  # what the gateway refused never reached the model
+    wait_no_job_units(claude_host.vm)
