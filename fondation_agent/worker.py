@@ -160,7 +160,7 @@ class Worker:
 
     def _preflight_problem(self) -> str:
         """The failed preflight's reason between its pause's end and the rerun's verdict, or ""."""
-        return f"{self.preflight_failure}; rerunning it" if self.preflight_failure else ""
+        return f"the last preflight failed, rerunning it: {self.preflight_failure}" if self.preflight_failure else ""
 
     def _status_line(self) -> str:
         with self.jobs_lock:
@@ -314,7 +314,7 @@ class Worker:
             version = preflight.run_preflight(self.config, self.runner, self.preflight_runs)
         except preflight.PreflightFailed as failure:
             self.cli_version = None
-            self.preflight_failure = f"the last preflight failed: {failure}"
+            self.preflight_failure = str(failure)
             self.metrics.host_failures.labels(preflight.PAUSE_KIND).inc()
             seconds = self.host_pause.host_failure(preflight.PAUSE_KIND, self.preflight_failure, at_once=True)
             self.log.error("preflight failed: claiming paused", seconds=seconds, reason=str(failure))
