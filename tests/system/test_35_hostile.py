@@ -199,7 +199,7 @@ def test_hostile_job_reaches_nothing_but_the_gateway_whatever_nftables_does(
     # Another job's token (claimed by the victim's user before its CLI started): refused, for requests and claims.
     for label in ("another job's token at the gateway", "claim another job's token"):
         denied(hostile_run, label)
-        assert "HTTP 403" in hostile_run["report"][label] and "another job's" in hostile_run["report"][label]
+        assert "HTTP 403" in hostile_run["report"][label] and "token is another job" in hostile_run["report"][label]
     denied(hostile_run, "own token beyond the messages api")
     assert "HTTP 4" in hostile_run["report"]["own token beyond the messages api"]
     # The agent itself is unharmed by the tries on its port.
