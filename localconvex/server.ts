@@ -557,6 +557,9 @@ async function main() {
     persister?.sync().catch(() => {}); // logged by the persister
     committed();
   });
+  // Scheduled functions restored from the state file: their commits reach subscribers too, even
+  // when no call commits anything first.
+  scheduled.poke();
   /** After every commit: subscribers see it, and a newly scheduled function gets its timer. */
   function committed(): void {
     sync.committed();

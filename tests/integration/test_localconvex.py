@@ -527,6 +527,20 @@ def test_sync_identities_errors_and_the_admin_key_as_over_http(backend: LocalCon
     assert admin.mutation("items:secret", {}) == "secret"
 
 
+def test_a_restored_scheduled_function_reaches_subscribers_with_no_other_commit(functions_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """As a lease reaper restored after an outage: the agents subscribed, and nothing else commits."""
+    server = LocalConvex(functions_dir=functions_dir, state_file=tmp_path / "state.json").start()
+    try:
+        ConvexHttpClient(server.url).mutation("items:later", {"name": "restored", "ms": 1500})
+        server.kill()
+        server.start()
+        items = ConvexClient(server.url).subscribe("items:list", {})
+        updates_until(items, lambda value: names(value) == ["restored"])
+    finally:
+        server.kill()
+
+
 def test_sync_timestamp_survives_restarts_and_clients_reconnect(functions_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     server = LocalConvex(functions_dir=functions_dir, state_file=state).start()
