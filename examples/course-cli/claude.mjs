@@ -6,7 +6,9 @@
 //
 // Claude Code reads its settings from the environment the agent gives the job (docs/cli-contract.md:
 // ANTHROPIC_BASE_URL, the credential, no non-essential traffic, bounded retries, a HOME of its own);
-// the engine passes that environment through unchanged.
+// the engine passes that environment through unchanged. The Claude Code it runs is the SDK's bundled
+// binary, or the host's pinned one when FONDATION_CLAUDE_CODE names it (docs/cli-contract.md),
+// resolved once at start: an upgrade during the job does not change Claude Code between steps.
 
 import fs from "node:fs";
 import path from "node:path";
@@ -67,10 +69,21 @@ in which a newcomer should learn the abstractions, foundations first. Write as Y
   }
 }
 
+function pinnedClaudeCode() {
+  const named = process.env.FONDATION_CLAUDE_CODE;
+  if (!named) return undefined;
+  try {
+    return fs.realpathSync(named);
+  } catch (error) {
+    throw new Error(`FONDATION_CLAUDE_CODE: no Claude Code at ${shown(named)} (${error.code})`);
+  }
+}
+
 async function runStep(n, ctx, log) {
   const plan = stepPlan(n, ctx);
   const options = {
     cwd: ctx.root,
+    pathToClaudeCodeExecutable: ctx.claudeCode,
     additionalDirectories: [ctx.output],
     tools: TOOLS,
     allowedTools: TOOLS,
@@ -99,7 +112,8 @@ async function runStep(n, ctx, log) {
 }
 
 export async function runClaude({ root, output, prompt, log, step }) {
-  const ctx = { root, output, prompt, chapters: [] };
+  const ctx = { root, output, prompt, chapters: [], claudeCode: pinnedClaudeCode() };
+  if (ctx.claudeCode) log("info", "Claude Code pinned by the host", { path: ctx.claudeCode });
   let turns = 0;
   for (let n = 1; n <= 6; n++) {
     step();

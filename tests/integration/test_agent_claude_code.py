@@ -39,7 +39,8 @@ if not (COURSE_CLI / "node_modules" / "@anthropic-ai" / "claude-agent-sdk").is_d
     pytest.fail(f"the Claude Agent SDK is not installed: run make install (npm ci in {COURSE_CLI})", pytrace=False)
 
 
-def claude_agent(agents, tmp_path: Path, fake: FakeAnthropic, name: str, key: str = KEY, **settings):
+def claude_agent(agents, tmp_path: Path, fake: FakeAnthropic, name: str, key: str = KEY,
+                 cli_env: dict[str, str] | None = None, **settings):
     """An agent whose jobs run the course CLI's Claude engine, its credential in its own env file."""
     credentials = tmp_path / f"{name}-claude.env"
     credentials.write_text(f"ANTHROPIC_API_KEY={key}\n")
@@ -49,7 +50,7 @@ def claude_agent(agents, tmp_path: Path, fake: FakeAnthropic, name: str, key: st
     agent = agents(
         name=name, env={"HOME": str(home)},
         cli_command=f"{shutil.which('node')} {COURSE_CLI / 'cli.mjs'} analyze {{repo}} --engine claude",
-        cli_env={}, claude_credentials_file=str(credentials), claude_upstream=fake.url, claude_max_retries=0,
+        cli_env=cli_env or {}, claude_credentials_file=str(credentials), claude_upstream=fake.url, claude_max_retries=0,
         job_timeout=300.0, **settings,
     )
     return agent, home
@@ -195,3 +196,35 @@ def test_a_key_without_permission_is_the_hosts_problem(tmp_path, queue, agents, 
     job = queue.get(job_id)
     assert (job["status"], job["attempts"]) == ("pending", 0), job
     assert "Failed to authenticate. API Error: 403" in job["progress"]
+
+
+def test_a_host_pinned_claude_code_is_the_one_every_step_runs(tmp_path, queue, agents):
+    # The host's Claude Code as the role lays it out (docs/ansible.md): current -> releases/<name>/claude.
+    # Here that "release" is a wrapper that counts its runs, then runs the SDK's bundled binary.
+    bundled = COURSE_CLI / "node_modules" / "@anthropic-ai" / "claude-agent-sdk-linux-x64" / "claude"
+    release = tmp_path / "claude-code" / "releases" / "0123456789abcdef"
+    release.mkdir(parents=True)
+    runs = tmp_path / "pinned-runs"
+    (release / "claude").write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{bundled}" "$@"\n')
+    (release / "claude").chmod(0o755)
+    (tmp_path / "claude-code" / "current").symlink_to("releases/0123456789abcdef")
+    pinned = tmp_path / "claude-code" / "current" / "claude"
+    with FakeAnthropic(api_key=KEY) as fake:
+        agent, _ = claude_agent(agents, tmp_path, fake, "claude", cli_env={"FONDATION_CLAUDE_CODE": str(pinned)})
+        job_id = queue.enqueue(repository=make_git_repo(tmp_path / "claude-repo", CLAUDE_REPO_FILES))
+        job = queue.wait_finished(job_id, timeout=300)
+    assert job["status"] == "completed", job
+    assert runs.read_text().split() == ["run"] * 6, "one Claude Code run per step, each the pinned one"
+    # Resolved once, at start: a switch of current during the job would not change it between steps.
+    pinned_lines = [e for e in agent.log_events() if e.get("job_id") == job_id and "pinned by the host" in e["event"]]
+    assert len(pinned_lines) == 1 and str(release / "claude") in pinned_lines[0]["event"], pinned_lines
+
+
+def test_a_pinned_claude_code_that_is_not_there_fails_the_job_saying_so(tmp_path, queue, agents, repo):
+    missing = tmp_path / "claude-code" / "current" / "claude"
+    with FakeAnthropic(api_key=KEY) as fake:
+        claude_agent(agents, tmp_path, fake, "claude", cli_env={"FONDATION_CLAUDE_CODE": str(missing)})
+        job = queue.wait_finished(queue.enqueue(repository=repo, maxAttempts=1), timeout=120)
+        assert fake.requests == []
+    assert (job["status"], job["errorKind"]) == ("failed", "cli_failed"), job
+    assert f'FONDATION_CLAUDE_CODE: no Claude Code at "{missing}" (ENOENT)' in job["error"]
