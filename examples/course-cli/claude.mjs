@@ -7,8 +7,7 @@
 // Claude Code reads its settings from the environment the agent gives the job (docs/cli-contract.md:
 // ANTHROPIC_BASE_URL, the credential, no non-essential traffic, bounded retries, a HOME of its own);
 // the engine passes that environment through unchanged. The Claude Code it runs is the SDK's bundled
-// binary, or the host's pinned one when FONDATION_CLAUDE_CODE names it (docs/cli-contract.md),
-// resolved once at start: an upgrade during the job does not change Claude Code between steps.
+// binary, or the host's pinned one when FONDATION_CLAUDE_CODE names it (cli.mjs resolves it).
 
 import fs from "node:fs";
 import path from "node:path";
@@ -69,16 +68,6 @@ in which a newcomer should learn the abstractions, foundations first. Write as Y
   }
 }
 
-function pinnedClaudeCode() {
-  const named = process.env.FONDATION_CLAUDE_CODE;
-  if (!named) return undefined;
-  try {
-    return fs.realpathSync(named);
-  } catch (error) {
-    throw new Error(`FONDATION_CLAUDE_CODE: no Claude Code at ${shown(named)} (${error.code})`);
-  }
-}
-
 async function runStep(n, ctx, log) {
   const plan = stepPlan(n, ctx);
   const options = {
@@ -111,8 +100,9 @@ async function runStep(n, ctx, log) {
   return result;
 }
 
-export async function runClaude({ root, output, prompt, log, step }) {
-  const ctx = { root, output, prompt, chapters: [], claudeCode: pinnedClaudeCode() };
+// claudeCode: the host's pinned Claude Code, resolved by the caller; undefined runs the SDK's own.
+export async function runClaude({ root, output, prompt, log, step, claudeCode }) {
+  const ctx = { root, output, prompt, chapters: [], claudeCode };
   if (ctx.claudeCode) log("info", "Claude Code pinned by the host", { path: ctx.claudeCode });
   let turns = 0;
   for (let n = 1; n <= 6; n++) {

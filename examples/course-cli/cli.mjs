@@ -935,10 +935,25 @@ function makeLogger(format) {
 
 // ---------------------------------------------------------------------------------------------
 
+// The host's pinned Claude Code (FONDATION_CLAUDE_CODE, docs/cli-contract.md), resolved once at start:
+// an upgrade during the job does not change Claude Code between steps. --version checks it too, as
+// the job user that would run it, so a host whose pin is broken fails the agent's preflight.
+function pinnedClaudeCode() {
+  const named = process.env.FONDATION_CLAUDE_CODE;
+  if (!named) return undefined;
+  try {
+    const real = fs.realpathSync(named);
+    fs.accessSync(real, fs.constants.X_OK);
+    return real;
+  } catch (error) {
+    throw new Error(`FONDATION_CLAUDE_CODE: no Claude Code at ${JSON.stringify(named)} (${error.code})`);
+  }
+}
+
 async function main(argv, logger) {
   const args = parseArgs(argv);
   if (args.help) { out(USAGE); return 0; }
-  if (args.version) { out(`course-cli ${VERSION}`); return 0; }
+  if (args.version) { pinnedClaudeCode(); out(`course-cli ${VERSION}`); return 0; }
   const { log } = logger;
   const repoArg = path.resolve(args.repo);
   let st;
@@ -971,7 +986,7 @@ async function main(argv, logger) {
   log("info", "Starting codebase analysis", { project: shown(root), output: shown(outputDir), profile: shown(args.profile), engine: args.engine });
   if (args.engine === "claude") {
     const { runClaude } = await import("./claude.mjs"); // only this engine needs the SDK installed
-    return runClaude({ root, output: outputReal, prompt: args.prompt, log, step });
+    return runClaude({ root, output: outputReal, prompt: args.prompt, log, step, claudeCode: pinnedClaudeCode() });
   }
 
   // 1: read the repository; the modules that become chapters are its abstractions

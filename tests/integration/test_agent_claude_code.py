@@ -220,10 +220,26 @@ def test_a_host_pinned_claude_code_is_the_one_every_step_runs(tmp_path, queue, a
     assert len(pinned_lines) == 1 and str(release / "claude") in pinned_lines[0]["event"], pinned_lines
 
 
-def test_a_pinned_claude_code_that_is_not_there_fails_the_job_saying_so(tmp_path, queue, agents, repo):
+def test_a_host_whose_pinned_claude_code_is_not_there_claims_nothing(tmp_path, queue, agents, repo):
+    # The CLI's --version resolves the pin too (docs/cli-contract.md), so the preflight catches it.
     missing = tmp_path / "claude-code" / "current" / "claude"
     with FakeAnthropic(api_key=KEY) as fake:
-        claude_agent(agents, tmp_path, fake, "claude", cli_env={"FONDATION_CLAUDE_CODE": str(missing)})
+        agent, _ = claude_agent(agents, tmp_path, fake, "claude", cli_env={"FONDATION_CLAUDE_CODE": str(missing)})
+        job_id = queue.enqueue(repository=repo)
+        eventually(lambda: agent.metric("fondation_agent_host_failures_total", 'kind="preflight"') == 1, timeout=60)
+        status, body = agent.health()
+        assert status == 503, body
+        assert f'FONDATION_CLAUDE_CODE: no Claude Code at \\"{missing}\\" (ENOENT)' in body["reason"], body
+        job = queue.get(job_id)
+        assert (job["status"], job["attempts"]) == ("pending", 0), job
+        assert fake.requests == []
+
+
+def test_a_pinned_claude_code_gone_after_the_preflight_fails_the_job_saying_so(tmp_path, queue, agents, repo):
+    missing = tmp_path / "claude-code" / "current" / "claude"
+    with FakeAnthropic(api_key=KEY) as fake:
+        claude_agent(agents, tmp_path, fake, "claude", cli_env={"FONDATION_CLAUDE_CODE": str(missing)},
+                     cli_version_command=f"{shutil.which('node')} --version")  # a preflight that passes
         job = queue.wait_finished(queue.enqueue(repository=repo, maxAttempts=1), timeout=120)
         assert fake.requests == []
     assert (job["status"], job["errorKind"]) == ("failed", "cli_failed"), job
