@@ -8,8 +8,9 @@ Signals: SIGTERM (or SIGINT) drains — stop claiming, let running jobs finish w
 drain_timeout, then release the rest; a second one releases everything at once; SIGHUP reloads
 the config (concurrency, intervals, limits) for the jobs that start afterwards.
 
-Before its first claim, and again after each reload, the agent runs its preflight (job/preflight.py):
-a host that cannot run a job claims nothing and pauses (kind `preflight`) until it passes.
+Before its first claim, and again after each reload, the agent runs its preflight (job/preflight.py)
+on a thread of its own, so that the loop keeps telling systemd it is alive while the CLI's version
+command runs: a host that cannot run a job claims nothing and pauses (kind `preflight`) until it passes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import select
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from fondation_agent import __version__
@@ -89,6 +91,10 @@ class Worker:
         self.was_paused = False
         self.preflight_passed = False  # until it passes (again after each reload), nothing is claimed
         self.preflight_runs = 0
+        # The running preflight and the reload it belongs to: a verdict from before a reload is stale.
+        self.preflight_check: tuple[int, Future[str]] | None = None
+        self.preflight_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
+        self.reloads = 0
         self.cli_version: str | None = None
         # Why the last preflight failed, until one passes: a pause's end is no proof the host is fixed.
         self.preflight_failure: str | None = None
@@ -303,15 +309,28 @@ class Worker:
             self._start_job(claim, attempt.started_at)
 
     def _preflight(self) -> None:
-        """Runs the preflight when it has not passed since the start or the last reload, unless a
-        pause is running (a failed one paused claiming: it runs again when the pause ends) or every
+        """Starts the preflight when it has not passed since the start or the last reload, unless one
+        is running, a pause is (a failed one paused claiming: it runs again when the pause ends) or every
         slot is busy (a reload while jobs run: the job-user pool has a user for each slot, so the
-        preflight's job waits for one of this worker's own jobs to end, as a claim would)."""
+        preflight's job waits for one of this worker's own jobs to end, as a claim would). Takes the
+        verdict of one that ended; one started before the last reload is run again."""
+        if self.preflight_check is not None:
+            reload, check = self.preflight_check
+            if not check.done():
+                return
+            self.preflight_check = None
+            if reload == self.reloads:
+                self._preflight_verdict(check)
         if self.preflight_passed or self.host_pause.paused_for() or len(self.jobs) >= self.config.concurrency:
             return
         self.preflight_runs += 1
+        check = self.preflight_pool.submit(preflight.run_preflight, self.config, self.runner, self.preflight_runs)
+        check.add_done_callback(lambda _: self._wake())
+        self.preflight_check = (self.reloads, check)
+
+    def _preflight_verdict(self, check: Future[str]) -> None:
         try:
-            version = preflight.run_preflight(self.config, self.runner, self.preflight_runs)
+            version = check.result()  # anything but PreflightFailed is a bug: it stops the agent, as before
         except preflight.PreflightFailed as failure:
             self.cli_version = None
             self.preflight_failure = str(failure)
@@ -325,8 +344,10 @@ class Worker:
         self.log.info("preflight passed: claiming", cli_version=version)
 
     def _read_queue_depth(self) -> None:
-        """Polls the queue's depth while no subscription delivers it (wake = poll, or it is down)."""
-        if time.monotonic() < self.next_depth_read or (self.wake is not None and self.wake.depth_live()):
+        """Polls the queue's depth while no subscription delivers it (wake = poll, or it is down); not
+        while a preflight runs: the turn that takes its verdict claims first, then reads it."""
+        if (time.monotonic() < self.next_depth_read or self.preflight_check is not None
+                or (self.wake is not None and self.wake.depth_live())):
             return
         self.next_depth_read = time.monotonic() + QUEUE_DEPTH_INTERVAL
         try:
@@ -401,8 +422,10 @@ class Worker:
             jobs = [job for job, _ in self.jobs.values()]
         for job in jobs:
             job.stop(StopReason.RELEASED)
-        while self.jobs:
+        while self.jobs or self.preflight_check:  # the preflight's job ends within its own timeout
             self._drain_turn(deadline, LOOP_TICK)
+            if self.preflight_check and self.preflight_check[1].done():
+                self.preflight_check = None
 
     def _drain_turn(self, deadline: float, sleep: float) -> None:
         """One turn of the loop while draining: systemd hears that the agent is alive and stopping."""
@@ -430,6 +453,7 @@ class Worker:
             self.metrics.slots_total.set(self.config.concurrency)
             self.log.info("config reloaded", concurrency=self.config.concurrency)
         self.preflight_passed = False  # the config, the CLI or the credential may have changed
+        self.reloads += 1
         if self.host_pause.resume():  # the operator may have fixed the host: try again now
             self.log.info("reload: claiming resumes after a pause for host problems")
         self.notifier.ready(self._status_line())
@@ -458,6 +482,7 @@ class Worker:
         self.log.info("agent stopped", completed=self.counts["completed"], failed=self.counts["failed"])
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
+        self.preflight_pool.shutdown()
         self.claude.close()
         self.http.close()
 

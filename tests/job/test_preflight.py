@@ -3,6 +3,7 @@ real process runner, the Claude credential's check, and a worker that claims onl
 
 import sys
 import time
+from concurrent.futures import wait
 from pathlib import Path
 
 import pytest
@@ -92,16 +93,30 @@ def test_workers_of_one_host_have_preflight_ids_of_their_own() -> None:
     assert preflight_job_id("a") == preflight_job_id("a")
 
 
-def test_a_worker_whose_preflight_fails_claims_nothing_says_why_and_claims_after_a_reload(tmp_path: Path) -> None:
-    broken = config(tmp_path, cli_command=f"{tmp_path}/no-such-cli {{repo}}")
-    agent = Worker(broken, None, worker_token="t")
+def settle_preflight(agent: Worker) -> None:
+    """Waits until the preflight the loop started has ended (the loop takes its verdict at its next turn)."""
+    assert agent.preflight_check is not None, "no preflight running"
+    wait([agent.preflight_check[1]])
+
+
+def quiet_worker(config: Config, config_path: Path | None = None) -> tuple[Worker, list[int]]:
+    """A worker whose loop turns at once and finds no job: what it claims is recorded."""
+    agent = Worker(config, config_path, worker_token="t")
     claims: list[int] = []
     agent.api.claim = lambda lease_ms: claims.append(lease_ms)  # no job
     agent._read_queue_depth = lambda: None
     agent._sleep = lambda seconds: None
+    return agent, claims
+
+
+def test_a_worker_whose_preflight_fails_claims_nothing_says_why_and_claims_after_a_reload(tmp_path: Path) -> None:
+    broken = config(tmp_path, cli_command=f"{tmp_path}/no-such-cli {{repo}}")
+    agent, claims = quiet_worker(broken)
     statuses: list[str] = []
     agent.notifier.status = statuses.append
-    assert agent._tick() and agent._tick()
+    assert agent._tick()
+    settle_preflight(agent)
+    assert agent._tick()
     assert claims == []
     agent.last_convex_ok = time.monotonic()  # Convex answered: the preflight is what is wrong
     healthy, body = agent.health()
@@ -120,6 +135,8 @@ def test_a_worker_whose_preflight_fails_claims_nothing_says_why_and_claims_after
     agent.config_path = fixed
     agent.reload_requested = True
     assert agent._tick()
+    settle_preflight(agent)
+    assert agent._tick()
     assert claims and agent.cli_version == "fake-cli 1.0.0"
     healthy, body = agent.health()
     assert healthy and body["cli_version"] == "fake-cli 1.0.0"
@@ -129,7 +146,68 @@ def test_a_worker_whose_slots_are_all_busy_runs_its_preflight_once_one_is_free(t
     agent = Worker(config(tmp_path), None, worker_token="t")
     agent.jobs["job1"] = (None, None)  # a reload while the one slot is busy
     agent._preflight()
-    assert agent.preflight_runs == 0 and not agent.preflight_passed
+    assert agent.preflight_runs == 0 and agent.preflight_check is None
     agent.jobs.clear()
     agent._preflight()
-    assert agent.preflight_runs == 1 and agent.preflight_passed
+    assert agent.preflight_runs == 1
+    settle_preflight(agent)
+    agent._preflight()
+    assert agent.preflight_passed
+
+
+def gated_version_command(gate: Path, version: str) -> str:
+    """A version command that prints `version` only once `gate` is gone: a CLI as slow as the test wants."""
+    return f"sh -c 'while [ -e {gate} ]; do sleep 0.05; done; echo {version}'"
+
+
+def test_the_loop_keeps_turning_and_telling_the_watchdog_while_the_preflight_runs(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    agent, claims = quiet_worker(config(tmp_path, cli_version_command=gated_version_command(gate, "slow-cli 2.0")))
+    pings: list[None] = []
+    agent.notifier.watchdog = lambda: pings.append(None)
+    for _ in range(3):
+        assert agent._tick()
+    assert len(pings) == 3 and agent.preflight_runs == 1 and not agent.preflight_passed
+    assert claims == [], "nothing is claimed before the preflight passed"
+    gate.unlink()
+    settle_preflight(agent)
+    assert agent._tick()
+    assert agent.cli_version == "slow-cli 2.0" and claims
+
+
+def test_a_reload_during_the_preflight_runs_it_again_with_the_new_config(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    first = config(tmp_path, cli_version_command=gated_version_command(gate, "old-cli 1.0"))
+    reloaded = tmp_path / "agent.toml"
+    reloaded.write_text(f'convex_url = "{first.convex_url}"\nworker_id = "w"\ntemp_dir = "{first.temp_dir}"\n'
+                        f'claude_credentials_file = "{first.claude_credentials_file}"\n'
+                        f'cli_command = "{first.cli_command}"\ncli_version_command = "echo new-cli 2.0"\n')
+    agent, claims = quiet_worker(first, reloaded)
+    assert agent._tick()
+    stale = agent.preflight_check
+    agent.reload_requested = True
+    assert agent._tick()
+    gate.unlink()
+    settle_preflight(agent)
+    assert agent._tick()  # the old CLI's verdict is dropped, the new one's preflight starts
+    assert agent.preflight_check is not stale and not agent.preflight_passed and claims == []
+    settle_preflight(agent)
+    assert agent._tick()
+    assert agent.preflight_runs == 2 and agent.cli_version == "new-cli 2.0" and claims
+
+
+def test_a_stop_during_the_preflight_waits_for_its_job_and_leaves_no_workspace(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    agent, claims = quiet_worker(config(tmp_path, cli_version_command=gated_version_command(gate, "slow-cli 2.0")))
+    assert agent._tick()
+    running = agent.preflight_check
+    agent.draining = True
+    agent._sleep = lambda seconds: gate.unlink(missing_ok=True)  # the CLI answers while the drain waits
+    assert not agent._tick()
+    agent._drain()
+    assert running is not None and running[1].done() and agent.preflight_check is None
+    assert [p.name for p in Path(agent.config.temp_dir).iterdir() if p.name.startswith("preflight_")] == []
+    assert claims == []
