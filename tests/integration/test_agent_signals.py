@@ -196,6 +196,8 @@ def test_sighup_raises_the_concurrency_without_touching_the_running_job(repo, qu
 
 def test_sighup_with_an_invalid_config_keeps_the_running_one(repo, queue, agents, tmp_path):
     agent = agents(concurrency=2, cli_env=cli_env(tmp_path))
+    # Healthy once its preflight passed and Convex answered (a reload runs the preflight again).
+    eventually(lambda: agent.health()[0] == 200)
 
     agent.write_config(concurrency=0)
     agent.signal(signal.SIGHUP)
@@ -208,7 +210,7 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(repo, queue, agents
 
     assert agent.proc.poll() is None
     status, health = agent.health()
-    assert status == 200 and health["slots_total"] == 2
+    assert status == 200 and health["slots_total"] == 2, health
     assert agent.metric("fondation_agent_slots_total") == 2
     # The old config still runs jobs, two at a time.
     job_ids = [queue.enqueue(repository=repo, prompt="slow:4") for _ in range(2)]
