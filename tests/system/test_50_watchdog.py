@@ -32,8 +32,8 @@ def test_a_hung_main_loop_is_restarted_by_the_watchdog(agent: GuestAgent, queue:
         # (a busy TCG guest) has no unit to be found by (-u), but it keeps the sender's _PID.
         hung = vm.ssh(shlex.join(["journalctl", "--no-pager", "-q", "-o", "cat", f"_PID={before['MainPID']}",
                                   f"--after-cursor={cursor}"]), check=False).stdout
-        assert "main loop hanging on purpose" in hung, (hung, agent.journal(after=cursor))
         lines = agent.journal(after=cursor)
+        assert "main loop hanging on purpose" in hung, (hung, lines)
         assert "Watchdog timeout" in lines, lines
         # The restarted agent exports systemd's count (FondationAgentRestarting alerts on it).
         metrics = vm.wait_for("curl -sS -m 10 http://127.0.0.1:9810/metrics",
