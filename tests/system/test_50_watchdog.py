@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from tests.operator_queue import Queue
@@ -28,13 +26,12 @@ def test_a_hung_main_loop_is_restarted_by_the_watchdog(agent: GuestAgent, queue:
         vm.ssh(f"rm -f {HANG_FILE}")
         after = agent.wait_active()
         assert after["MainPID"] != before["MainPID"], (before, after)
-        # What the hung process logged, by its PID: a line journald takes in after the process died
-        # (a busy TCG guest) has no unit to be found by (-u), but it keeps the sender's _PID.
-        hung = vm.ssh(shlex.join(["journalctl", "--no-pager", "-q", "-o", "cat", f"_PID={before['MainPID']}",
-                                  f"--after-cursor={cursor}"]), check=False).stdout
+        # The proof that the watchdog killed the hang and nothing else: the stack Python's faulthandler
+        # wrote on SIGABRT (PYTHONFAULTHANDLER=1, to stderr: the unit's journal stream). Not the hang's own
+        # log line, which went missing from the busy TCG guest's journal in two recent runs (not explained).
         lines = agent.journal(after=cursor)
-        assert "main loop hanging on purpose" in hung, (hung, lines)
         assert "Watchdog timeout" in lines, lines
+        assert "in _hang_if_asked" in lines, lines
         # The restarted agent exports systemd's count (FondationAgentRestarting alerts on it).
         metrics = vm.wait_for("curl -sS -m 10 http://127.0.0.1:9810/metrics",
                               lambda out: "fondation_agent_service_restarts" in out, timeout=60)
