@@ -91,8 +91,9 @@ class Worker:
         self.was_paused = False
         self.preflight_passed = False  # until it passes (again after each reload), nothing is claimed
         self.preflight_runs = 0
-        # The running preflight and the reload it belongs to: a verdict from before a reload is stale.
-        self.preflight_check: tuple[int, Future[str]] | None = None
+        # The running preflight, the reload it belongs to (a verdict from before a reload is stale) and
+        # what stops its job.
+        self.preflight_check: tuple[int, Future[str], preflight.Stopper] | None = None
         self.preflight_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
         self.reloads = 0
         self.cli_version: str | None = None
@@ -315,7 +316,7 @@ class Worker:
         preflight's job waits for one of this worker's own jobs to end, as a claim would). Takes the
         verdict of one that ended; one started before the last reload is run again."""
         if self.preflight_check is not None:
-            reload, check = self.preflight_check
+            reload, check, _ = self.preflight_check
             if not check.done():
                 return
             self.preflight_check = None
@@ -324,9 +325,11 @@ class Worker:
         if self.preflight_passed or self.host_pause.paused_for() or len(self.jobs) >= self.config.concurrency:
             return
         self.preflight_runs += 1
-        check = self.preflight_pool.submit(preflight.run_preflight, self.config, self.runner, self.preflight_runs)
+        stopper = preflight.Stopper()
+        check = self.preflight_pool.submit(preflight.run_preflight, self.config, self.runner, self.preflight_runs,
+                                           stopper)
         check.add_done_callback(lambda _: self._wake())
-        self.preflight_check = (self.reloads, check)
+        self.preflight_check = (self.reloads, check, stopper)
 
     def _preflight_verdict(self, check: Future[str]) -> None:
         try:
@@ -342,6 +345,10 @@ class Worker:
         self.preflight_failure = None
         self.cli_version = version
         self.log.info("preflight passed: claiming", cli_version=version)
+
+    def _stop_preflight(self) -> None:
+        if self.preflight_check is not None:
+            self.preflight_check[2].stop()
 
     def _read_queue_depth(self) -> None:
         """Polls the queue's depth while no subscription delivers it (wake = poll, or it is down); not
@@ -413,6 +420,7 @@ class Worker:
         stopped), tell systemd, let running jobs finish within drain_timeout, release those still
         running (at once after a second stop signal), and wait until their releases reached Convex."""
         deadline = time.monotonic() + self.config.drain_timeout
+        self._stop_preflight()  # a stopping agent uses no verdict
         self.metrics.draining.set(1)
         self.log.info("draining: no new jobs", running=len(self.jobs), drain_timeout=self.config.drain_timeout)
         self._drain_turn(deadline, 0.0)
@@ -422,7 +430,7 @@ class Worker:
             jobs = [job for job, _ in self.jobs.values()]
         for job in jobs:
             job.stop(StopReason.RELEASED)
-        while self.jobs or self.preflight_check:  # the preflight's job ends within its own timeout
+        while self.jobs or self.preflight_check:  # the preflight's job ends once stopped
             self._drain_turn(deadline, LOOP_TICK)
             if self.preflight_check and self.preflight_check[1].done():
                 self.preflight_check = None
@@ -454,6 +462,7 @@ class Worker:
             self.log.info("config reloaded", concurrency=self.config.concurrency)
         self.preflight_passed = False  # the config, the CLI or the credential may have changed
         self.reloads += 1
+        self._stop_preflight()  # its verdict is stale: the next turn starts one with what was reloaded
         if self.host_pause.resume():  # the operator may have fixed the host: try again now
             self.log.info("reload: claiming resumes after a pause for host problems")
         self.notifier.ready(self._status_line())

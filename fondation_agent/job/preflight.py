@@ -22,11 +22,11 @@ from fondation_agent.config import CLI_PLACEHOLDERS, Config
 from fondation_agent.job.cli_contract import cli_environment
 from fondation_agent.job.untrusted import clean_text
 from fondation_agent.sandbox.gateway.credentials import CredentialsError, read_credentials
-from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Runner, RunResult
+from fondation_agent.sandbox.runner import DiskUnavailable, Limits, Runner, RunningCli, RunResult
 from fondation_agent.sandbox.workspace import Workspace
 
 PAUSE_KIND = "preflight"  # the host pause's and host_failures_total's kind
-TIMEOUT_S = 30.0  # well under the unit's WatchdogSec (60 s): the main loop waits for it
+TIMEOUT_S = 30.0  # a CLI that takes longer to print its version is broken
 VERSION_OPTION = "--version"
 MAX_VERSION_CHARS = 200
 KEPT_LINES = 5
@@ -36,6 +36,30 @@ _SUBCOMMAND = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 class PreflightFailed(Exception):
     """Why this host cannot run a job: one line, for STATUS=, /health and the log."""
+
+
+class Stopper:
+    """Stops a preflight's job from another thread: an agent that is stopping or reloading does not
+    wait for a verdict it will not use (under a slow sandbox that is most of a restart)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cli: RunningCli | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            cli = self._cli
+        if cli is not None:
+            cli.stop()
+
+    def started(self, cli: RunningCli) -> None:
+        with self._lock:
+            self._cli = cli
+            stopped = self.stopped
+        if stopped:
+            cli.stop()
 
 
 def version_argv(config: Config) -> list[str]:
@@ -74,13 +98,13 @@ def check_claude_credential(config: Config) -> None:
                               " (the Claude gateway would have no credential)")
 
 
-def run_preflight(config: Config, runner: Runner, attempt: int) -> str:
+def run_preflight(config: Config, runner: Runner, attempt: int, stopper: Stopper | None = None) -> str:
     """Runs the checks; returns the CLI's version line, or raises PreflightFailed."""
     check_claude_credential(config)
-    return _cli_version(config, runner, attempt)
+    return _cli_version(config, runner, attempt, stopper or Stopper())
 
 
-def _cli_version(config: Config, runner: Runner, attempt: int) -> str:
+def _cli_version(config: Config, runner: Runner, attempt: int, stopper: Stopper) -> str:
     argv = version_argv(config)
     shown = shlex.join(argv)
     job_id = preflight_job_id(config.worker_id)
@@ -100,6 +124,7 @@ def _cli_version(config: Config, runner: Runner, attempt: int) -> str:
                                limits=limits)
         except OSError as error:
             raise PreflightFailed(f"the CLI cannot be started ({shown}): {error}") from None
+        stopper.started(cli)
         lines: list[str] = []
 
         def read() -> None:  # to the end, so the CLI never blocks on a full pipe
@@ -113,6 +138,8 @@ def _cli_version(config: Config, runner: Runner, attempt: int) -> str:
         reader.join(timeout=5)
     finally:
         workspace.remove()
+    if stopper.stopped:
+        raise PreflightFailed("stopped: the agent is stopping or reloading")
     said = clean_text(outcome.stderr_tail[-500:], 500) or clean_text(" / ".join(lines), 500)
     if outcome.result == RunResult.TIMEOUT:
         raise PreflightFailed(f"the CLI's version command ({shown}) did not end within {limits.timeout:g} s")

@@ -188,26 +188,28 @@ def test_a_reload_during_the_preflight_runs_it_again_with_the_new_config(tmp_pat
     assert agent._tick()
     stale = agent.preflight_check
     agent.reload_requested = True
-    assert agent._tick()
-    gate.unlink()
-    settle_preflight(agent)
-    assert agent._tick()  # the old CLI's verdict is dropped, the new one's preflight starts
+    assert agent._tick()  # the reload stops the old CLI's version command, whose gate stays
+    with pytest.raises(PreflightFailed, match=r"^stopped: "):
+        stale[1].result(timeout=60)
+    if agent.preflight_check is stale:  # (else it had ended before that turn's preflight step)
+        assert agent._tick()  # its verdict is dropped, the new config's preflight starts
     assert agent.preflight_check is not stale and not agent.preflight_passed and claims == []
     settle_preflight(agent)
     assert agent._tick()
     assert agent.preflight_runs == 2 and agent.cli_version == "new-cli 2.0" and claims
 
 
-def test_a_stop_during_the_preflight_waits_for_its_job_and_leaves_no_workspace(tmp_path: Path) -> None:
+def test_a_stop_during_the_preflight_stops_its_job_and_leaves_no_workspace(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    gate.touch()
+    gate.touch()  # never removed: only the stop ends the version command (else its 30 s timeout would)
     agent, claims = quiet_worker(config(tmp_path, cli_version_command=gated_version_command(gate, "slow-cli 2.0")))
     assert agent._tick()
     running = agent.preflight_check
     agent.draining = True
-    agent._sleep = lambda seconds: gate.unlink(missing_ok=True)  # the CLI answers while the drain waits
     assert not agent._tick()
     agent._drain()
     assert running is not None and running[1].done() and agent.preflight_check is None
+    with pytest.raises(PreflightFailed, match=r"^stopped: the agent is stopping or reloading$"):
+        running[1].result()
     assert [p.name for p in Path(agent.config.temp_dir).iterdir() if p.name.startswith("preflight_")] == []
     assert claims == []
