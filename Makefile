@@ -92,7 +92,7 @@ clean:
 	rm -rf .demo build dist *.egg-info
 
 # The Ansible role (ansible/, docs/ansible.md): lint, and its Molecule scenario on the VM tier's image —
-# the .deb deployed by site.yml to a qemu guest, then real jobs end to end. Needs root; ~30 min on TCG (the role runs six times; three real Claude Code jobs).
+# the .deb deployed by site.yml to a qemu guest, then real jobs end to end. Needs root; TCG makes it the longest step of CI (the whole role runs twice, parts of it nine times; three real Claude Code jobs).
 ANSIBLE_VENV := ansible/.venv
 .PHONY: ansible-lint molecule
 $(ANSIBLE_VENV)/.installed: ansible/requirements.txt
