@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from fondation_agent import __version__
 from fondation_agent.config import Config, ConfigError, load_config
@@ -69,6 +70,15 @@ def make_runner(config: Config) -> Runner:
     return ProcessRunner(Path(config.temp_dir) / f".process-groups-{config.worker_id}")
 
 
+class PreflightCheck(NamedTuple):
+    """The running preflight: the reload it belongs to (a verdict from before a reload is stale), its
+    verdict to come and what stops its job."""
+
+    reload: int
+    verdict: Future[str]
+    stopper: preflight.Stopper
+
+
 class Worker:
     def __init__(self, config: Config, config_path: Path | None, *, worker_token: str, git_token: str | None = None,
                  claude: ClaudeAccess | None = None, metrics_bind_retry: tuple[float, float] = BIND_RETRY):
@@ -91,9 +101,7 @@ class Worker:
         self.was_paused = False
         self.preflight_passed = False  # until it passes (again after each reload), nothing is claimed
         self.preflight_runs = 0
-        # The running preflight, the reload it belongs to (a verdict from before a reload is stale) and
-        # what stops its job.
-        self.preflight_check: tuple[int, Future[str], preflight.Stopper] | None = None
+        self.preflight_check: PreflightCheck | None = None
         self.preflight_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
         self.reloads = 0
         self.cli_version: str | None = None
@@ -316,12 +324,12 @@ class Worker:
         preflight's job waits for one of this worker's own jobs to end, as a claim would). Takes the
         verdict of one that ended; one started before the last reload is run again."""
         if self.preflight_check is not None:
-            reload, check, _ = self.preflight_check
-            if not check.done():
+            running = self.preflight_check
+            if not running.verdict.done():
                 return
             self.preflight_check = None
-            if reload == self.reloads:
-                self._preflight_verdict(check)
+            if running.reload == self.reloads:
+                self._preflight_verdict(running.verdict)
         if self.preflight_passed or self.host_pause.paused_for() or len(self.jobs) >= self.config.concurrency:
             return
         self.preflight_runs += 1
@@ -329,7 +337,7 @@ class Worker:
         check = self.preflight_pool.submit(preflight.run_preflight, self.config, self.runner, self.preflight_runs,
                                            stopper)
         check.add_done_callback(lambda _: self._wake())
-        self.preflight_check = (self.reloads, check, stopper)
+        self.preflight_check = PreflightCheck(self.reloads, check, stopper)
 
     def _preflight_verdict(self, check: Future[str]) -> None:
         try:
@@ -348,7 +356,7 @@ class Worker:
 
     def _stop_preflight(self) -> None:
         if self.preflight_check is not None:
-            self.preflight_check[2].stop()
+            self.preflight_check.stopper.stop()
 
     def _read_queue_depth(self) -> None:
         """Polls the queue's depth while no subscription delivers it (wake = poll, or it is down); not
@@ -432,7 +440,7 @@ class Worker:
             job.stop(StopReason.RELEASED)
         while self.jobs or self.preflight_check:  # the preflight's job ends once stopped
             self._drain_turn(deadline, LOOP_TICK)
-            if self.preflight_check and self.preflight_check[1].done():
+            if self.preflight_check and self.preflight_check.verdict.done():
                 self.preflight_check = None
 
     def _drain_turn(self, deadline: float, sleep: float) -> None:
